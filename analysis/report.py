@@ -1,0 +1,129 @@
+"""python -m analysis.report --experiment NAME [--tracking-uri URI] [--parent-run-id ID] [--out DIR] [--no-log]
+
+Writes the report of one sweep: figures (PNG + SVG: trajectories, accuracy per step, and the
+data-fraction / mix-ratio curves when the sweep varies them), Table 1 (table1.md, table1.html)
+and one self-contained report.html; then logs them as artifacts of the sweep's parent run under
+`report/` so the MLflow UI shows them. Defaults: tracking URI from MLFLOW_TRACKING_URI, else
+sqlite:///mlflow.db; out dir ./reports/<experiment>; the experiment's latest sweep.
+
+The sweep calls `write_report(experiment, tracking_uri, out_dir)` when it ends. Problems a user
+can fix (unknown experiment, no finished trials, missing metrics) raise `AnalysisError`; the
+command prints its message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from analysis.errors import AnalysisError
+from analysis.frontier import pareto_front
+from analysis.outcomes import summarize
+from analysis.page import report_page
+from analysis.plots import FigureFile, render_figures
+from analysis.runs import load_sweep
+from analysis.tables import build_table1, table_html_document, table_markdown
+
+ARTIFACT_PATH = "report"
+"""Artifact folder of the report on the sweep's parent run."""
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a report was written (and logged)."""
+
+    out_dir: Path
+    """The output folder."""
+    report_html: Path
+    """The self-contained report page."""
+    table_markdown: Path
+    """Table 1 as Markdown."""
+    table_html: Path
+    """Table 1 as a standalone HTML page."""
+    figures: tuple[Path, ...]
+    """Every figure file (PNG and SVG), under out_dir/figures."""
+    parent_run_id: str
+    """The sweep's parent run."""
+    artifact_uri: str | None
+    """Artifact URI of `report/` on the parent run; None when not logged."""
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """All written files."""
+        return (self.report_html, self.table_markdown, self.table_html, *self.figures)
+
+
+def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_id: str | None = None,
+                 log_artifacts: bool = True) -> ReportPaths:
+    """Write figures, Table 1 and report.html for a sweep; log them on its parent run unless told not to."""
+    out_dir = Path(out_dir)
+    sweep = load_sweep(experiment, tracking_uri, parent_run_id)
+    outcomes = summarize(sweep.trials)
+    frontier = pareto_front(outcomes)
+    table = build_table1(sweep, outcomes, frontier)
+    figures: list[FigureFile] = render_figures(sweep, outcomes, out_dir / "figures")
+    table_md, table_page, page = out_dir / "table1.md", out_dir / "table1.html", out_dir / "report.html"
+    table_md.write_text(table_markdown(table), encoding="utf-8")
+    table_page.write_text(table_html_document(table), encoding="utf-8")
+    page.write_text(report_page(sweep, outcomes, frontier, table, figures), encoding="utf-8")
+    paths = ReportPaths(out_dir=out_dir, report_html=page, table_markdown=table_md, table_html=table_page,
+                        figures=tuple(p for f in figures for p in (f.png, f.svg)),
+                        parent_run_id=sweep.parent_run_id, artifact_uri=None)
+    if not log_artifacts:
+        return paths
+    return _log(paths, tracking_uri)
+
+
+def _log(paths: ReportPaths, tracking_uri: str) -> ReportPaths:
+    """Log the files under report/ (figures under report/figures/) on the parent run."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path in paths.files:
+        folder = path.parent.relative_to(paths.out_dir).as_posix()
+        client.log_artifact(paths.parent_run_id, str(path),
+                            ARTIFACT_PATH if folder == "." else f"{ARTIFACT_PATH}/{folder}")
+    root = client.get_run(paths.parent_run_id).info.artifact_uri
+    return ReportPaths(**{**paths.__dict__, "artifact_uri": f"{root}/{ARTIFACT_PATH}"})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Write plots and tables of a forgetless sweep and log them on its MLflow parent run.")
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (the grid's name)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+    parser.add_argument("--parent-run-id", default=None,
+                        help="sweep parent run to report on (default: the experiment's latest sweep)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: ./reports/<experiment>)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report as MLflow artifacts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    out_dir = args.out or Path("reports") / args.experiment
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        paths = write_report(args.experiment, tracking_uri, out_dir, args.parent_run_id,
+                             log_artifacts=not args.no_log)
+    except AnalysisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"report:  {paths.report_html}")
+    print(f"table 1: {paths.table_markdown}, {paths.table_html}")
+    print(f"figures: {', '.join(str(p) for p in paths.figures)}")
+    if paths.artifact_uri:
+        print(f"logged:  {paths.artifact_uri} (parent run {paths.parent_run_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Table 1 of the paper for a sweep: final ID accuracy and quadrant deltas per recipe.
+
+    table = build_table1(sweep, outcomes, pareto_front(outcomes))
+    Path("table1.md").write_text(table_markdown(table))
+    Path("table1.html").write_text(table_html_document(table))
+
+Colouring follows the paper, on the three OOD quadrants: red = a drop of more than 3 pp,
+blue = a change within ±3 pp; rows where all three are within ±3 pp are shaded grey.
+Markdown has no colour, so cells carry marks (▼ red, ≈ blue, ░ grey row, ★ frontier) and a
+legend explains them; the HTML has the real colours and the same marks.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from analysis.errors import AnalysisError
+from analysis.outcomes import Outcome
+from analysis.runs import OOD_QUADRANTS, Sweep, quadrant_name
+
+MARGIN_PP = 3.0
+"""Changes within ±MARGIN_PP count as kept (blue); drops beyond it as forgetting (red)."""
+TONE_MARKS = {"drop": "▼", "stable": "≈"}
+"""Markdown mark per cell tone."""
+STABLE_ROW_MARK = "░"
+FRONTIER_MARK = "★"
+
+TABLE_CSS = """
+table.table1 { border-collapse: collapse; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
+table.table1 caption { caption-side: bottom; text-align: left; padding-top: 8px; color: #444; font-size: 13px; max-width: 70em; }
+table.table1 th, table.table1 td { padding: 4px 10px; border-bottom: 1px solid #d6d6d6; text-align: right; white-space: nowrap; }
+table.table1 th { border-bottom: 2px solid #555; vertical-align: bottom; }
+table.table1 th.label, table.table1 td.label { text-align: left; }
+table.table1 td.mark { text-align: center; }
+table.table1 tr.kept td { background: #e9e9e9; }
+table.table1 td.drop { color: #c62828; font-weight: 600; }
+table.table1 td.stable { color: #1f5fbf; }
+span.drop { color: #c62828; font-weight: 600; } span.stable { color: #1f5fbf; }
+span.kept { background: #e9e9e9; padding: 0 4px; }
+""".strip()
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of Table 1."""
+
+    markdown: str
+    """Header text for Markdown (plain ASCII quadrant names, e.g. OOD^T-ID^I)."""
+    html: str
+    """Header as HTML (may contain <sup>)."""
+    kind: str
+    """`label`, `mark` or `number` (alignment and CSS class)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("label", "mark", "number"):
+            raise AnalysisError(f"column {self.markdown!r}: kind must be label, mark or number, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: its text and, for OOD deltas, its tone."""
+
+    text: str
+    """The value as shown (without Markdown marks)."""
+    tone: str | None = None
+    """`drop` (red), `stable` (blue) or None."""
+
+    def __post_init__(self) -> None:
+        if self.tone not in (None, *TONE_MARKS):
+            raise AnalysisError(f"cell {self.text!r}: tone must be one of {list(TONE_MARKS)} or None")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One setting of the sweep."""
+
+    label: str
+    """The setting's name (recipe, plus data conditions the sweep varies)."""
+    cells: tuple[Cell, ...]
+    """One per column, in column order."""
+    kept: bool
+    """All three OOD deltas within ±MARGIN_PP (grey row)."""
+    frontier: bool
+    """On the ID-gain / OOD-retention frontier."""
+
+
+@dataclass(frozen=True)
+class Table1:
+    """Table 1 ready to render."""
+
+    columns: tuple[Column, ...]
+    """Header."""
+    rows: tuple[Row, ...]
+    """Body, one row per setting."""
+    best_label: str
+    """The setting with the highest final ID accuracy (the reference in parentheses)."""
+
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            if len(row.cells) != len(self.columns):
+                raise AnalysisError(f"row {row.label}: {len(row.cells)} cells for {len(self.columns)} columns")
+
+    def cell(self, label: str, column: str) -> Cell:
+        """The cell of the row named `label` in the column whose Markdown header is `column`."""
+        index = [c.markdown for c in self.columns].index(column)
+        return next(row.cells[index] for row in self.rows if row.label == label)
+
+
+def delta_tone(delta_pp: float) -> str | None:
+    """`drop` below -MARGIN_PP, `stable` within ±MARGIN_PP, None for larger gains (as shown, 2 decimals)."""
+    shown = round(delta_pp, 2)
+    if shown < -MARGIN_PP:
+        return "drop"
+    return "stable" if shown <= MARGIN_PP else None
+
+
+def format_pp(value: float) -> str:
+    """Signed, two decimals, no negative zero: +0.46, -16.56."""
+    return f"{round(value, 2) + 0.0:+.2f}"
+
+
+def build_table1(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome]) -> Table1:
+    """Table 1 rows for the outcomes (their order), marking the frontier and the best ID accuracy."""
+    if not outcomes:
+        raise AnalysisError(f"sweep {sweep.parent_run_name}: no outcomes to tabulate")
+    best = max(outcomes, key=lambda o: o.final_id)
+    columns = (
+        Column("Mark", "", "mark"),
+        Column("Recipe", "Recipe", "label"),
+        Column("Seeds", "Seeds", "number"),
+        Column("Final ID acc. (%)", "Final ID acc. (%)", "number"),
+        Column(f"Δ {quadrant_name('id_id')} (pp)", f"Δ {quadrant_name('id_id', 'html')} (pp)", "number"),
+        *(Column(f"Δ {quadrant_name(q)} (pp)", f"Δ {quadrant_name(q, 'html')} (pp)", "number")
+          for q in OOD_QUADRANTS),
+        Column("OOD retention (pp)", "OOD retention (pp)", "number"),
+    )
+    rows = tuple(_row(sweep.setting_label(o.setting), o, best, o in frontier) for o in outcomes)
+    return Table1(columns=columns, rows=rows, best_label=sweep.setting_label(best.setting))
+
+
+def _row(label: str, outcome: Outcome, best: Outcome, on_frontier: bool) -> Row:
+    tones = [delta_tone(outcome.deltas[q]) for q in OOD_QUADRANTS]
+    kept = all(tone == "stable" for tone in tones)
+    marks = " ".join(mark for mark, shown in ((FRONTIER_MARK, on_frontier), (STABLE_ROW_MARK, kept)) if shown)
+    final = f"{outcome.final_id:.2f}"
+    if outcome is not best:
+        final += f" ({format_pp(outcome.final_id - best.final_id)})"
+    cells = (
+        Cell(marks),
+        Cell(label),
+        Cell(str(len(outcome.trials))),
+        Cell(final),
+        Cell(format_pp(outcome.id_gain)),
+        *(Cell(format_pp(outcome.deltas[q]), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
+        Cell(format_pp(outcome.ood_retention)),
+    )
+    return Row(label=label, cells=cells, kept=kept, frontier=on_frontier)
+
+
+def legend_lines(table: Table1) -> list[str]:
+    """What the numbers and marks mean (plain text, shared by Markdown and HTML)."""
+    return [
+        f"Final ID acc. = {quadrant_name('id_id')} accuracy at the last checkpoint, mean over seeds; "
+        f"in parentheses: difference to the best ({table.best_label}).",
+        "Δ = change vs the zero-shot model (step 0) in percentage points; "
+        "OOD retention = mean Δ of the three OOD quadrants.",
+        f"{TONE_MARKS['drop']} drop of more than {MARGIN_PP:g} pp (red) · "
+        f"{TONE_MARKS['stable']} within ±{MARGIN_PP:g} pp (blue) · "
+        f"{STABLE_ROW_MARK} all three OOD Δ within ±{MARGIN_PP:g} pp (grey row) · "
+        f"{FRONTIER_MARK} frontier: no other recipe is better on both ID gain and OOD retention.",
+    ]
+
+
+def _markdown_text(cell: Cell) -> str:
+    return f"{cell.text} {TONE_MARKS[cell.tone]}" if cell.tone else cell.text
+
+
+def table_markdown(table: Table1, title: str = "Table 1: ID accuracy and forgetting per recipe") -> str:
+    """The table as GitHub Markdown, columns padded so it also reads well in a terminal."""
+    grid = [[c.markdown for c in table.columns]] + [[_markdown_text(c) for c in row.cells] for row in table.rows]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(table.columns))]
+
+    def line(values: list[str]) -> str:
+        padded = [v.ljust(w) if c.kind != "number" else v.rjust(w)
+                  for v, w, c in zip(values, widths, table.columns)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if c.kind == "number" else "-" * w
+                             for w, c in zip(widths, table.columns)) + " |"
+    body = [line(grid[0]), rule, *(line(values) for values in grid[1:])]
+    return "\n".join([f"**{title}**", "", *body, "", *legend_lines(table)]) + "\n"
+
+
+def table_html(table: Table1) -> str:
+    """The table as an HTML fragment (needs TABLE_CSS)."""
+    head = "".join(f'<th class="{c.kind}">{c.html}</th>' for c in table.columns)
+    body = "\n".join(_html_row(table, row) for row in table.rows)
+    caption = "<br>".join(_html_legend(line) for line in legend_lines(table))
+    return (f'<table class="table1">\n<caption>{caption}</caption>\n'
+            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _html_row(table: Table1, row: Row) -> str:
+    cells = "".join(
+        f'<td class="{" ".join(filter(None, (column.kind, cell.tone)))}">{html.escape(cell.text)}</td>'
+        for column, cell in zip(table.columns, row.cells))
+    css = ' class="kept"' if row.kept else ""
+    return f"<tr{css}>{cells}</tr>"
+
+
+def html_text(text: str) -> str:
+    """Escaped HTML with plain quadrant names (OOD^T-ID^I) written with <sup>."""
+    return re.sub(r"(ID|OOD)\^T-(ID|OOD)\^I", r"\1<sup>T</sup>-\2<sup>I</sup>", html.escape(text))
+
+
+def _html_legend(line: str) -> str:
+    """Legend line with quadrant names as superscripts and the colour words in their colours."""
+    text = html_text(line)
+    for word, css in (("(red)", "drop"), ("(blue)", "stable"), ("(grey row)", "kept")):
+        text = text.replace(word, f'<span class="{css}">{word}</span>')
+    return text
+
+
+def table_html_document(table: Table1, title: str = "Table 1: ID accuracy and forgetting per recipe") -> str:
+    """A standalone HTML page with the table and its colours."""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>\n{TABLE_CSS}\n</style>\n</head>\n<body>\n"
+            f"<h2>{html.escape(title)}</h2>\n{table_html(table)}\n</body>\n</html>\n")

@@ -1,0 +1,103 @@
+"""Answer one batch of MCQ records with a model, in one of the two evaluation modes.
+
+``logits``: one forward pass; the prediction is the option letter whose token has the highest
+next-token logit at the answer position, among the letters of that question's options only.
+``generate``: greedy decoding of up to ``max_new_tokens``, scored with the paper's Listing 1
+matcher (``jobs.evaluate.matchers.match_mcq``).
+
+    scorer = BatchScorer(collator, mode="logits")
+    rows_out = scorer(model, rows)   # [{"prediction": "B", "chosen": "blue square", "correct": 1.0}, ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from jobs.evaluate.matchers import match_mcq
+from recipes.data.collate import MCQCollator
+from recipes.data.schema import LETTERS
+
+MODES = ("logits", "generate")
+"""Evaluation modes."""
+
+
+def to_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Move a batch to the model's device, casting floating tensors (pixels) to its dtype."""
+    parameter = next(model.parameters())
+    return {
+        key: value.to(parameter.device, dtype=parameter.dtype if value.is_floating_point() else None)
+        for key, value in batch.items()
+    }
+
+
+def chosen_letter(generated: str, option_count: int) -> str | None:
+    """The option letter a generated answer picks, read the way Listing 1 reads it (or None)."""
+    text = generated.strip()
+    if ":" in text:
+        text = text.split(":")[-1].strip()
+    text = text.upper()
+    for letter in LETTERS[:option_count]:
+        if text == letter or text.startswith(f"{letter}."):
+            return letter
+    return None
+
+
+@dataclass
+class BatchScorer:
+    """Scores batches of MCQ records in ``logits`` or ``generate`` mode."""
+
+    collator: MCQCollator
+    """Evaluation collator (``with_answers=False``, left padding)."""
+    mode: str = "logits"
+    """``logits`` or ``generate``."""
+    max_new_tokens: int = 8
+    """Generation budget in ``generate`` mode."""
+    synced_gpus: bool = False
+    """Keep all ranks generating in lockstep (needed when ZeRO-3 shards the parameters)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"eval mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.collator.with_answers or self.collator.padding_side != "left":
+            raise ValueError("BatchScorer needs an evaluation collator: with_answers=False, padding_side='left'")
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, rows: Sequence[dict]) -> list[dict[str, Any]]:
+        batch = to_model(self.collator(rows), model)
+        if self.mode == "logits":
+            letters = self._logit_letters(model, batch, rows)
+            predictions = letters
+        else:
+            predictions = self._generate(model, batch)
+            letters = [chosen_letter(text, len(row["options"])) for text, row in zip(predictions, rows)]
+        results = []
+        for row, prediction, letter in zip(rows, predictions, letters):
+            options = list(row["options"])
+            chosen = options[LETTERS.index(letter)] if letter else ""
+            results.append({"prediction": prediction, "chosen": chosen, "correct": match_mcq(prediction, row["answer"])})
+        return results
+
+    def _logit_letters(self, model, batch, rows) -> list[str]:
+        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        max_options = max(len(row["options"]) for row in rows)
+        letter_ids = self.collator.option_token_ids(max_options).to(logits.device)
+        scores = logits[:, letter_ids]
+        counts = torch.tensor([len(row["options"]) for row in rows], device=logits.device)
+        allowed = torch.arange(max_options, device=logits.device).unsqueeze(0) < counts.unsqueeze(1)
+        best = scores.masked_fill(~allowed, float("-inf")).argmax(dim=1)
+        return [LETTERS[index] for index in best.tolist()]
+
+    def _generate(self, model, batch) -> list[str]:
+        tokenizer = self.collator.tokenizer
+        output = model.generate(
+            **batch,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            synced_gpus=self.synced_gpus,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

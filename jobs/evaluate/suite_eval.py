@@ -1,0 +1,149 @@
+"""Evaluate a model on a 2x2 suite, data-parallel across the ranks of a trial.
+
+The suite's datasets are cut into fixed batches once (the same batches whatever the number of
+ranks, so results do not depend on it); rank r answers batches r, r + W, r + 2W, ...; rank 0
+gathers the per-example results, puts them back in dataset order and computes the metrics of
+DESIGN.md §5: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
+
+    evaluator = SuiteEvaluator(load_suite("toy"), processor, mode="logits")
+    result = evaluator.evaluate(model)                 # one process
+    result = evaluator.evaluate(model, rank, world)    # every rank calls it; rank 0 gets the result
+    result.metrics["acc/q/ood_id"], result.predictions  # pyarrow table, one row per question
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+import torch.distributed as dist
+
+from jobs.evaluate.scoring import BatchScorer
+from recipes.data.collate import MCQCollator
+from recipes.data.registry import load_dataset
+from recipes.data.suites import QUADRANTS, Suite
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("id", pa.string()),
+        ("prediction", pa.string()),
+        ("correct", pa.float64()),
+        ("chosen", pa.string()),
+        ("answer", pa.string()),
+    ]
+)
+"""Per-example predictions: what was answered, whether it was right, and the option text chosen."""
+
+
+def dataset_key(name: str) -> str:
+    """The name a dataset has in metric names: its registry name, or a file's stem."""
+    return Path(name).stem if ("/" in name or name.endswith((".parquet", ".jsonl"))) else name
+
+
+@dataclass
+class SuiteResult:
+    """Metrics and per-example predictions of one evaluation."""
+
+    metrics: dict[str, float]
+    """``acc/<dataset>`` and ``acc/q/<quadrant>`` in percent."""
+    predictions: pa.Table
+    """One row per question (``PREDICTION_SCHEMA``)."""
+    seconds: float
+    """Wall time of the evaluation."""
+
+    @property
+    def questions(self) -> int:
+        return self.predictions.num_rows
+
+    def quadrant(self, quadrant: str) -> float:
+        return self.metrics[f"acc/q/{quadrant}"]
+
+
+def quadrant_metrics(dataset_accuracy: dict[str, float], suite: Suite) -> dict[str, float]:
+    """``acc/<dataset>`` for every dataset and ``acc/q/<quadrant>`` = mean of the quadrant's datasets."""
+    metrics = {f"acc/{name}": value for name, value in dataset_accuracy.items()}
+    for quadrant in QUADRANTS:
+        values = [dataset_accuracy[dataset_key(name)] for name in suite.quadrants[quadrant]]
+        metrics[f"acc/q/{quadrant}"] = sum(values) / len(values)
+    return metrics
+
+
+def delta_metrics(metrics: dict[str, float], zero_shot: dict[str, float]) -> dict[str, float]:
+    """``delta/q/<quadrant>``: percentage points vs the zero-shot evaluation."""
+    return {f"delta/q/{q}": metrics[f"acc/q/{q}"] - zero_shot[f"acc/q/{q}"] for q in QUADRANTS}
+
+
+class SuiteEvaluator:
+    """Holds a suite's questions in fixed batches and evaluates models on them."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        processor: Any,
+        mode: str = "logits",
+        batch_size: int = 32,
+        max_new_tokens: int = 8,
+        synced_gpus: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
+        self.suite = suite
+        collator = MCQCollator(processor, with_answers=False, padding_side="left")
+        self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
+        self.batches: list[tuple[str, list[dict]]] = []
+        for quadrant in QUADRANTS:
+            for name in suite.quadrants[quadrant]:
+                rows = load_dataset(name).to_pylist()
+                key = dataset_key(name)
+                self.batches += [(key, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    @property
+    def mode(self) -> str:
+        return self.scorer.mode
+
+    def _answer(self, model: torch.nn.Module, batch_indices: list[int]) -> list[tuple[int, list[dict]]]:
+        answered = []
+        for index in batch_indices:
+            dataset, rows = self.batches[index]
+            scored = self.scorer(model, rows)
+            answered.append(
+                (
+                    index,
+                    [
+                        {"dataset": dataset, "id": row["id"], "answer": row["answer"], **result}
+                        for row, result in zip(rows, scored)
+                    ],
+                )
+            )
+        return answered
+
+    def evaluate(self, model: torch.nn.Module, rank: int = 0, world_size: int = 1) -> SuiteResult | None:
+        """Evaluate ``model``; with several ranks every rank must call this, rank 0 gets the result."""
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        mine = list(range(rank, len(self.batches), world_size))
+        if self.scorer.synced_gpus:  # sharded parameters: every rank runs the same number of forwards
+            rounds = -(-len(self.batches) // world_size)
+            mine += [mine[-1] if mine else 0] * (rounds - len(mine))
+        answered = self._answer(model, mine)
+        model.train(was_training)
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size if rank == 0 else None
+            dist.gather_object(answered, gathered, dst=0)
+            if rank != 0:
+                return None
+            answered = [item for part in gathered for item in part]
+        by_batch = dict(answered)  # padding repeats are identical, so duplicates collapse
+        rows = [row for index in sorted(by_batch) for row in by_batch[index]]
+        predictions = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+        accuracy: dict[str, list[float]] = {}
+        for row in rows:
+            accuracy.setdefault(row["dataset"], []).append(row["correct"])
+        dataset_accuracy = {name: 100.0 * sum(v) / len(v) for name, v in accuracy.items()}
+        return SuiteResult(quadrant_metrics(dataset_accuracy, self.suite), predictions, time.perf_counter() - started)

@@ -1,0 +1,238 @@
+"""What every Ray Train worker of a trial runs: the DeepSpeed fine-tune with checkpoint evaluation.
+
+Each worker builds the model from the recipe, the training stream from the data recipe and a
+DeepSpeed engine; it resumes from Ray Train's latest checkpoint when there is one. Step s of
+the stream covers samples [s * batch, (s + 1) * batch) whatever the number of workers, so a
+resumed or re-scaled trial sees the same data. At step 0, every ``eval_every`` steps and the
+last step, all workers evaluate a shard of the 2x2 suite, rank 0 logs to MLflow, and every
+worker reports the metrics and its part of the checkpoint to Ray Train:
+
+    TorchTrainer(train_loop_per_worker, train_loop_config={"trial": trial.to_dict()}, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from jobs import storage
+from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
+from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
+from jobs.finetune.config import TrialConfig
+from jobs.finetune.engine import build_engine, current_lr
+from jobs.finetune.tracking import TrialTracker
+from recipes.data.collate import MCQCollator
+from recipes.data.stream import build_train_stream
+from recipes.data.suites import load_suite
+from recipes.models import load_model
+
+log = logging.getLogger("forgetless.finetune")
+
+CHECKPOINT_TAG = "state"
+"""DeepSpeed tag (sub-directory) of the engine state inside a Ray Train checkpoint."""
+TRAINER_STATE = "trainer_state.json"
+"""Rank 0's record of the step a checkpoint was taken after."""
+OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
+"""Quadrants that early stopping watches."""
+
+
+def eval_steps(trial: TrialConfig) -> list[int]:
+    """Steps after which the suite is evaluated: 0, every eval_every, and the last step."""
+    return sorted({0, *range(trial.eval_every, trial.steps, trial.eval_every), trial.steps})
+
+
+def early_stop_reason(deltas: dict[str, float], threshold: float | None) -> str | None:
+    """Why a trial must stop (an OOD quadrant fell more than ``threshold`` points), or None."""
+    if threshold is None:
+        return None
+    fallen = [f"{q} {deltas[f'delta/q/{q}']:+.1f} pp" for q in OOD_QUADRANTS if deltas[f"delta/q/{q}"] < -threshold]
+    return f"OOD drop beyond {threshold:g} pp vs zero-shot: {', '.join(fallen)}" if fallen else None
+
+
+@dataclass
+class WindowStats:
+    """Training statistics accumulated between two logging points."""
+
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def metrics(self, lr: float) -> dict[str, float]:
+        steps = max(1, len(self.losses))
+        return {
+            "train/loss": sum(self.losses) / steps,
+            "train/lr": lr,
+            "train/tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
+            "train/seconds_per_step": self.seconds / steps,
+        }
+
+
+class TrialWorker:
+    """State of one worker of a running trial."""
+
+    def __init__(self, trial: TrialConfig) -> None:
+        context = ray.train.get_context()
+        self.trial = trial
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.use_gpu = trial.gpus_per_worker > 0
+        loaded = load_model(trial.model)
+        self.fingerprint = loaded.fingerprint
+        self.collate = MCQCollator(loaded.processor, with_answers=True)
+        self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
+        suite = load_suite(trial.eval_suite)
+        self.evaluator = SuiteEvaluator(
+            suite,
+            loaded.processor,
+            mode=trial.eval_mode,
+            batch_size=trial.eval_batch_size,
+            max_new_tokens=trial.max_new_tokens,
+            synced_gpus=trial.zero_stage == 3 and self.world > 1,
+        )
+        self.engine, self.trainable = build_engine(trial, loaded, self.world, self.use_gpu)
+        self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
+        self.zero_shot: dict[str, float] = {}
+        torch.manual_seed(trial.seed * 1000 + self.rank)
+
+    # -- data -------------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[list[dict]]:
+        """This rank's micro-batches of optimizer step ``step`` (0-based)."""
+        trial, size = self.trial, self.trial.micro_batch_size
+        start = step * trial.batch_size
+        return [
+            self.stream.rows(start + micro * self.world * size + self.rank * size, size)
+            for micro in range(trial.grad_accumulation)
+        ]
+
+    # -- training ---------------------------------------------------------------------------
+    def train_step(self, step: int) -> tuple[float, int]:
+        """One optimizer step; returns (mean loss over all ranks, tokens over all ranks)."""
+        losses, tokens = [], 0
+        for rows in self.micro_batches(step):
+            batch = {k: v.to(self.engine.device) for k, v in self.collate(rows).items()}
+            if self.use_gpu and "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+            loss = self.engine(**batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(loss.detach().float())
+            tokens += int(batch["attention_mask"].sum())
+        totals = torch.stack([torch.stack(losses).mean(), torch.tensor(float(tokens))]).to(self.engine.device)
+        if self.world > 1:
+            dist.all_reduce(totals)
+        return totals[0].item() / self.world, int(totals[1].item())
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, step: int) -> SuiteResult | None:
+        """Evaluate on the suite (all ranks); the zero-shot result comes from the shared cache."""
+        if step > 0:
+            return self.evaluator.evaluate(self.engine.module, self.rank, self.world)
+        cache = ZeroShotCache(storage.join(self.trial.storage, "zero-shot"))
+        key = zero_shot_key(self.fingerprint, self.evaluator.suite, self.evaluator)
+        cached = [cache.get(key) if self.rank == 0 else None]
+        if self.world > 1:
+            flag = [cached[0] is not None]
+            dist.broadcast_object_list(flag, src=0)
+            if flag[0]:
+                return cached[0]
+        elif cached[0] is not None:
+            return cached[0]
+        result = self.evaluator.evaluate(self.engine.module, self.rank, self.world)
+        return cache.put(key, result) if self.rank == 0 else None
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save(self, directory: Path, step: int) -> None:
+        """Write this rank's share of the resumable state (frozen weights are not saved)."""
+        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
+        torch.save(torch.get_rng_state(), directory / f"rng_rank{self.rank}.pt")
+        if self.rank == 0:
+            state = {"step": step, "data_position": step * self.trial.batch_size, "trial_id": self.trial.trial_id}
+            (directory / TRAINER_STATE).write_text(json.dumps(state))
+
+    def restore(self) -> int:
+        """Load Ray Train's latest checkpoint, if any; returns the step to continue after."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return 0
+        with checkpoint.as_directory() as directory:
+            directory = Path(directory)
+            state = json.loads((directory / TRAINER_STATE).read_text())
+            if state["trial_id"] != self.trial.trial_id:
+                raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {state['trial_id']}, not this one")
+            self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
+            rng = directory / f"rng_rank{self.rank}.pt"
+            if rng.is_file():
+                torch.set_rng_state(torch.load(rng))
+        log.info("trial %s resumed after step %d", self.trial.name, state["step"])
+        return state["step"]
+
+    def report(self, step: int, metrics: dict[str, float], checkpoint: bool) -> None:
+        """Report metrics (and this rank's checkpoint files) to Ray Train; every rank calls it."""
+        if not checkpoint:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="forgetless-ckpt-") as directory:
+            self.save(Path(directory), step)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def checkpoint_metrics(self, step: int, result: SuiteResult | None) -> tuple[dict[str, float], str | None]:
+        """Rank 0: log an evaluation to MLflow; returns (metrics to report, early-stop reason)."""
+        if self.rank != 0:
+            return {}, None
+        metrics = {**result.metrics, **delta_metrics(result.metrics, self.zero_shot)}
+        reason = early_stop_reason(metrics, self.trial.max_ood_drop_pp) if step > 0 else None
+        if self.tracker:
+            self.tracker.log(metrics, step)
+            self.tracker.log_table(result.predictions, f"predictions/step_{step:06d}.parquet")
+            if reason:
+                self.tracker.set_status("early_stopped", reason)
+        return metrics, reason
+
+    def run(self) -> None:
+        trial = self.trial
+        start = self.restore()
+        if self.tracker and start == 0:
+            self.tracker.log({"model/trainable_parameters": self.trainable.trainable,
+                              "model/total_parameters": self.trainable.total}, step=0)
+        checkpoints = eval_steps(trial)
+        zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
+        self.zero_shot = zero_shot.metrics if zero_shot else {}
+        if start == 0:
+            metrics, _ = self.checkpoint_metrics(0, zero_shot)
+            self.report(0, {**metrics, "step": 0}, checkpoint=False)
+        window = WindowStats()
+        for step in range(start, trial.steps):
+            started = time.perf_counter()
+            loss, tokens = self.train_step(step)
+            window.losses.append(loss)
+            window.tokens += tokens
+            window.seconds += time.perf_counter() - started
+            done = step + 1
+            if self.tracker and (done % 10 == 0 or done in checkpoints):
+                self.tracker.log(window.metrics(current_lr(self.engine)), done)
+                window = WindowStats()
+            if done in checkpoints:
+                metrics, reason = self.checkpoint_metrics(done, self.evaluate(done))
+                decision = [reason]
+                if self.world > 1:
+                    dist.broadcast_object_list(decision, src=0)
+                stop = decision[0] is not None
+                self.report(done, {**metrics, "step": done, "early_stopped": float(stop)}, checkpoint=True)
+                if stop:
+                    return
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    TrialWorker(TrialConfig.from_dict(config["trial"])).run()

@@ -1,0 +1,102 @@
+"""MLflow logging for one trial, safe to resume: a (metric, step) pair is logged at most once.
+
+A trial killed after logging step 130 and resumed from its step-100 checkpoint replays steps
+101..130; the tracker reads what the run already holds when it starts and skips those, so
+the run ends with every step exactly once. Only rank 0 of a trial creates a tracker:
+
+    tracker = TrialTracker(tracking_uri, run_id)
+    tracker.log({"train/loss": 0.7}, step=101)        # skipped if step 101 is already there
+    tracker.log_table(predictions, "predictions/step_000100.parquet")
+    tracker.set_status("finished")
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pyarrow as pa
+import pyarrow.parquet as pq
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+STATUS_TAG = "forgetless.status"
+"""Tag holding a trial's state: running, finished, early_stopped or failed."""
+EARLY_STOP_TAG = "forgetless.early_stop_reason"
+"""Tag holding why a trial was stopped early."""
+KIND_TAG = "forgetless.kind"
+"""Tag telling sweep (parent) runs from trial (child) runs."""
+STATUSES = ("running", "finished", "early_stopped", "failed")
+
+
+def existing_metric_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
+    """Steps already logged in ``run_id``, per metric key."""
+    run = client.get_run(run_id)
+    return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in run.data.metrics}
+
+
+class TrialTracker:
+    """Logs a trial's metrics, tables and status into its MLflow run, without duplicate steps."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+        self.logged = existing_metric_steps(self.client, run_id)
+
+    def log(self, metrics: dict[str, float], step: int) -> int:
+        """Log metrics at ``step``, skipping keys already logged there; returns how many were new."""
+        timestamp = int(time.time() * 1000)
+        new = [
+            Metric(key, float(value), timestamp, step)
+            for key, value in metrics.items()
+            if step not in self.logged.get(key, ())
+        ]
+        if new:
+            self.client.log_batch(self.run_id, metrics=new)
+            for metric in new:
+                self.logged.setdefault(metric.key, set()).add(step)
+        return len(new)
+
+    def has_step(self, key: str, step: int) -> bool:
+        return step in self.logged.get(key, ())
+
+    def log_table(self, table: pa.Table, artifact_file: str) -> None:
+        """Store a pyarrow table as a parquet artifact of the run."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / Path(artifact_file).name
+            pq.write_table(table, path)
+            self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """Record the trial's state (and why it stopped early)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        tags = {STATUS_TAG: status}
+        if reason:
+            tags[EARLY_STOP_TAG] = reason
+        self.set_tags(tags)
+
+
+def start_trial_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, str],
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a trial run (a child of ``parent_run_id`` when given) with params and tags; returns its id."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
+    run_tags = {KIND_TAG: "trial", STATUS_TAG: "running", **tags}
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    return run.info.run_id

@@ -1,0 +1,471 @@
+"""The grid file's schema (DESIGN §3): typed sections with a docstring on every field.
+
+``orchestrator.grid.load_grid`` reads a YAML file into a ``Grid`` and reports every problem at
+once; this module only says what each section may hold. The field types convert what YAML
+gives (``1e-5`` is a string to YAML; it is accepted as the number it spells) and reject the
+rest with short messages that ``orchestrator.grid`` prefixes with the field's path:
+
+    grid = Grid.model_validate({"name": "demo", "model": "toy-qwen2.5-vl", "grid": {"lr": [1e-4]}})
+    grid.axes.lr, grid.train.steps, grid.resources.workers_per_trial
+
+Defaults are the toy world's on a laptop CPU, taken from ``TrialConfig`` where it has one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic_core import PydanticCustomError
+
+from jobs.finetune.config import EVAL_MODES, TrialConfig
+from recipes.methods import METHODS
+from recipes.parts import UnknownPartError, split_parts
+from recipes.schedules import SCHEDULES
+
+TRIAL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
+"""``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
+
+AXIS_KEYS = ("parts", "method", "lr", "data_fraction", "mix_ratio", "seed")
+"""The axes of a grid, in the order trials are listed (seeds, the repeats, innermost)."""
+
+MICRO_BATCH_CAP = 8
+"""Largest default micro-batch: questions per worker per forward pass when none is given."""
+
+NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+"""Characters a grid name may use (it names an MLflow experiment and a storage folder)."""
+
+S3_PREFIX = "s3://"
+
+
+def problem(message: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``message`` (the path is added by the loader)."""
+    return PydanticCustomError("forgetless", "{message}", {"message": message})
+
+
+def shown(value: Any) -> str:
+    """A value as a problem message quotes it (YAML's ``null`` for None)."""
+    return "null" if value is None else repr(value)
+
+
+# -- value types ---------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise problem(f"expected a number, got {shown(value)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise problem(f"expected a number, got {shown(value)}") from None
+    if not math.isfinite(number):
+        raise problem(f"expected a finite number, got {shown(value)}")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise problem(f"expected an integer, got {shown(value)}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise problem(f"expected true or false, got {shown(value)}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise problem(f"expected a string, got {shown(value)}")
+    if not value.strip():
+        raise problem("must not be empty")
+    return value.strip()
+
+
+def one_of(*choices: str) -> AfterValidator:
+    """A check that a string is one of ``choices``."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise problem(f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _part(value: str) -> str:
+    try:
+        return "+".join(split_parts(value))
+    except UnknownPartError as error:
+        raise problem(str(error)) from None
+
+
+def _as_list(value: Any) -> Any:
+    """A single value where a list is expected becomes a one-item list."""
+    return value if isinstance(value, (list, dict)) or value is None else [value]
+
+
+def _experiment_name(value: str) -> str:
+    bad = sorted(set(value) - NAME_CHARACTERS)
+    if bad or value in (".", ".."):
+        raise problem(
+            f"must use only letters, digits, '.', '_' and '-' (it names the MLflow experiment and the "
+            f"storage folder), got {value!r}"
+        )
+    return value
+
+
+def _storage(value: str) -> str:
+    if "://" in value and not value.startswith(S3_PREFIX):
+        raise problem(f"expected a local path or s3://bucket/prefix, got {value!r}")
+    if value.startswith(S3_PREFIX) and not value[len(S3_PREFIX) :].strip("/"):
+        raise problem(f"s3 storage needs a bucket: s3://bucket/prefix, got {value!r}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Integer = Annotated[int, BeforeValidator(_integer)]
+Boolean = Annotated[bool, BeforeValidator(_boolean)]
+Text = Annotated[str, BeforeValidator(_text)]
+PositiveNumber = Annotated[Number, Gt(0)]
+NonNegativeNumber = Annotated[Number, Ge(0)]
+PositiveInteger = Annotated[Integer, Ge(1)]
+NonNegativeInteger = Annotated[Integer, Ge(0)]
+Share = Annotated[Number, Ge(0), Lt(1)]
+"""A share in [0, 1): warm-up ratio, mix ratio, dropout."""
+Fraction = Annotated[Number, Gt(0), Le(1)]
+"""A data fraction in (0, 1]."""
+Part = Annotated[Text, AfterValidator(_part)]
+Method = Annotated[Text, one_of(*METHODS)]
+Schedule = Annotated[Text, one_of(*SCHEDULES)]
+EvalMode = Annotated[Text, one_of(*EVAL_MODES)]
+ZeroStage = Annotated[Integer, Ge(0), Le(3)]
+ExperimentName = Annotated[Text, AfterValidator(_experiment_name)]
+StorageUri = Annotated[Text, AfterValidator(_storage)]
+
+
+def axis(item: Any) -> Any:
+    """A grid axis: a non-empty list of ``item`` values (a single value is a one-item list)."""
+    return Annotated[list[item], BeforeValidator(_as_list), MinLen(1)]
+
+
+PartsAxis = axis(Part)
+MethodAxis = axis(Method)
+LrAxis = axis(PositiveNumber)
+FractionAxis = axis(Fraction)
+MixRatioAxis = axis(Share)
+SeedAxis = axis(NonNegativeInteger)
+
+
+def default_micro_batch_size(batch_size: int, workers: int) -> int | None:
+    """The largest divisor of the per-worker batch that is at most ``MICRO_BATCH_CAP``.
+
+    None when ``batch_size`` does not split evenly over ``workers``.
+    """
+    per_worker, remainder = divmod(batch_size, workers)
+    if remainder or per_worker < 1:
+        return None
+    return max(size for size in range(1, min(MICRO_BATCH_CAP, per_worker) + 1) if per_worker % size == 0)
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+class Section(BaseModel):
+    """A mapping of the grid file: unknown keys are errors, every field has a docstring."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class DeepSpeedSettings(Section):
+    """``{zero_stage: N}``, or a path to a DeepSpeed JSON (also written ``{config: PATH}``)."""
+
+    zero_stage: ZeroStage = TRIAL_DEFAULTS["zero_stage"]
+    """ZeRO stage 0-3 (CPU workers run gloo with any stage; GPU workers also get bf16)."""
+    config: Text | None = None
+    """Path to a DeepSpeed JSON (must exist; the trial still sets batch sizes, AdamW and the schedule)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_form(cls, value: Any) -> Any:
+        return {"config": value} if isinstance(value, str) else value
+
+
+class MixItem(Section):
+    """A dataset mixed into the training data."""
+
+    dataset: Text
+    """Registered name or MCQ file path of the mixed-in dataset."""
+    ratio: Share | None = None
+    """Share of training samples from it, in [0, 1); optional when ``grid.mix_ratio`` sets it."""
+
+
+class TrainSettings(Section):
+    """How every trial trains (include cells may override the per-trial numbers)."""
+
+    dataset: Text = TRIAL_DEFAULTS["dataset"]
+    """Target dataset: registered name (toy world) or MCQ parquet/jsonl path (relative to the working dir)."""
+    steps: PositiveInteger = TRIAL_DEFAULTS["steps"]
+    """Optimizer steps per trial."""
+    batch_size: PositiveInteger = TRIAL_DEFAULTS["batch_size"]
+    """Global batch: questions per optimizer step over all workers."""
+    micro_batch_size: PositiveInteger | None = None
+    """Questions per worker per forward pass; default: the per-worker batch, capped at 8 and dividing it."""
+    warmup_ratio: Share = TRIAL_DEFAULTS["warmup_ratio"]
+    """Share of steps with linear warm-up, in [0, 1)."""
+    schedule: Schedule = TRIAL_DEFAULTS["schedule"]
+    """Decay after warm-up: cosine, linear or constant."""
+    weight_decay: NonNegativeNumber = TRIAL_DEFAULTS["weight_decay"]
+    """AdamW weight decay."""
+    max_grad_norm: NonNegativeNumber = TRIAL_DEFAULTS["max_grad_norm"]
+    """Gradient clipping norm (0 disables clipping)."""
+    eval_every: PositiveInteger = TRIAL_DEFAULTS["eval_every"]
+    """Steps between checkpoint evaluations (step 0 and the last step are always evaluated)."""
+    deepspeed: DeepSpeedSettings = DeepSpeedSettings()
+    """``{zero_stage: N}`` or the path of a DeepSpeed JSON."""
+    mix: list[MixItem] = []
+    """Datasets mixed into the training data: ``[{dataset, ratio}]``; the target gets 1 - sum of ratios."""
+    keep_last: PositiveInteger = TRIAL_DEFAULTS["keep_last"]
+    """Checkpoints kept per trial (the newest)."""
+
+
+class TrainOverrides(Section):
+    """Training numbers one include cell sets for itself (the rest come from ``train``)."""
+
+    steps: PositiveInteger | None = None
+    """Overrides ``train.steps``."""
+    batch_size: PositiveInteger | None = None
+    """Overrides ``train.batch_size``."""
+    micro_batch_size: PositiveInteger | None = None
+    """Overrides ``train.micro_batch_size``."""
+    warmup_ratio: Share | None = None
+    """Overrides ``train.warmup_ratio``."""
+    schedule: Schedule | None = None
+    """Overrides ``train.schedule``."""
+    weight_decay: NonNegativeNumber | None = None
+    """Overrides ``train.weight_decay``."""
+    max_grad_norm: NonNegativeNumber | None = None
+    """Overrides ``train.max_grad_norm``."""
+    eval_every: PositiveInteger | None = None
+    """Overrides ``train.eval_every``."""
+
+
+class EvalSettings(Section):
+    """How checkpoints are evaluated on the 2x2 suite."""
+
+    mode: EvalMode = TRIAL_DEFAULTS["eval_mode"]
+    """``logits`` (one forward pass, option-letter scoring) or ``generate`` (+ answer matchers)."""
+    suite: Text = TRIAL_DEFAULTS["eval_suite"]
+    """Named suite (``toy``) or suite YAML path."""
+    batch_size: PositiveInteger = TRIAL_DEFAULTS["eval_batch_size"]
+    """Questions per evaluation batch."""
+    max_new_tokens: PositiveInteger = TRIAL_DEFAULTS["max_new_tokens"]
+    """Generation budget in generate mode."""
+
+
+class Axes(Section):
+    """The grid's axes: every combination of their values is a trial."""
+
+    parts: PartsAxis = ["llm"]
+    """Trainable parts, '+'-combined: llm, vision, projector, llm.attn, llm.mlp_gate_up, lm_head, vision.last<N>."""
+    method: MethodAxis = ["full"]
+    """Tuning methods: full, lora."""
+    lr: LrAxis
+    """Peak learning rates (> 0); method lora cells use ``methods.lora.lr`` instead when it is given."""
+    data_fraction: FractionAxis = [TRIAL_DEFAULTS["data_fraction"]]
+    """Seeded random shares of the target dataset, in (0, 1]."""
+    mix_ratio: MixRatioAxis | None = None
+    """Shares of mixed-in samples, in [0, 1) (needs exactly one ``train.mix`` dataset; 0 = no mixing)."""
+    seed: SeedAxis = [TRIAL_DEFAULTS["seed"]]
+    """Seeds (repeats of each recipe)."""
+
+
+class LoraSettings(Section):
+    """LoRA's settings for every method lora cell."""
+
+    r: PositiveInteger = TRIAL_DEFAULTS["lora_r"]
+    """Rank."""
+    alpha: PositiveNumber = TRIAL_DEFAULTS["lora_alpha"]
+    """Scaling numerator (updates are scaled by alpha / r)."""
+    dropout: Share = TRIAL_DEFAULTS["lora_dropout"]
+    """Dropout on the LoRA branch input, in [0, 1)."""
+    lr: LrAxis | None = None
+    """LoRA's own learning-rate axis, used instead of ``grid.lr`` for method lora cells."""
+
+
+class LoraOverrides(Section):
+    """LoRA settings one include cell sets for itself."""
+
+    r: PositiveInteger | None = None
+    """Overrides ``methods.lora.r``."""
+    alpha: PositiveNumber | None = None
+    """Overrides ``methods.lora.alpha``."""
+    dropout: Share | None = None
+    """Overrides ``methods.lora.dropout``."""
+
+
+class MethodSettings(Section):
+    """Settings of the tuning methods."""
+
+    lora: LoraSettings = LoraSettings()
+    """LoRA rank, alpha, dropout and (optionally) its own learning rates."""
+
+
+class CellKeys(Section):
+    """Axis values of a partial cell (a single value or a list of values per key)."""
+
+    parts: PartsAxis | None = None
+    """Trainable parts."""
+    method: MethodAxis | None = None
+    """Tuning method."""
+    lr: LrAxis | None = None
+    """Peak learning rate."""
+    data_fraction: FractionAxis | None = None
+    """Share of the target dataset."""
+    mix_ratio: MixRatioAxis | None = None
+    """Share of mixed-in samples."""
+    seed: SeedAxis | None = None
+    """Seed."""
+
+    def given(self) -> dict[str, list]:
+        """The axis keys this cell sets, with their values, in axis order."""
+        return {key: getattr(self, key) for key in AXIS_KEYS if getattr(self, key) is not None}
+
+
+class IncludeCell(CellKeys):
+    """An extra cell: axes it leaves out take every value of the grid's axis."""
+
+    lora: LoraOverrides | None = None
+    """LoRA settings of this cell (method lora only)."""
+    train: TrainOverrides | None = None
+    """Training numbers of this cell (steps, batch_size, warmup_ratio, schedule, ...)."""
+
+
+class ExcludeCell(CellKeys):
+    """A partial cell: grid trials matching every key given are removed (include cells are kept)."""
+
+
+class Resources(Section):
+    """What one trial runs on."""
+
+    workers_per_trial: PositiveInteger = TRIAL_DEFAULTS["workers"]
+    """Ray Train workers (data-parallel ranks) per trial."""
+    gpus_per_worker: NonNegativeNumber = TRIAL_DEFAULTS["gpus_per_worker"]
+    """GPUs per worker; 0 = CPU workers (gloo)."""
+    cpus_per_worker: PositiveNumber = TRIAL_DEFAULTS["cpus_per_worker"]
+    """CPUs per worker."""
+    max_concurrent_trials: PositiveInteger | None = None
+    """Upper bound on trials running at once (default: as many as the cluster's resources fit)."""
+
+
+class Tracking(Section):
+    """Where trials log."""
+
+    uri: Text = TRIAL_DEFAULTS["tracking_uri"]
+    """MLflow tracking URI (a relative sqlite path is relative to the working dir)."""
+
+
+class EarlyStop(Section):
+    """Forgetting-aware early stopping."""
+
+    max_ood_drop_pp: PositiveNumber | None = None
+    """Stop a trial when an OOD quadrant falls this many points below zero-shot (default: never)."""
+
+
+class ReportSettings(Section):
+    """The analysis report at the end of the sweep."""
+
+    enabled: Boolean = True
+    """Run ``analysis.report`` on the sweep's experiment when the sweep ends."""
+
+
+class Grid(Section):
+    """A sweep: the model, how trials train and are evaluated, the axes and the resources."""
+
+    name: ExperimentName
+    """Sweep name: the MLflow experiment and the storage folder ([A-Za-z0-9._-])."""
+    model: Text
+    """Registered model name, local model directory, or Hugging Face Hub id (org/name) in the local cache."""
+    train: TrainSettings = TrainSettings()
+    """How every trial trains."""
+    eval: EvalSettings = EvalSettings()
+    """How checkpoints are evaluated."""
+    axes: Axes = Field(alias="grid")
+    """The grid's axes (written ``grid:`` in the file)."""
+    include: list[IncludeCell] = []
+    """Extra cells with their own settings, added after the grid's cells."""
+    exclude: list[ExcludeCell] = []
+    """Partial cells removing the grid trials they match."""
+    methods: MethodSettings = MethodSettings()
+    """Settings of the tuning methods (LoRA)."""
+    resources: Resources = Resources()
+    """What one trial runs on."""
+    storage: StorageUri = TRIAL_DEFAULTS["storage"]
+    """Root of checkpoints: local path or s3://bucket/prefix (the sweep's folder is ``<storage>/<name>``)."""
+    tracking: Tracking = Tracking()
+    """Where trials log (MLflow)."""
+    early_stop: EarlyStop = EarlyStop()
+    """Forgetting-aware early stopping."""
+    report: ReportSettings = ReportSettings()
+    """The analysis report at the end of the sweep."""
+
+    _source: str = PrivateAttr("<grid>")
+
+    @property
+    def source(self) -> str:
+        """The file the grid was read from (``<grid>`` when built from a mapping)."""
+        return self._source
+
+    @property
+    def experiment(self) -> str:
+        """MLflow experiment of the sweep (its ``name``)."""
+        return self.name
+
+    @property
+    def storage_uri(self) -> str:
+        """``storage`` with a local path made absolute (trials run in other working directories)."""
+        if self.storage.startswith(S3_PREFIX):
+            return self.storage.rstrip("/")
+        return str(Path(self.storage).expanduser().resolve())
+
+    @property
+    def sweep_storage(self) -> str:
+        """The sweep's folder: ``<storage>/<name>``."""
+        return f"{self.storage_uri}/{self.name}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """``tracking.uri`` with a relative sqlite path made absolute (same database from every process)."""
+        uri = self.tracking.uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+            return prefix + os.path.abspath(os.path.expanduser(uri[len(prefix) :]))
+        return uri
+
+    @property
+    def max_ood_drop_pp(self) -> float | None:
+        """Early-stop threshold in percentage points (None: no early stop)."""
+        return self.early_stop.max_ood_drop_pp
+
+    @property
+    def report_enabled(self) -> bool:
+        """Whether the sweep runs the analysis report when it ends."""
+        return self.report.enabled
+
+    @property
+    def max_concurrent_trials(self) -> int | None:
+        """The grid's own cap on concurrent trials (None: the cluster decides)."""
+        return self.resources.max_concurrent_trials

@@ -1,0 +1,172 @@
+"""python -m orchestrator.plan GRID.yaml [--no-check-paths]
+
+What ``python -m orchestrator.sweep GRID.yaml --dry-run`` prints: the validated grid's trials and
+the resources they need, with nothing started (this module's command prints the same).
+
+    from orchestrator.plan import cluster_resources, render_plan
+    print(render_plan(grid, expand_trials(grid), cluster_resources()))
+
+A trial needs ``workers_per_trial`` x (``cpus_per_worker`` CPUs, ``gpus_per_worker`` GPUs): its
+Ray Train workers. The Tune trial that drives them reserves nothing of its own here (Ray
+Train's controller takes no CPU), so the sweep should give it none either, or a 2-worker trial
+would not fit a 2-core laptop. The concurrency is how many such trials fit at once in the
+cluster's resources, capped by the grid's ``resources.max_concurrent_trials``.
+
+Cluster resources come from the Ray cluster ``RAY_ADDRESS`` names, or else from this machine
+(``os.cpu_count()`` CPUs, ``torch.cuda.device_count()`` GPUs) without starting Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from jobs.finetune.config import TrialConfig, format_lr, format_share
+from orchestrator.expand import expand_trials
+from orchestrator.grid import GridError, load_grid
+from orchestrator.grid_schema import Grid
+
+PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
+"""Texts of the problems that only say a file is missing on this machine."""
+
+TABLE_COLUMNS = ("name", "id", "parts", "method", "lr", "data fraction", "seed", "mix ratio", "steps", "batch")
+"""Columns of the trial table."""
+
+
+def trial_resources(grid: Grid) -> dict[str, float]:
+    """CPUs and GPUs one trial's workers take: ``{"CPU": c, "GPU": g}``."""
+    workers = grid.resources.workers_per_trial
+    return {"CPU": workers * grid.resources.cpus_per_worker, "GPU": workers * grid.resources.gpus_per_worker}
+
+
+def trials_that_fit(needed: Mapping[str, float], available: Mapping[str, float]) -> int:
+    """How many trials needing ``needed`` fit in ``available`` at once."""
+    counts = [math.floor(available.get(kind, 0.0) / amount + 1e-9) for kind, amount in needed.items() if amount > 0]
+    return max(0, min(counts)) if counts else 0
+
+
+def max_concurrent_trials(grid: Grid, cluster: Mapping[str, float]) -> int:
+    """Trials that run at once on ``cluster`` (``{"CPU": n, "GPU": m}``), capped by the grid's limit."""
+    fit = trials_that_fit(trial_resources(grid), cluster)
+    return min(fit, grid.max_concurrent_trials) if grid.max_concurrent_trials is not None else fit
+
+
+def local_resources() -> dict[str, float]:
+    """This machine's CPUs and GPUs, without starting Ray."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def cluster_resources() -> dict[str, float]:
+    """The Ray cluster's resources when ``RAY_ADDRESS`` is set (connecting to it), else this machine's."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        return local_resources()
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    return {key: float(value) for key, value in ray.cluster_resources().items()}
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A fixed-width text table with a rule under the header."""
+    widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def trial_row(trial: TrialConfig) -> tuple[str, ...]:
+    """One line of the trial table."""
+    return (
+        trial.name,
+        trial.trial_id,
+        trial.parts,
+        f"lora r{trial.lora_r}" if trial.method == "lora" else trial.method,
+        format_lr(trial.lr),
+        format_share(trial.data_fraction),
+        str(trial.seed),
+        format_share(trial.mix_ratio),
+        str(trial.steps),
+        str(trial.batch_size),
+    )
+
+
+def _amount(value: float, unit: str) -> str:
+    number = f"{value:g}"
+    return f"{number} {unit}" if value == 1 else f"{number} {unit}s"
+
+
+def _cpus_gpus(resources: Mapping[str, float], times: float = 1) -> str:
+    return f"{_amount(times * resources.get('CPU', 0.0), 'CPU')}, {_amount(times * resources.get('GPU', 0.0), 'GPU')}"
+
+
+def resource_lines(grid: Grid, trial_count: int, cluster: Mapping[str, float]) -> list[str]:
+    """What a trial needs, what all of them would, what the cluster has, and how many run at once."""
+    workers = grid.resources
+    needed = trial_resources(grid)
+    per_worker = {"CPU": workers.cpus_per_worker, "GPU": workers.gpus_per_worker}
+    concurrent = max_concurrent_trials(grid, cluster)
+    lines = [
+        f"per trial: {_amount(workers.workers_per_trial, 'worker')} x ({_cpus_gpus(per_worker)}) = {_cpus_gpus(needed)}",
+        f"total: {trial_count} trials, {_cpus_gpus(needed, trial_count)} if all ran at once",
+        f"cluster: {_cpus_gpus(cluster)}",
+    ]
+    if concurrent == 0:
+        return lines + [
+            "max concurrency: 0: one trial needs more than this cluster has; an autoscaling cluster adds "
+            "nodes when the sweep asks, a fixed one never runs it"
+        ]
+    cap = f" (grid max_concurrent_trials {grid.max_concurrent_trials})" if grid.max_concurrent_trials else ""
+    return lines + [f"max concurrency: {concurrent} trial{'s' if concurrent != 1 else ''} at once{cap}"]
+
+
+def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str, float]) -> str:
+    """The dry-run text: the sweep, its trial table, and the resources the trials need."""
+    train = grid.train
+    mix = ", ".join(f"{item.dataset} {'(grid.mix_ratio)' if item.ratio is None else item.ratio}" for item in train.mix)
+    lines = [
+        f"sweep {grid.name} ({grid.source}): {len(trials)} trials",
+        f"model {grid.model}; train on {train.dataset}" + (f" mixed with {mix}" if mix else ""),
+        f"eval suite {grid.eval.suite} ({grid.eval.mode}); checkpoints in {grid.sweep_storage}",
+        f"MLflow {grid.tracking_uri}, experiment {grid.experiment}",
+        "",
+        format_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
+        "",
+        *resource_lines(grid, len(trials), cluster),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.plan", description="Validate a grid file and show its trials."
+    )
+    parser.add_argument("grid", help="grid YAML file (see grids/)")
+    parser.add_argument(
+        "--no-check-paths",
+        action="store_true",
+        help="do not look for the model, dataset, suite and DeepSpeed files on this machine (a grid for another one)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        grid = load_grid(args.grid, check_paths=not args.no_check_paths)
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if not args.no_check_paths and any(text in problem for problem in error.problems for text in PATH_PROBLEMS):
+            print("(a grid for another machine? --no-check-paths checks everything but its files)", file=sys.stderr)
+        return 2
+    print(render_plan(grid, expand_trials(grid), cluster_resources()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The sweep's MLflow bookkeeping: one parent run per sweep, one child run per trial, no duplicates.
+
+Running a grid again finds what the previous runs left: the newest parent run of the sweep is
+reused (its ``grid.yaml`` and ``trials.csv`` artifacts are refreshed), trials whose child run
+is finished or early-stopped are skipped, and unfinished trials keep their child run and resume
+from their checkpoints:
+
+    parent = open_parent_run(grid, trials)
+    plan = plan_children(trials, parent)      # TrialPlan(pending=[...], done=[...])
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from jobs.finetune.config import TrialConfig
+from jobs.finetune.tracking import KIND_TAG, STATUS_TAG, start_trial_run
+from jobs.finetune.trainer import find_trial_run
+
+DONE_STATUSES = ("finished", "early_stopped")
+"""Child-run states that a re-run skips."""
+TRIALS_COLUMNS = ("trial_id", "name", "parts", "method", "lr", "data_fraction", "seed", "mix_ratio", "recipe")
+
+
+@dataclass
+class TrialPlan:
+    """Which trials of a sweep still need to run."""
+
+    pending: list[TrialConfig] = field(default_factory=list)
+    """Trials to run (``run_id`` set: a new child run, or the unfinished one being resumed)."""
+    done: list[tuple[TrialConfig, str, str]] = field(default_factory=list)
+    """(trial, run id, status) of trials that already finished."""
+
+
+def trials_csv(trials: list[TrialConfig]) -> str:
+    """The resolved trial table as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(TRIALS_COLUMNS)
+    for trial in trials:
+        params = trial.mlflow_params()
+        writer.writerow([trial.trial_id, trial.name, *(params[c] for c in TRIALS_COLUMNS[2:])])
+    return buffer.getvalue()
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[TrialConfig]) -> str:
+    """The sweep's parent run (the newest one of this sweep, or a new one), with fresh artifacts."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = _experiment_id(client, sweep)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep = '{sweep}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs:
+        run_id = runs[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run = client.create_run(experiment_id, run_name=sweep, tags={KIND_TAG: "sweep", "sweep": sweep})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param("grid_file", grid_file), Param("trials", str(len(trials)))])
+    client.log_batch(run_id, tags=[RunTag("forgetless.trials", str(len(trials)))])
+    with tempfile.TemporaryDirectory() as directory:
+        grid_copy = Path(directory) / "grid.yaml"
+        grid_copy.write_text(Path(grid_file).read_text())
+        (Path(directory) / "trials.csv").write_text(trials_csv(trials))
+        client.log_artifact(run_id, str(grid_copy))
+        client.log_artifact(run_id, str(Path(directory) / "trials.csv"))
+    return run_id
+
+
+def plan_children(trials: list[TrialConfig], parent_run_id: str) -> TrialPlan:
+    """Split trials into done ones and pending ones, creating child runs for new trials."""
+    plan = TrialPlan()
+    for trial in trials:
+        existing = find_trial_run(trial)
+        if existing and existing[1] in DONE_STATUSES:
+            plan.done.append((trial, existing[0], existing[1]))
+            continue
+        if existing:
+            run_id = existing[0]
+        else:
+            tags = {"trial_id": trial.trial_id, "sweep": trial.sweep or trial.experiment}
+            run_id = start_trial_run(
+                trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id
+            )
+        plan.pending.append(trial.with_run(run_id=run_id))
+    return plan
+
+
+def close_parent_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """End the parent run with MLflow status FINISHED, FAILED or KILLED."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(run_id, STATUS_TAG, status.lower())
+    client.set_terminated(run_id, status=status)

@@ -1,0 +1,197 @@
+"""python -m orchestrator.sweep GRID.yaml [--dry-run] [--no-report] [--no-check-paths]
+
+The product's front door: a grid file becomes validated trials, Ray Tune runs them (each trial a
+Ray Train + DeepSpeed fine-tune evaluated on the 2x2 suite at every checkpoint), MLflow gets one
+parent run per sweep and one child run per trial, and the analysis report is written at the end.
+
+    python -m orchestrator.sweep grids/demo.yaml --dry-run      # the trial table and resources
+    python -m orchestrator.sweep grids/demo.yaml                # local Ray, sqlite MLflow, ./sweeps
+    ray job submit --working-dir . -- python -m orchestrator.sweep grids/paper-table1.yaml
+
+It connects to the cluster in ``RAY_ADDRESS`` (or the one ``ray job submit`` runs it on) and
+starts a local Ray otherwise. Each trial asks for ``workers_per_trial`` workers of
+``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs, so as many trials run at once as the
+cluster holds (``resources.max_concurrent_trials`` caps it; an autoscaling cluster grows to fit
+the cap). Running the same grid again resumes: finished trials are skipped, unfinished ones
+continue from their last checkpoint, and no MLflow run is duplicated. Ctrl-C stops cleanly.
+Exit status: 0 when every trial finished (or stopped early by ``early_stop``), 1 when a trial
+failed, 2 for an invalid grid, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from jobs.finetune.config import TrialConfig
+from orchestrator.grid import Grid, GridError, load_grid
+from orchestrator.expand import expand_trials
+from orchestrator.plan import max_concurrent_trials, render_plan
+from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
+from orchestrator.runs import DONE_STATUSES, TrialPlan, close_parent_run, open_parent_run, plan_children
+
+EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def run_tune_trial(config: dict) -> None:
+    """Ray Tune function trainable: fit one trial's TorchTrainer, forwarding its reports to Tune."""
+    os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))  # relative paths are the user's
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from jobs.finetune.trainer import run_trial
+
+    trial = TrialConfig.from_dict(config["cell"]["trial"])
+    outcome = run_trial(trial, callbacks=[TuneReportCallback()])
+    if outcome.status == "failed":
+        raise RuntimeError(f"trial {trial.name} failed: {outcome.error}")
+    tune.report({"trial_status": outcome.status})
+
+
+def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
+    """Build what every trial shares (the toy world, toy models) once, here, before trials start."""
+    from recipes.data.suites import load_suite
+    from recipes.models import resolve_model_dir
+
+    for model in sorted({trial.model for trial in trials}):
+        resolve_model_dir(model)
+    for suite in sorted({trial.eval_suite for trial in trials}):
+        load_suite(suite).content_hash()
+
+
+def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
+    """Run the pending trials with Ray Tune; returns how many failed."""
+    from ray import tune
+
+    from jobs import storage
+
+    filesystem, root = storage.storage_filesystem(grid.storage_uri)
+    progress = SweepProgress(total=len(plan.pending) + len(plan.done), already_done=len(plan.done))
+    cells = [{"trial": trial.to_dict(), "name": trial.name} for trial in plan.pending]
+    tuner = tune.Tuner(
+        tune.with_resources(run_tune_trial, {"CPU": 0}),
+        param_space={"cell": tune.grid_search(cells)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=f"{root}/{grid.name}",
+            storage_filesystem=filesystem,
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    return sum(1 for result in results if result.error is not None)
+
+
+def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRow]:
+    """Each trial's final state, read back from MLflow."""
+    from jobs.finetune.trainer import find_trial_run
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = []
+    for trial in trials:
+        found = find_trial_run(trial)
+        if not found:
+            rows.append(SummaryRow(trial.name, "not started", None, None, None, "-"))
+            continue
+        run = client.get_run(found[0])
+        metrics = run.data.metrics
+        rows.append(
+            SummaryRow(
+                trial.name,
+                found[1],
+                metrics.get("acc/q/id_id"),
+                metrics.get("delta/q/id_id"),
+                worst_ood(metrics),
+                found[0],
+            )
+        )
+    return rows
+
+
+def write_report(grid: Grid, parent_run_id: str) -> None:
+    """The analysis report of the sweep, logged on its parent run; problems are warnings here."""
+    from analysis.errors import AnalysisError
+    from analysis.report import write_report as write_analysis_report
+
+    out_dir = Path("reports") / grid.name
+    try:
+        paths = write_analysis_report(grid.name, grid.tracking_uri, out_dir, parent_run_id=parent_run_id)
+    except AnalysisError as error:
+        print(f"report skipped: {error}", file=sys.stderr)
+        return
+    print(f"report: {paths.report_html} (also on the parent run in MLflow under report/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep",
+        description="Run a grid of fine-tuning trials with Ray Tune and evaluate every checkpoint on the 2x2 suite.",
+    )
+    parser.add_argument("grid", help="grid YAML file (see grids/demo.yaml)")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials and the resources they need, run nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume the sweep (the default: finished trials are always skipped)")
+    parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
+    parser.add_argument("--no-check-paths", action="store_true",
+                        help="validate names and path shapes only (for a grid meant for another machine)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        grid = load_grid(args.grid, check_paths=not args.no_check_paths)
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    trials = expand_trials(grid)
+
+    if args.dry_run:
+        from orchestrator.plan import cluster_resources
+
+        print(render_plan(grid, trials, cluster_resources()))
+        return 0
+
+    import ray
+
+    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    cluster = {key: value for key, value in ray.cluster_resources().items() if key in ("CPU", "GPU")}
+    concurrency = max(1, max_concurrent_trials(grid, cluster))
+    parent = open_parent_run(grid.tracking_uri, grid.name, str(args.grid), trials)
+    plan = plan_children(trials, parent)
+    print(
+        f"sweep {grid.name}: {len(trials)} trials ({len(plan.done)} already finished, {len(plan.pending)} to run), "
+        f"up to {concurrency} at once on {cluster}; MLflow {grid.tracking_uri} (parent run {parent[:12]})"
+    )
+    failed = 0
+    try:
+        if plan.pending:
+            prepare_shared_inputs(plan.pending)
+            failed = run_trials(grid, plan, concurrency)
+    except KeyboardInterrupt:
+        pass  # Tune stops its trials on Ctrl-C; what finished is in MLflow
+    rows = summary_rows(grid.tracking_uri, trials)
+    print()
+    print(summary_table(rows))
+    unfinished = [row.name for row in rows if row.status not in DONE_STATUSES + ("failed",)]
+    if unfinished:
+        close_parent_run(grid.tracking_uri, parent, "KILLED")
+        print(f"\ninterrupted: {len(unfinished)} trial(s) unfinished; finished ones are kept. "
+              f"Resume with: python -m orchestrator.sweep {args.grid}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if failed:
+        print(f"\n{failed} trial(s) failed; rerun the same command to resume them.", file=sys.stderr)
+    close_parent_run(grid.tracking_uri, parent, "FAILED" if failed else "FINISHED")
+    if grid.report_enabled and not args.no_report:
+        write_report(grid, parent)
+    return EXIT_FAILED if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""python -m recipes.data toy --out DIR [--seed N] [--size small|default]
+python -m recipes.data imagenet-vqa --images DIR --clip PATH --out FILE [--seed N]
+python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,class-folder} --input PATH --out FILE
+python -m recipes.data inspect FILE [--samples N] [--skip-bad]
+
+Command line of the dataset tools: generate the toy world, build ImageNet-VQA from a class
+folder, adapt public benchmarks to the MCQ contract, and inspect an MCQ file. ``--help`` after
+a command lists its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from recipes.data.schema import MCQFormatError
+
+
+def _toy(args: argparse.Namespace) -> int:
+    from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
+
+    started = time.perf_counter()
+    manifest = generate_toy_world(
+        args.out, ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size), overwrite=args.overwrite
+    )
+    for name, entry in manifest["datasets"].items():
+        print(f"{name:24s} {entry['rows']:6d} rows  {entry['quadrant']:8s}  {entry['file']}")
+    print(f"toy world written to {args.out} in {time.perf_counter() - started:.1f}s (suite.yaml, manifest.json)")
+    return 0
+
+
+def _imagenet_vqa(args: argparse.Namespace) -> int:
+    from recipes.data.imagenet_vqa import build_imagenet_vqa
+
+    rows = build_imagenet_vqa(
+        args.images,
+        args.clip,
+        args.out,
+        seed=args.seed,
+        names_file=args.class_names,
+        classes_file=args.classes,
+        files_file=args.files,
+        source=args.source,
+        overwrite=args.overwrite,
+    )
+    print(f"{args.out}: {rows} questions")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from recipes.data.adapters import adapt
+
+    adapted = adapt(
+        args.format,
+        args.input,
+        args.out,
+        source=args.source,
+        image_root=args.image_root,
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        clip_path=args.clip,
+        seed=args.seed,
+        question=args.question,
+        names_file=args.class_names,
+    )
+    print(f"{adapted.summary()} -> {args.out}")
+    for bad in adapted.bad[:10]:
+        print(f"  skipped {bad.describe()}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from recipes.data.schema import read_mcq_report
+    from recipes.data.summary import summarize
+
+    report = read_mcq_report(args.file, skip_bad=args.skip_bad)
+    print(summarize(report.table, samples=args.samples, title=args.file))
+    if report.skipped:
+        print(f"\nskipped {report.skipped_count} bad rows:")
+        for bad in report.skipped[:10]:
+            print(f"  {bad.describe()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recipes.data", description=__doc__.split("\n\n")[1])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    toy = commands.add_parser("toy", help="generate the toy world (all datasets, suite.yaml, manifest.json)")
+    toy.add_argument("--out", required=True, help="output folder")
+    toy.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    toy.add_argument("--size", choices=("small", "default"), default="default", help="row counts (default: default)")
+    toy.add_argument("--image-size", type=int, default=56, help="image side in pixels (default 56)")
+    toy.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    toy.set_defaults(run=_toy)
+
+    imagenet = commands.add_parser(
+        "imagenet-vqa", help="ImageNet-VQA from a class folder with CLIP-similar distractors"
+    )
+    imagenet.add_argument("--images", required=True, help="class folder root (root/<class_dir>/*.JPEG)")
+    imagenet.add_argument("--clip", required=True, help="CLIP model directory (CLIPModel + tokenizer)")
+    imagenet.add_argument("--out", required=True, help="output parquet file")
+    imagenet.add_argument("--seed", type=int, default=0, help="seed of distractors and option order (default 0)")
+    imagenet.add_argument("--class-names", help="class names file (ImageNet LOC_synset_mapping.txt, or JSON)")
+    imagenet.add_argument("--classes", help="class list file (one class id per line), with --files")
+    imagenet.add_argument(
+        "--files", help="files list ('<path relative to --images> <class id>' per line), with --classes"
+    )
+    imagenet.add_argument("--source", help="dataset name in the source column (default: the output file's stem)")
+    imagenet.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    imagenet.set_defaults(run=_imagenet_vqa)
+
+    adapt = commands.add_parser("adapt", help="adapt a public benchmark file (or class folder) to the MCQ contract")
+    adapt.add_argument("format", choices=("imagewikiqa", "vmcbench", "mmmu", "class-folder"), help="source format")
+    adapt.add_argument("--input", required=True, help="source file (.jsonl, .parquet, .tsv, .json) or class folder")
+    adapt.add_argument("--out", required=True, help="output parquet file")
+    adapt.add_argument("--source", help="dataset name in the source column (default: the output file's stem)")
+    adapt.add_argument(
+        "--image-root", help="folder that relative image paths are relative to (default: the input's folder)"
+    )
+    adapt.add_argument("--skip-bad", action="store_true", help="skip rows that cannot be adapted (and report how many)")
+    adapt.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    adapt.add_argument(
+        "--clip", help="class-folder: CLIP model directory for CLIP-similar distractors (default: random)"
+    )
+    adapt.add_argument("--seed", type=int, default=0, help="class-folder: seed of distractors and option order")
+    adapt.add_argument(
+        "--question", default="What is this?", help="class-folder: the question (default 'What is this?')"
+    )
+    adapt.add_argument("--class-names", help="class-folder: class names file")
+    adapt.set_defaults(run=_adapt)
+
+    inspect = commands.add_parser("inspect", help="summarize an MCQ file (rows, options, answer balance, samples)")
+    inspect.add_argument("file", help="MCQ file (.parquet or .jsonl, local or URL)")
+    inspect.add_argument("--samples", type=int, default=3, help="sample rows to print (default 3)")
+    inspect.add_argument(
+        "--skip-bad", action="store_true", help="skip bad rows (and report how many) instead of failing"
+    )
+    inspect.set_defaults(run=_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (MCQFormatError, FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,class-folder} --input PATH --out FILE
+
+Adapters from public benchmark formats to the MCQ contract (``recipes.data.schema``):
+
+- ``imagewikiqa``: jsonl records ``{image, text, label, wiki, classname}``; ``text`` is the
+  question, then lettered option lines ("A. ..."), then an instruction line ("Choose A, B, C,
+  or D."); ``label`` is the answer letter (or a 0-based index); ``image`` is a path relative to
+  ``--image-root`` (default: the jsonl's folder). ``wiki``, ``classname`` and the instruction
+  go to ``meta`` (the class-label distractor probe needs ``classname``).
+- ``vmcbench``: columns ``question, A, B, C, D, answer, category, image`` (parquet with
+  Hugging Face image structs, VLMEvalKit TSV with base64 images, or jsonl); ``category`` and
+  ``index`` go to ``meta``.
+- ``mmmu``: the multiple-choice questions of MMMU (``question_type == "multiple-choice"``;
+  ``options`` is a Python list literal; images in ``image_1`` .. ``image_7``). Open-ended
+  questions are left out and counted. Several images are placed side by side in one image,
+  and the ``<image k>`` placeholders become "the image" (one image) or "image k" (several).
+- ``class-folder``: a class-labelled image folder as "What is this?" questions (distractors
+  random, or CLIP-similar with ``--clip``; see ``recipes.data.class_folder``).
+
+    from recipes.data.adapters import adapt
+    report = adapt("imagewikiqa", "imagewikiqa.jsonl", "imagewikiqa.parquet")
+    print(report.summary())
+
+Rows that cannot be adapted raise ``MCQFormatError`` naming the input file, the row and the
+problem; with ``skip_bad=True`` (``--skip-bad``) they are left out and counted.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import math
+import os
+import posixpath
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from recipes.data.class_folder import FOLDER_QUESTION, ClassFolder, build_class_mcq
+from recipes.data.schema import (
+    LETTERS,
+    BadRow,
+    MCQFormatError,
+    RowValidator,
+    check_writable,
+    file_suffix,
+    image_from_text,
+    open_binary,
+    parent_dir,
+    records_to_table,
+    write_mcq,
+)
+
+FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "class-folder")
+"""Formats ``adapt`` understands."""
+
+
+class ExcludedRow(Exception):
+    """A source row that is valid but not wanted (e.g. an open-ended MMMU question)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """The result of adapting one source file."""
+
+    input: str
+    """The source file or folder."""
+    table: pa.Table | None
+    """The MCQ rows (None for class folders, which are written batch by batch)."""
+    rows: int
+    """Number of MCQ rows."""
+    bad: tuple[BadRow, ...] = ()
+    """Source rows that could not be adapted (skipped with ``skip_bad``)."""
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Valid source rows left out on purpose, counted by reason."""
+
+    def summary(self) -> str:
+        parts = [f"{self.input}: {self.rows} questions"]
+        parts += [f"{count} {reason} left out" for reason, count in sorted(self.excluded.items())]
+        if self.bad:
+            parts.append(f"{len(self.bad)} bad rows skipped")
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Source rows
+
+
+def _missing(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
+def iter_source_rows(path: str) -> Iterator[tuple[str, dict | ValueError]]:
+    """(location, row dict) of a .parquet, .jsonl, .json (list) or .tsv file (a ValueError for unparsable lines)."""
+    suffix = file_suffix(path)
+    if suffix in (".parquet", ".pq"):
+        with open_binary(path) as handle:
+            row = 0
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=256):
+                for record in batch.to_pylist():
+                    yield f"row {row}", record
+                    row += 1
+    elif suffix in (".jsonl", ".ndjson"):
+        with open_binary(path) as handle:
+            for line_number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+                if line.strip():
+                    try:
+                        yield f"line {line_number}", json.loads(line)
+                    except json.JSONDecodeError as error:
+                        yield f"line {line_number}", ValueError(f"invalid JSON: {error}")
+    elif suffix == ".json":
+        with open_binary(path) as handle:
+            data = json.load(handle)
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of records")
+        yield from ((f"item {index}", record) for index, record in enumerate(data))
+    elif suffix == ".tsv":
+        csv.field_size_limit(sys.maxsize)
+        with open_binary(path) as handle:
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""), delimiter="\t")
+            for index, record in enumerate(reader):
+                yield f"line {index + 2}", record
+    else:
+        raise ValueError(f"{path}: unknown extension {suffix!r}; expected .parquet, .jsonl, .json or .tsv")
+
+
+def image_bytes(value: Any, base_dir: str) -> bytes | None:
+    """Image bytes from a source value: bytes, a Hugging Face image struct, a path, base64 or null."""
+    if _missing(value):
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return bytes(value["bytes"])
+        return image_from_text(value.get("path"), base_dir) if value.get("path") else None
+    return image_from_text(value, base_dir)
+
+
+def parse_label(label: Any, option_count: int) -> str:
+    """The answer letter from a letter ("C", "c") or a 0-based index (2, "2")."""
+    if isinstance(label, bool) or _missing(label):
+        raise ValueError(f"label {label!r} is not an answer letter or index")
+    if isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit()):
+        index = int(label)
+        if not 0 <= index < option_count:
+            raise ValueError(f"label index {index} out of range for {option_count} options")
+        return LETTERS[index]
+    if isinstance(label, str) and len(label.strip()) == 1 and label.strip().upper() in LETTERS:
+        return label.strip().upper()
+    raise ValueError(f"label {label!r} is not an answer letter or index")
+
+
+OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*?)\s*$")
+
+
+def split_question_options(text: str) -> tuple[str, list[str], str]:
+    """(question, options, trailing text) of "question\\nA. x\\nB. y\\n...\\ninstruction"."""
+    lines = text.split("\n")
+    for start, line in enumerate(lines):
+        match = OPTION_LINE.match(line)
+        if not match or match.group(1) != "A":
+            continue
+        options: list[str] = []
+        end = start
+        while end < len(lines):
+            match = OPTION_LINE.match(lines[end])
+            if not match or match.group(1) != LETTERS[len(options)]:
+                break
+            options.append(match.group(2))
+            end += 1
+        if len(options) >= 2:
+            return "\n".join(lines[:start]).strip(), options, "\n".join(lines[end:]).strip()
+    raise ValueError("text has no lettered option lines ('A. ...', 'B. ...')")
+
+
+# ---------------------------------------------------------------------------------------------
+# Converters: source row -> MCQ record (ValueError for bad rows, ExcludedRow for unwanted ones)
+
+
+def _extra_meta(row: dict, used: set[str]) -> dict:
+    """Source fields the record does not use, kept in meta (binary values left out)."""
+    return {
+        key: value
+        for key, value in row.items()
+        if key not in used and not _missing(value) and not isinstance(value, (bytes, bytearray, dict))
+    }
+
+
+def imagewikiqa_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
+    if "text" not in row or "label" not in row:
+        raise ValueError("missing field(s) text/label")
+    question, options, instruction = split_question_options(str(row["text"]))
+    if not question:
+        raise ValueError("text has no question before the options")
+    meta = {"wiki": row.get("wiki"), "classname": row.get("classname"), "instruction": instruction}
+    if isinstance(row.get("image"), str):
+        meta["image_path"] = row["image"]
+    meta.update(_extra_meta(row, {"image", "text", "label", "wiki", "classname", "id"}))
+    return {
+        "id": str(row.get("id") or f"{source}-{location.split()[-1]}"),
+        "image": image_bytes(row.get("image"), base_dir),
+        "question": question,
+        "options": options,
+        "answer": parse_label(row["label"], len(options)),
+        "source": source,
+        "meta": meta,
+    }
+
+
+def lettered_columns(row: dict) -> list[str]:
+    """Options from columns A, B, C, ... (stopping at the first missing one)."""
+    options = []
+    for letter in LETTERS:
+        if letter not in row or _missing(row[letter]):
+            break
+        options.append(str(row[letter]).strip())
+    return options
+
+
+def vmcbench_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
+    options = lettered_columns(row)
+    if len(options) < 2:
+        raise ValueError("fewer than 2 options in columns A, B, ...")
+    if _missing(row.get("question")):
+        raise ValueError("question is empty")
+    index = row.get("index")
+    meta = {"category": row.get("category"), "index": index}
+    meta.update(_extra_meta(row, {"question", "answer", "category", "index", "image", *LETTERS[: len(options)]}))
+    return {
+        "id": f"{source}-{index}" if not _missing(index) else f"{source}-{location.split()[-1]}",
+        "image": image_bytes(row.get("image"), base_dir),
+        "question": str(row["question"]).strip(),
+        "options": options,
+        "answer": parse_label(row.get("answer"), len(options)),
+        "source": source,
+        "meta": meta,
+    }
+
+
+MMMU_IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, 8))
+MMMU_PLACEHOLDER = re.compile(r"<image (\d+)>")
+IMAGE_GAP_PX = 8
+
+
+def side_by_side(images: list[bytes]) -> bytes:
+    """One PNG with the images left to right (scaled to a common height)."""
+    decoded = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+    height = max(image.height for image in decoded)
+    scaled = [image.resize((max(1, round(image.width * height / image.height)), height)) for image in decoded]
+    canvas = Image.new("RGB", (sum(i.width for i in scaled) + IMAGE_GAP_PX * (len(scaled) - 1), height), "white")
+    x = 0
+    for image in scaled:
+        canvas.paste(image, (x, 0))
+        x += image.width + IMAGE_GAP_PX
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mmmu_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
+    question_type = row.get("question_type", "multiple-choice")
+    if question_type != "multiple-choice":
+        raise ExcludedRow(f"{question_type} questions")
+    options = row.get("options")
+    if isinstance(options, str):
+        try:
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"options is not a Python list literal: {error}") from error
+    if not isinstance(options, (list, tuple)) or len(options) < 2:
+        raise ValueError(f"options must be a list of >= 2 choices, got {options!r}")
+    images = [(column, image_bytes(row.get(column), base_dir)) for column in MMMU_IMAGE_COLUMNS]
+    images = [(column, data) for column, data in images if data is not None]
+    several = len(images) > 1
+
+    def placeholders(text: str) -> str:
+        return MMMU_PLACEHOLDER.sub(lambda m: f"image {m.group(1)}" if several else "the image", text)
+
+    meta = {"num_images": len(images), "image_columns": [column for column, _ in images]}
+    meta.update(_extra_meta(row, {"id", "question", "options", "answer", "question_type", *MMMU_IMAGE_COLUMNS}))
+    return {
+        "id": str(row.get("id") or f"{source}-{location.split()[-1]}"),
+        "image": side_by_side([data for _, data in images]) if several else (images[0][1] if images else None),
+        "question": placeholders(str(row.get("question") or "")).strip(),
+        "options": [placeholders(str(option)).strip() for option in options],
+        "answer": parse_label(row.get("answer"), len(options)),
+        "source": source,
+        "meta": meta,
+    }
+
+
+CONVERTERS: dict[str, Callable[..., dict]] = {
+    "imagewikiqa": imagewikiqa_record,
+    "vmcbench": vmcbench_record,
+    "mmmu": mmmu_record,
+}
+
+
+def adapt_file(
+    fmt: str,
+    path: str | os.PathLike,
+    *,
+    source: str | None = None,
+    image_root: str | None = None,
+    skip_bad: bool = False,
+) -> Adapted:
+    """Adapt a source file of format ``fmt`` (imagewikiqa, vmcbench, mmmu) to an MCQ table."""
+    if fmt not in CONVERTERS:
+        raise ValueError(f"unknown format {fmt!r}; file formats are {', '.join(CONVERTERS)}")
+    path = str(path)
+    convert = CONVERTERS[fmt]
+    base_dir = str(image_root) if image_root is not None else parent_dir(path)
+    source = source or fmt
+    records, locations, bad, excluded = [], [], [], Counter()
+    for location, row in iter_source_rows(path):
+        try:
+            if isinstance(row, ValueError):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"row is not an object (got {type(row).__name__})")
+            records.append(convert(row, location, source=source, base_dir=base_dir))
+            locations.append(location)
+        except ExcludedRow as excluded_row:
+            excluded[excluded_row.reason] += 1
+        except (ValueError, OSError) as error:
+            row_id = row.get("id") if isinstance(row, dict) else None
+            bad.append(BadRow(location, None if row_id is None else str(row_id), str(error)))
+    table = records_to_table(records)
+    contract_bad = RowValidator().check(table, 0, locations)
+    bad += contract_bad
+    if bad and not skip_bad:
+        raise MCQFormatError(path, bad)
+    if contract_bad:
+        dropped = {b.row for b in contract_bad}
+        table = table.filter(pa.array([row not in dropped for row in range(table.num_rows)]))
+    return Adapted(path, table, table.num_rows, tuple(bad), dict(excluded))
+
+
+def adapt(
+    fmt: str,
+    input_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    source: str | None = None,
+    image_root: str | None = None,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    clip_path: str | None = None,
+    seed: int = 0,
+    question: str = FOLDER_QUESTION,
+    names_file: str | None = None,
+) -> Adapted:
+    """Adapt ``input_path`` (format ``fmt``) and write the MCQ parquet ``out``."""
+    check_writable(out, overwrite)
+    if fmt == "class-folder":
+        folder = ClassFolder.scan(input_path, names_file=names_file)
+        rows = build_class_mcq(
+            folder, out, question=question, clip_path=clip_path, seed=seed, source=source, overwrite=overwrite
+        )
+        return Adapted(str(input_path), None, rows)
+    adapted = adapt_file(
+        fmt,
+        input_path,
+        source=source or posixpath.splitext(posixpath.basename(str(out)))[0],
+        image_root=image_root,
+        skip_bad=skip_bad,
+    )
+    write_mcq(adapted.table, out, overwrite=overwrite)
+    return adapted

@@ -1,0 +1,140 @@
+"""Distractor selection and option layout for classification-style MCQs (one implementation).
+
+The paper's ImageNet-VQA (appendix B.1) asks for an image's class with four options: the true
+class and three distractors sampled from the five wrong classes most similar to it. Similarity
+is a class-by-class matrix computed once: CLIP text-embedding cosine of "a photo of {class}"
+(``clip_text_similarity``) for real datasets, shared attributes for the toy world, or none
+(uniformly random distractors).
+
+    similarity = clip_text_similarity(class_names, "/models/clip-vit-base-patch32")
+    sampler = DistractorSampler.from_similarity(class_names, similarity, pool_size=5, seed=0)
+    positions = balanced_answer_positions(len(images), 4, rng)
+    options, answer = layout_options(true_name, sampler.sample_names(true_index, 3, rng), positions[i], rng)
+
+Answer letters are balanced by construction: ``balanced_answer_positions`` deals positions
+round-robin and shuffles them, so every letter is the answer equally often (within one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from recipes.data.schema import option_letter
+
+CLIP_TEMPLATE = "a photo of {}"
+"""The text whose CLIP embedding represents a class."""
+
+
+def clip_text_similarity(
+    class_names: Sequence[str],
+    clip_path: str,
+    template: str = CLIP_TEMPLATE,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Cosine similarity (n x n) of the CLIP text embeddings of ``template.format(name)``.
+
+    ``clip_path`` is a local directory (or HF cache name) with a CLIPModel and its tokenizer.
+    """
+    import torch
+    from transformers import AutoTokenizer, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(clip_path)
+    model = CLIPModel.from_pretrained(clip_path).eval()
+    texts = [template.format(name) for name in class_names]
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            inputs = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+            inputs.pop("token_type_ids", None)
+            output = model.get_text_features(**inputs)
+            features = output if isinstance(output, torch.Tensor) else output.pooler_output
+            chunks.append(torch.nn.functional.normalize(features.float(), dim=-1))
+    embeddings = torch.cat(chunks)
+    return (embeddings @ embeddings.T).numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class DistractorSampler:
+    """Per class, the pool of wrong classes its distractors are drawn from."""
+
+    class_names: tuple[str, ...]
+    """Class names by class index."""
+    pools: tuple[tuple[int, ...], ...]
+    """``pools[c]``: candidate distractor classes of class ``c``, most similar first."""
+
+    def __post_init__(self) -> None:
+        if len(self.pools) != len(self.class_names):
+            raise ValueError(
+                f"DistractorSampler.pools has {len(self.pools)} entries for {len(self.class_names)} classes"
+            )
+
+    @classmethod
+    def from_similarity(
+        cls, class_names: Sequence[str], similarity: np.ndarray, pool_size: int = 5, seed: int = 0
+    ) -> "DistractorSampler":
+        """Pools of the ``pool_size`` most similar wrong classes (ties broken by ``seed``).
+
+        Classes with the same name as the true class are never distractors (ImageNet has
+        duplicate names such as "crane").
+        """
+        names = list(class_names)
+        similarity = np.asarray(similarity, dtype=np.float64)
+        count = len(names)
+        if similarity.shape != (count, count):
+            raise ValueError(
+                f"similarity has shape {similarity.shape}, expected ({count}, {count}) for {count} classes"
+            )
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        blocked = np.array([[a == b for b in names] for a in names])
+        scores = np.where(blocked, -np.inf, similarity)
+        tie_break = np.random.default_rng(seed).random((count, count))
+        order = np.lexsort((tie_break, -scores), axis=-1)
+        pools = []
+        for row in range(count):
+            candidates = [int(j) for j in order[row] if not blocked[row, j]]
+            pools.append(tuple(candidates[:pool_size]))
+        return cls(tuple(names), tuple(pools))
+
+    @classmethod
+    def uniform(cls, class_names: Sequence[str]) -> "DistractorSampler":
+        """Pools of every other class (uniformly random distractors)."""
+        names = list(class_names)
+        pools = tuple(tuple(j for j, other in enumerate(names) if other != name) for name in names)
+        return cls(tuple(names), pools)
+
+    def sample(self, true_index: int, count: int, rng: np.random.Generator) -> list[int]:
+        """``count`` distinct distractor classes for ``true_index`` drawn from its pool."""
+        pool = self.pools[true_index]
+        if count > len(pool):
+            raise ValueError(
+                f"class {self.class_names[true_index]!r} has {len(pool)} distractor candidates, {count} needed"
+            )
+        chosen = rng.choice(len(pool), size=count, replace=False)
+        return [pool[int(i)] for i in chosen]
+
+    def sample_names(self, true_index: int, count: int, rng: np.random.Generator) -> list[str]:
+        """Names of ``sample(...)``."""
+        return [self.class_names[j] for j in self.sample(true_index, count, rng)]
+
+
+def balanced_answer_positions(rows: int, options: int, rng: np.random.Generator) -> np.ndarray:
+    """Answer positions for ``rows`` questions of ``options`` options, each used equally often."""
+    positions = np.arange(rows) % options
+    rng.shuffle(positions)
+    return positions
+
+
+def layout_options(
+    correct: str, distractors: Sequence[str], position: int, rng: np.random.Generator
+) -> tuple[list[str], str]:
+    """Options with ``correct`` at ``position`` and the distractors shuffled around it; and its letter."""
+    others = list(distractors)
+    rng.shuffle(others)
+    if not 0 <= position <= len(others):
+        raise ValueError(f"answer position {position} out of range for {len(others) + 1} options")
+    others.insert(position, correct)
+    return others, option_letter(position)

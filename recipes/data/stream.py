@@ -1,0 +1,260 @@
+"""The training stream: target data mixed with other datasets, addressable by position.
+
+Paper §4.3 ("data-hybrid" training) mixes a share of general-purpose data into the target
+dataset, oversampling a source once all its rows have been used (appendix C.3). A
+``TrainingStream`` is that mix as an endless, deterministic sequence: sample ``k`` is
+computable from ``k`` alone, so a resumed trial continues from its data position (an integer)
+without replaying anything.
+
+    stream = build_train_stream("toy-imagenet-vqa", data_fraction=1.0,
+                                mix=[MixSource("toy-general", 0.5)], seed=0)
+    batch = stream.rows(step * batch_size, batch_size)      # list of MCQ records (dicts)
+    stream.realized_ratios(0, 10_000)                       # {"toy-imagenet-vqa": 0.5, "toy-general": 0.5}
+
+Layout: positions come in blocks of ``block_size``; in every block each source gets exactly its
+share of slots (largest-remainder rounding of ``ratio * block_size``), in an order shuffled per
+block. The ``j``-th sample of a source is row ``perm_e[j % n]`` of that source, where
+``perm_e`` is a seeded permutation for epoch ``e = j // n``: every row is used once before any
+is repeated, smaller sources are oversampled, and nothing is "the first N rows".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from recipes.data.sampling import take_fraction
+
+logger = logging.getLogger("forgetless.data")
+
+DEFAULT_BLOCK_SIZE = 1000
+"""Positions per block; each source gets exactly ``round(ratio * block)`` of them."""
+
+RATIO_TOLERANCE = 1e-6
+"""How far the ratios may sum from 1."""
+
+REPORT_SAMPLES = 10 * DEFAULT_BLOCK_SIZE
+"""Samples over which ``build_train_stream`` logs the realized ratios."""
+
+
+def block_slots(ratios: Sequence[float], block_size: int) -> list[int]:
+    """Slots per source in a block: ``ratio * block_size`` rounded by largest remainder (sum = block_size)."""
+    quotas = [ratio * block_size for ratio in ratios]
+    slots = [math.floor(quota) for quota in quotas]
+    remainders = sorted(range(len(ratios)), key=lambda i: (-(quotas[i] - slots[i]), i))
+    for i in remainders[: block_size - sum(slots)]:
+        slots[i] += 1
+    return slots
+
+
+class TrainingStream:
+    """An endless, position-addressable mix of MCQ tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        sources: Sequence[tuple[str, pa.Table]],
+        ratios: Sequence[float],
+        seed: int,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ):
+        if not sources:
+            raise ValueError("TrainingStream needs at least one source")
+        if len(ratios) != len(sources):
+            raise ValueError(f"TrainingStream got {len(sources)} sources but {len(ratios)} ratios")
+        names = [name for name, _ in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"TrainingStream source names must be unique, got {names}")
+        for name, ratio in zip(names, ratios):
+            if not ratio >= 0:
+                raise ValueError(f"ratio of source {name!r} must be >= 0, got {ratio}")
+        if abs(sum(ratios) - 1) > RATIO_TOLERANCE:
+            raise ValueError(f"ratios must sum to 1, got {sum(ratios)} ({dict(zip(names, ratios))})")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.names = tuple(names)
+        self.tables = tuple(table for _, table in sources)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.seed = seed
+        self.block_size = block_size
+        self.slots = np.array(block_slots(self.ratios, block_size))
+        for name, table, ratio, slots in zip(self.names, self.tables, self.ratios, self.slots):
+            if ratio > 0 and slots == 0:
+                raise ValueError(
+                    f"ratio {ratio} of source {name!r} is below 1/block_size ({1 / block_size}); use a larger block_size"
+                )
+            if slots > 0 and table.num_rows == 0:
+                raise ValueError(f"source {name!r} has no rows but ratio {ratio}")
+        self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._permutations: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}: {r:g} of {t.num_rows} rows" for n, t, r in zip(self.names, self.tables, self.ratios))
+        return f"TrainingStream({parts}; seed {self.seed})"
+
+    @property
+    def samples_per_target_epoch(self) -> int:
+        """Positions after which every row of the target (first source) has been used once."""
+        target_slots = int(self.slots[0])
+        if target_slots == 0:
+            raise ValueError("the target source has ratio 0")
+        return math.ceil(self.tables[0].num_rows * self.block_size / target_slots)
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def _block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source of each slot, ordinal of the slot among its source's slots in the block)."""
+        if block in self._blocks:
+            self._blocks.move_to_end(block)
+            return self._blocks[block]
+        layout = np.repeat(np.arange(len(self.names)), self.slots)
+        np.random.default_rng([self.seed, 0xB10C, block]).shuffle(layout)
+        ordinal = np.empty(self.block_size, dtype=np.int64)
+        for source in range(len(self.names)):
+            where = layout == source
+            ordinal[where] = np.arange(int(where.sum()))
+        self._blocks[block] = (layout, ordinal)
+        if len(self._blocks) > 64:
+            self._blocks.popitem(last=False)
+        return layout, ordinal
+
+    def _permutation(self, source: int, epoch: int) -> np.ndarray:
+        key = (source, epoch)
+        if key in self._permutations:
+            self._permutations.move_to_end(key)
+            return self._permutations[key]
+        permutation = np.random.default_rng([self.seed, 0xE90C, source, epoch]).permutation(
+            self.tables[source].num_rows
+        )
+        self._permutations[key] = permutation
+        if len(self._permutations) > 2 * len(self.names) + 2:
+            self._permutations.popitem(last=False)
+        return permutation
+
+    def locate(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source index, row index) of positions ``start .. start + count - 1``."""
+        if start < 0 or count < 0:
+            raise ValueError(f"positions must be >= 0 (start={start}, count={count})")
+        positions = np.arange(start, start + count, dtype=np.int64)
+        blocks, offsets = np.divmod(positions, self.block_size)
+        sources = np.empty(count, dtype=np.int64)
+        ordinals = np.empty(count, dtype=np.int64)
+        for block in np.unique(blocks):
+            where = blocks == block
+            layout, ordinal = self._block(int(block))
+            sources[where] = layout[offsets[where]]
+            ordinals[where] = ordinal[offsets[where]] + int(block) * self.slots[layout[offsets[where]]]
+        rows = np.empty(count, dtype=np.int64)
+        for source in np.unique(sources):
+            where = sources == source
+            epochs, within = np.divmod(ordinals[where], self.tables[source].num_rows)
+            picked = np.empty(len(within), dtype=np.int64)
+            for epoch in np.unique(epochs):
+                same = epochs == epoch
+                picked[same] = self._permutation(int(source), int(epoch))[within[same]]
+            rows[where] = picked
+        return sources, rows
+
+    # -- access --------------------------------------------------------------------------------
+
+    def rows(self, start: int, count: int) -> list[dict]:
+        """The MCQ records (dicts with the contract keys) at positions ``start .. start + count - 1``."""
+        sources, rows = self.locate(start, count)
+        records: list[dict | None] = [None] * count
+        for source in np.unique(sources):
+            where = np.flatnonzero(sources == source)
+            fetched = self.tables[source].take(pa.array(rows[where])).to_pylist()
+            for position, record in zip(where, fetched):
+                records[position] = record
+        return records  # type: ignore[return-value]
+
+    def realized_ratios(self, start: int, count: int) -> dict[str, float]:
+        """Share of each source among positions ``start .. start + count - 1``."""
+        if count <= 0:
+            raise ValueError(f"count must be >= 1, got {count}")
+        sources, _ = self.locate(start, count)
+        counts = np.bincount(sources, minlength=len(self.names))
+        return {name: float(c) / count for name, c in zip(self.names, counts)}
+
+
+@dataclass(frozen=True)
+class MixSource:
+    """A dataset mixed into the training data: ``ratio`` of all samples come from it."""
+
+    dataset: str
+    """Registry name or path of an MCQ file."""
+    ratio: float
+    """Share of training samples from this dataset, in [0, 1)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(f"MixSource.dataset must be a dataset name or path, got {self.dataset!r}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
+            raise ValueError(f"MixSource.ratio of {self.dataset!r} must be in [0, 1), got {self.ratio!r}")
+
+
+def as_mix_sources(mix: Sequence[MixSource | dict]) -> list[MixSource]:
+    """MixSources from MixSources or ``{dataset, ratio}`` mappings; errors name ``mix[i].<field>``."""
+    sources = []
+    for index, item in enumerate(mix):
+        if isinstance(item, MixSource):
+            sources.append(item)
+            continue
+        if not isinstance(item, dict) or set(item) != {"dataset", "ratio"}:
+            raise ValueError(f"mix[{index}]: expected {{dataset, ratio}}, got {item!r}")
+        try:
+            sources.append(MixSource(item["dataset"], item["ratio"]))
+        except ValueError as error:
+            field_name = "dataset" if "dataset" in str(error).split()[0] else "ratio"
+            raise ValueError(f"mix[{index}].{field_name}: {error}") from error
+    return sources
+
+
+def mix_ratios(mix: Sequence[MixSource]) -> list[float]:
+    """[target share, mix shares...]: the target gets 1 - sum of the mix ratios (which must be < 1)."""
+    total = sum(source.ratio for source in mix)
+    if total >= 1:
+        raise ValueError(f"mix: ratios sum to {total:g}; they must sum to < 1 (the target dataset gets 1 - sum)")
+    return [1 - total, *(source.ratio for source in mix)]
+
+
+def build_train_stream(
+    dataset: str,
+    data_fraction: float,
+    mix: Sequence[MixSource | dict],
+    seed: int,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> TrainingStream:
+    """The training stream of a recipe: ``data_fraction`` of the target dataset, mixed with ``mix``.
+
+    Logs (logger "forgetless.data") the sources, their sizes and the realized ratios.
+    """
+    from recipes.data.registry import dataset_name, load_dataset
+
+    mix = as_mix_sources(mix)
+    ratios = mix_ratios(mix)
+    names = [dataset_name(dataset), *(dataset_name(source.dataset) for source in mix)]
+    for index, name in enumerate(names[1:]):
+        if name in names[: index + 1]:
+            raise ValueError(f"mix[{index}].dataset: {mix[index].dataset!r} is already in the training data")
+    target = take_fraction(load_dataset(dataset), data_fraction, seed)
+    tables = [target, *(load_dataset(source.dataset) for source in mix)]
+    stream = TrainingStream(list(zip(names, tables)), ratios, seed=seed, block_size=block_size)
+    realized = stream.realized_ratios(0, max(REPORT_SAMPLES, block_size))
+    logger.info(
+        "training stream: %s (data_fraction %g: %d rows) mixed with %s; realized ratios %s",
+        names[0],
+        data_fraction,
+        target.num_rows,
+        ", ".join(f"{n} ({t.num_rows} rows)" for n, t in zip(names[1:], tables[1:])) or "nothing",
+        ", ".join(f"{n} {r:.4f}" for n, r in realized.items()),
+    )
+    return stream

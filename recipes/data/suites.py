@@ -1,0 +1,174 @@
+"""Evaluation suites: the four quadrants of the 2 x 2 matrix, each a list of datasets.
+
+    from recipes.data.suites import QUADRANTS, load_suite
+    suite = load_suite("toy")                  # the toy world's suite (registered names)
+    suite = load_suite("suites/paper.yaml")    # a user suite
+    for quadrant, dataset in suite.entries():
+        table = suite.load(dataset)
+
+A suite file is YAML::
+
+    name: paper
+    quadrants:
+      id_id: [imagenet-vqa-val.parquet, imagenet-v2-vqa.parquet]
+      id_ood: [flowers102.parquet, caltech101.parquet, stanfordcars.parquet]
+      ood_id: [imagewikiqa.parquet]
+      ood_ood: [mmmu-val.parquet, vmcbench-dev.parquet]
+
+with exactly the four quadrant keys, each a non-empty list of registered names or existing MCQ
+files (relative paths are relative to the YAML file). ``Suite.content_hash()`` hashes the datasets'
+file contents, so cached zero-shot results are reused only for identical data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from recipes.data.registry import REGISTERED_DATASETS, dataset_name, load_dataset, resolve_dataset
+from recipes.data.schema import is_remote, join_path, open_binary, parent_dir, path_exists
+from recipes.data.toy_world import QUADRANTS, suite_spec
+
+__all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "toy_suite"]
+
+NAMED_SUITES = ("toy",)
+"""Suite names ``load_suite`` knows without a file."""
+
+
+class SuiteError(ValueError):
+    """A suite file or definition that breaks the suite format; names the file and key."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Quadrant -> datasets (registered names, paths or URLs) of one evaluation suite."""
+
+    name: str
+    """Suite name (recorded with results)."""
+    quadrants: dict[str, list[str]]
+    """Exactly the keys of ``QUADRANTS``, each a non-empty list of datasets."""
+
+    def __post_init__(self) -> None:
+        problems = suite_problems(self.name, self.quadrants)
+        if problems:
+            raise SuiteError(f"suite {self.name!r}: " + "; ".join(problems))
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(quadrant, dataset) pairs in quadrant order."""
+        return [(quadrant, dataset) for quadrant in QUADRANTS for dataset in self.quadrants[quadrant]]
+
+    def dataset_names(self) -> dict[str, str]:
+        """Dataset -> display name (the name used in metrics, ``acc/<name>``)."""
+        return {dataset: dataset_name(dataset) for _, dataset in self.entries()}
+
+    def load(self, dataset: str) -> pa.Table:
+        """The MCQ table of one of the suite's datasets."""
+        return load_dataset(dataset)
+
+    def content_hash(self) -> str:
+        """SHA-256 over the quadrants, display names and file contents of every dataset."""
+        digest = hashlib.sha256()
+        for quadrant, dataset in self.entries():
+            location = resolve_dataset(dataset)
+            digest.update(
+                f"{quadrant}\0{dataset_name(dataset)}\0{_file_sha256(str(location), *_stat(location))}\n".encode()
+            )
+        return digest.hexdigest()
+
+
+def _stat(location: Path | str) -> tuple[int, int]:
+    if is_remote(location):
+        return (-1, -1)
+    stat = os.stat(location)
+    return stat.st_size, stat.st_mtime_ns
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(location: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes (cached per path, size and modification time)."""
+    digest = hashlib.sha256()
+    with open_binary(location) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def suite_problems(name: object, quadrants: object, where: str = "") -> list[str]:
+    """Every problem of a suite definition, each naming its key."""
+    problems = []
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}name: must be a non-empty string, got {name!r}")
+    if not isinstance(quadrants, dict):
+        return problems + [f"{where}quadrants: must be a mapping of {', '.join(QUADRANTS)} to dataset lists"]
+    for key in quadrants:
+        if key not in QUADRANTS:
+            problems.append(f"{where}quadrants.{key}: unknown quadrant; the quadrants are {', '.join(QUADRANTS)}")
+    for key in QUADRANTS:
+        value = quadrants.get(key)
+        if key not in quadrants:
+            problems.append(f"{where}quadrants.{key}: missing")
+        elif not isinstance(value, list) or not value:
+            problems.append(f"{where}quadrants.{key}: must be a non-empty list of datasets, got {value!r}")
+        else:
+            for index, item in enumerate(value):
+                if not isinstance(item, str) or not item.strip():
+                    problems.append(f"{where}quadrants.{key}[{index}]: must be a dataset name or path, got {item!r}")
+    return problems
+
+
+def toy_suite() -> Suite:
+    """The toy world's eval suite, by registered names."""
+    spec = suite_spec()
+    return Suite(spec["name"], {q: [Path(f).stem for f in files] for q, files in spec["quadrants"].items()})
+
+
+def _resolve_entry(entry: str, base_dir: str) -> str:
+    """Registered names stay names; relative paths become paths relative to the suite file."""
+    if entry in REGISTERED_DATASETS or is_remote(entry) or os.path.isabs(os.path.expanduser(entry)):
+        return os.path.expanduser(entry) if not is_remote(entry) else entry
+    return join_path(base_dir, entry)
+
+
+def load_suite(name_or_path: str | os.PathLike) -> Suite:
+    """A named suite ("toy") or a suite YAML file (validated; errors name the file and key)."""
+    text = str(name_or_path)
+    if text == "toy":
+        return toy_suite()
+    if is_remote(text):
+        with open_binary(text) as handle:
+            content = handle.read().decode("utf-8")
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise SuiteError(
+                f"suite {text!r} is neither a named suite ({', '.join(NAMED_SUITES)}) nor an existing YAML file"
+            )
+        content = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError as error:
+        raise SuiteError(f"{text}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise SuiteError(f"{text}: expected a mapping with keys name and quadrants, got {type(data).__name__}")
+    unknown = sorted(set(data) - {"name", "quadrants"})
+    problems = [f"{key}: unknown key (a suite has name and quadrants)" for key in unknown]
+    problems += suite_problems(data.get("name"), data.get("quadrants"))
+    if problems:
+        raise SuiteError(f"{text}: " + "; ".join(problems))
+    base_dir = parent_dir(text if is_remote(text) else str(Path(text).expanduser()))
+    quadrants = {q: [_resolve_entry(entry, base_dir) for entry in data["quadrants"][q]] for q in QUADRANTS}
+    missing = [
+        f"quadrants.{q}[{i}]: no such dataset {data['quadrants'][q][i]!r} (not a registered name; looked for {entry})"
+        for q in QUADRANTS
+        for i, entry in enumerate(quadrants[q])
+        if entry not in REGISTERED_DATASETS and not path_exists(entry)
+    ]
+    if missing:
+        raise SuiteError(f"{text}: " + "; ".join(missing))
+    return Suite(data["name"], quadrants)

@@ -1,0 +1,95 @@
+"""Every example grid in grids/ validates, expands and plans; the toy ones also with their paths checked."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.expand import expand_trials
+from orchestrator.grid import GridError, load_grid
+from orchestrator.plan import render_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = ROOT / "grids"
+
+EXPECTED = {
+    "demo.yaml": ("demo-forgetting", 4),
+    "ci.yaml": ("ci-smoke", 2),
+    "paper-table1.yaml": ("paper-table1", 7),
+    "paper-fraction.yaml": ("paper-fraction", 8),
+    "paper-hybrid.yaml": ("paper-hybrid", 5),
+}
+"""Grid file -> (sweep name, number of trials)."""
+
+TOY_GRIDS = ("demo.yaml", "ci.yaml")
+"""Grids that name only registered toy names: they validate with paths checked on any machine."""
+
+PAPER_GRIDS = sorted(set(EXPECTED) - set(TOY_GRIDS))
+
+
+def test_every_grid_is_listed():
+    assert sorted(path.name for path in GRIDS.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("file_name", sorted(EXPECTED))
+def test_grid_validates_expands_and_plans(file_name, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    grid = load_grid(GRIDS / file_name, check_paths=file_name in TOY_GRIDS)
+    trials = expand_trials(grid)
+    assert (grid.name, len(trials)) == EXPECTED[file_name]
+    text = render_plan(grid, trials, {"CPU": 64.0, "GPU": 8.0})
+    assert all(f"{trial.name} " in text and trial.trial_id in text for trial in trials)
+
+
+@pytest.mark.parametrize("file_name", PAPER_GRIDS)
+def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file_name, monkeypatch, tmp_path):
+    """Without the paper's data (and model), checking paths reports exactly those, one per line."""
+    (tmp_path / "suites").mkdir()
+    shutil.copy(ROOT / "suites" / "paper.yaml", tmp_path / "suites" / "paper.yaml")
+    shutil.copy(GRIDS / file_name, tmp_path / file_name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GridError) as caught:
+        load_grid(file_name)
+    problems = caught.value.problems
+    model_missing = [p for p in problems if p.startswith("model: ")]
+    assert len(model_missing) <= 1  # absent where the model happens to be in the local Hugging Face cache
+    assert all("not in the local Hugging Face cache" in p for p in model_missing)
+    files_missing = [p for p in problems if p not in model_missing]
+    assert files_missing[0] == f"train.dataset: no such file 'data/imagenet-vqa-train.parquet' (relative to {tmp_path})"
+    suite_lines = [p for p in files_missing if p.startswith("eval.suite: suites/paper.yaml: quadrants.")]
+    assert len(suite_lines) == 8 and all("no such dataset '../data/" in p for p in suite_lines)
+
+
+def test_demo_shows_aggressive_and_gentle_recipes():
+    trials = expand_trials(load_grid(GRIDS / "demo.yaml"))
+    recipes = {(t.parts, t.method, t.lr) for t in trials}
+    assert recipes == {("llm", "full", 1e-3), ("llm", "full", 1e-4), ("projector", "full", 1e-3), ("llm", "lora", 1e-3)}
+    assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(2, 16, "toy-qwen2.5-vl", 0.0)}
+
+
+def test_paper_table1_is_the_papers_recipes():
+    trials = expand_trials(load_grid(GRIDS / "paper-table1.yaml", check_paths=False))
+    rows = {(t.parts, t.method, t.lr, t.batch_size, t.steps, t.lora_r if t.method == "lora" else None) for t in trials}
+    assert rows == {
+        ("llm", "full", 1e-5, 16, 80000, None),
+        ("llm", "full", 1e-6, 16, 80000, None),
+        ("llm", "lora", 1e-4, 32, 40000, 8),
+        ("vision", "full", 1e-5, 16, 80000, None),
+        ("vision", "full", 1e-6, 16, 80000, None),
+        ("projector", "full", 1e-5, 16, 80000, None),
+        ("projector", "full", 1e-6, 16, 80000, None),
+    }
+    assert {(t.schedule, t.warmup_ratio, t.eval_suite) for t in trials} == {("cosine", 0.1, "suites/paper.yaml")}
+
+
+def test_paper_fraction_trains_small_fractions_like_the_paper():
+    trials = expand_trials(load_grid(GRIDS / "paper-fraction.yaml", check_paths=False))
+    settings = {(t.data_fraction, t.lr): (t.steps, t.warmup_ratio, t.schedule) for t in trials}
+    long_run, short_run = (80000, 0.0025, "linear"), (2000, 0.1, "linear")
+    assert settings == {
+        (fraction, lr): long_run if fraction >= 0.25 else short_run
+        for fraction in (1.0, 0.25, 0.025, 0.0025)
+        for lr in (1e-6, 1e-5)
+    }
