@@ -71,7 +71,7 @@ class BatchScorer:
             letters = self._logit_letters(model, batch, rows)
             predictions = letters
         else:
-            predictions = self._generate(model, batch)
+            predictions = self._generate(model, batch)[: len(rows)]
             letters = [chosen_letter(text, len(row["options"])) for text, row in zip(predictions, rows)]
         results = []
         for row, prediction, letter in zip(rows, predictions, letters):
@@ -81,7 +81,7 @@ class BatchScorer:
         return results
 
     def _logit_letters(self, model, batch, rows) -> list[str]:
-        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        logits = model(**batch, logits_to_keep=1).logits[: len(rows), -1, :].float()
         max_options = max(len(row["options"]) for row in rows)
         letter_ids = self.collator.option_token_ids(max_options).to(logits.device)
         scores = logits[:, letter_ids]

@@ -93,7 +93,7 @@ class SuiteEvaluator:
         if batch_size < 1:
             raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
         self.suite = suite
-        collator = MCQCollator(processor, with_answers=False, padding_side="left")
+        collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus)
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.batches: list[tuple[str, list[dict]]] = []
         for quadrant in QUADRANTS:

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from jobs import storage
+from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
@@ -37,12 +38,10 @@ from recipes.models import load_model
 
 log = logging.getLogger("forgetless.finetune")
 
-CHECKPOINT_TAG = "state"
-"""DeepSpeed tag (sub-directory) of the engine state inside a Ray Train checkpoint."""
-TRAINER_STATE = "trainer_state.json"
-"""Rank 0's record of the step a checkpoint was taken after."""
 OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
 """Quadrants that early stopping watches."""
+RESUMED_TAG = "forgetless.resumed_after_step"
+"""Tag set on a trial run each time it resumes from a checkpoint (the checkpoint's step)."""
 
 
 def eval_steps(trial: TrialConfig) -> list[int]:
@@ -56,6 +55,19 @@ def early_stop_reason(deltas: dict[str, float], threshold: float | None) -> str 
         return None
     fallen = [f"{q} {deltas[f'delta/q/{q}']:+.1f} pp" for q in OOD_QUADRANTS if deltas[f"delta/q/{q}"] < -threshold]
     return f"OOD drop beyond {threshold:g} pp vs zero-shot: {', '.join(fallen)}" if fallen else None
+
+
+def frozen_fingerprint(module: torch.nn.Module) -> torch.Tensor:
+    """Per frozen tensor, (sum, sum of squares) in float64 of this rank's data (its ZeRO-3 shard).
+
+    Compared at the start and the end of training, it shows whether anything touched weights
+    that the recipe froze, without keeping a copy of them.
+    """
+    rows = [
+        torch.stack([data.double().sum(), data.double().square().sum()])
+        for data in (getattr(p, "ds_tensor", p.data) for p in module.parameters() if not p.requires_grad)
+    ]
+    return torch.stack(rows).cpu() if rows else torch.zeros(0, 2, dtype=torch.float64)
 
 
 @dataclass
@@ -86,7 +98,8 @@ class TrialWorker:
         self.use_gpu = trial.gpus_per_worker > 0
         loaded = load_model(trial.model)
         self.fingerprint = loaded.fingerprint
-        self.collate = MCQCollator(loaded.processor, with_answers=True)
+        sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
+        self.collate = MCQCollator(loaded.processor, with_answers=True, always_image=sharded)
         self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
         suite = load_suite(trial.eval_suite)
         self.evaluator = SuiteEvaluator(
@@ -95,11 +108,12 @@ class TrialWorker:
             mode=trial.eval_mode,
             batch_size=trial.eval_batch_size,
             max_new_tokens=trial.max_new_tokens,
-            synced_gpus=trial.zero_stage == 3 and self.world > 1,
+            synced_gpus=sharded,
         )
         self.engine, self.trainable = build_engine(trial, loaded, self.world, self.use_gpu)
         self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
         self.zero_shot: dict[str, float] = {}
+        self.frozen_at_start = frozen_fingerprint(self.engine.module)
         torch.manual_seed(trial.seed * 1000 + self.rank)
 
     # -- data -------------------------------------------------------------------------------
@@ -148,13 +162,21 @@ class TrialWorker:
         result = self.evaluator.evaluate(self.engine.module, self.rank, self.world)
         return cache.put(key, result) if self.rank == 0 else None
 
+    def frozen_tensors_changed(self) -> float:
+        """How many frozen tensors differ from the start of training, over all ranks (should be 0)."""
+        changed = (frozen_fingerprint(self.engine.module) != self.frozen_at_start).any(dim=1).sum().double()
+        if self.world > 1:
+            changed = changed.to(self.engine.device)
+            dist.all_reduce(changed)
+        return float(changed)
+
     # -- checkpoints ------------------------------------------------------------------------
     def save(self, directory: Path, step: int) -> None:
         """Write this rank's share of the resumable state (frozen weights are not saved)."""
         self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
         torch.save(torch.get_rng_state(), directory / f"rng_rank{self.rank}.pt")
         if self.rank == 0:
-            state = {"step": step, "data_position": step * self.trial.batch_size, "trial_id": self.trial.trial_id}
+            state = {"step": step, "data_position": step * self.trial.batch_size, "trial": self.trial.to_dict()}
             (directory / TRAINER_STATE).write_text(json.dumps(state))
 
     def restore(self) -> int:
@@ -164,9 +186,10 @@ class TrialWorker:
             return 0
         with checkpoint.as_directory() as directory:
             directory = Path(directory)
-            state = json.loads((directory / TRAINER_STATE).read_text())
-            if state["trial_id"] != self.trial.trial_id:
-                raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {state['trial_id']}, not this one")
+            state = read_trainer_state(directory)
+            found = TrialConfig.from_dict(state["trial"]).trial_id
+            if found != self.trial.trial_id:
+                raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {found}, not {self.trial.trial_id}")
             self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
             rng = directory / f"rng_rank{self.rank}.pt"
             if rng.is_file():
@@ -184,11 +207,13 @@ class TrialWorker:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
     # -- the loop ---------------------------------------------------------------------------
-    def checkpoint_metrics(self, step: int, result: SuiteResult | None) -> tuple[dict[str, float], str | None]:
+    def checkpoint_metrics(
+        self, step: int, result: SuiteResult | None, extra: dict[str, float] | None = None
+    ) -> tuple[dict[str, float], str | None]:
         """Rank 0: log an evaluation to MLflow; returns (metrics to report, early-stop reason)."""
         if self.rank != 0:
             return {}, None
-        metrics = {**result.metrics, **delta_metrics(result.metrics, self.zero_shot)}
+        metrics = {**result.metrics, **delta_metrics(result.metrics, self.zero_shot), **(extra or {})}
         reason = early_stop_reason(metrics, self.trial.max_ood_drop_pp) if step > 0 else None
         if self.tracker:
             self.tracker.log(metrics, step)
@@ -200,6 +225,8 @@ class TrialWorker:
     def run(self) -> None:
         trial = self.trial
         start = self.restore()
+        if self.tracker and start > 0:
+            self.tracker.set_tags({RESUMED_TAG: str(start)})
         if self.tracker and start == 0:
             self.tracker.log({"model/trainable_parameters": self.trainable.trainable,
                               "model/total_parameters": self.trainable.total}, step=0)
@@ -221,7 +248,9 @@ class TrialWorker:
                 self.tracker.log(window.metrics(current_lr(self.engine)), done)
                 window = WindowStats()
             if done in checkpoints:
-                metrics, reason = self.checkpoint_metrics(done, self.evaluate(done))
+                result = self.evaluate(done)
+                integrity = {"model/frozen_tensors_changed": self.frozen_tensors_changed()}
+                metrics, reason = self.checkpoint_metrics(done, result, integrity)
                 decision = [reason]
                 if self.world > 1:
                     dist.broadcast_object_list(decision, src=0)

@@ -12,6 +12,7 @@ trial again resumes it, and worker failures restart the worker group from the la
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -36,6 +37,8 @@ class TrialOutcome:
     """The last metrics it reported."""
     error: str | None = None
     """The error that ended it, when it failed."""
+    checkpoint: str | None = None
+    """Path of its latest checkpoint in storage (inside the bucket for s3 storage)."""
 
 
 def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
@@ -43,6 +46,9 @@ def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # Workers keep the working directory Ray gave them (the job's working dir), so relative
+    # dataset, suite and DeepSpeed paths in the trial mean what the user meant.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     use_gpu = trial.gpus_per_worker > 0
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
     filesystem, root = storage.storage_filesystem(trial.storage)
@@ -107,4 +113,5 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
     if status == "finished":
         tracker.set_status("finished")
     client.set_terminated(trial.run_id, status="FINISHED")
-    return TrialOutcome(status, trial.run_id, metrics)
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    return TrialOutcome(status, trial.run_id, metrics, checkpoint=checkpoint)

@@ -28,6 +28,26 @@ IGNORE_INDEX = -100
 """Label value that the loss ignores (transformers' convention)."""
 
 
+def _blank_png(size: int = 28) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PLACEHOLDER_ROW = {
+    "id": "__placeholder__",
+    "image": _blank_png(),
+    "question": "",
+    "options": ["", ""],
+    "answer": "A",
+    "source": "placeholder",
+    "meta": "{}",
+}
+"""A blank-image question appended to text-only batches when every rank must run the vision
+encoder (ZeRO-3 gathers each module's shards collectively, so all ranks must call the same
+modules). Its labels are ignored and its outputs dropped."""
+
+
 def decode_image(data: bytes | None) -> Image.Image | None:
     """PIL RGB image from encoded bytes, or None for a text-only question."""
     if data is None:
@@ -52,6 +72,8 @@ class MCQCollator:
     """True for training (append the answer letter and mask labels to it); False for evaluation."""
     padding_side: str = "right"
     """``right`` for training; ``left`` for evaluation, so the last position of every row is the answer."""
+    always_image: bool = False
+    """Append ``PLACEHOLDER_ROW`` to batches without images (ZeRO-3); callers drop its outputs."""
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -89,6 +111,10 @@ class MCQCollator:
         return torch.tensor([self.letter_token_id(letter) for letter in LETTERS[:max_options]])
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """The batch of ``rows``; one row longer (``PLACEHOLDER_ROW`` last) when ``always_image`` adds it."""
+        placeholder = self.always_image and all(row["image"] is None for row in rows)
+        if placeholder:
+            rows = [*rows, PLACEHOLDER_ROW]
         prompts = [self.prompt_text(row) for row in rows]
         texts = prompts
         answer_lengths: list[int] = []
@@ -110,4 +136,6 @@ class MCQCollator:
             answer_start = (lengths - torch.tensor(answer_lengths)).unsqueeze(1)
             keep = (positions >= answer_start) & (positions < lengths.unsqueeze(1))
             batch["labels"] = torch.where(keep, batch["input_ids"], IGNORE_INDEX)
+            if placeholder:
+                batch["labels"][-1] = IGNORE_INDEX
         return batch

@@ -138,3 +138,106 @@ def layout_options(
         raise ValueError(f"answer position {position} out of range for {len(others) + 1} options")
     others.insert(position, correct)
     return others, option_letter(position)
+
+
+# ---------------------------------------------------------------------------------------------
+# Option slots: every option text has a fixed position (used by the toy world)
+
+
+@dataclass(frozen=True)
+class SlotDistractorSampler:
+    """Distractors for options with fixed slots: one per other slot, from that slot's most similar classes.
+
+    When every option has a fixed slot (its letter is a function of its text), a question's
+    options fill the slots one each: the true class takes its own slot and every other slot gets
+    a distractor drawn from ``pools[c][slot]``, the wrong classes of that slot most similar to
+    ``c`` (the slotted form of "sampled from the most similar classes"):
+
+        sampler = SlotDistractorSampler.from_similarity(names, similarity, slots, pool_size=2, seed=0)
+        by_slot = sampler.sample(true_index, rng)      # {slot: class index} for the other slots
+    """
+
+    class_names: tuple[str, ...]
+    """Class names by class index."""
+    slots: tuple[int, ...]
+    """Slot of every class (0 = A)."""
+    pools: tuple[dict[int, tuple[int, ...]], ...]
+    """``pools[c][slot]``: candidate distractor classes of class ``c`` in ``slot``, most similar first."""
+
+    def __post_init__(self) -> None:
+        if not len(self.class_names) == len(self.slots) == len(self.pools):
+            raise ValueError(
+                f"SlotDistractorSampler: {len(self.class_names)} class names, {len(self.slots)} slots and "
+                f"{len(self.pools)} pools; they must be equally many"
+            )
+
+    @classmethod
+    def from_similarity(
+        cls,
+        class_names: Sequence[str],
+        similarity: np.ndarray,
+        slots: Sequence[int],
+        pool_size: int = 2,
+        seed: int = 0,
+    ) -> "SlotDistractorSampler":
+        """Per class and other slot, the ``pool_size`` most similar classes of that slot (ties broken by ``seed``)."""
+        names, slots = list(class_names), [int(s) for s in slots]
+        count = len(names)
+        similarity = np.asarray(similarity, dtype=np.float64)
+        if similarity.shape != (count, count) or len(slots) != count:
+            raise ValueError(
+                f"similarity has shape {similarity.shape} and {len(slots)} slots, expected ({count}, {count}) "
+                f"and {count} for {count} classes"
+            )
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        tie_break = np.random.default_rng(seed).random((count, count))
+        pools = []
+        for row in range(count):
+            order = np.lexsort((tie_break[row], -similarity[row]))
+            by_slot: dict[int, list[int]] = {}
+            for j in (int(j) for j in order):
+                if names[j] != names[row] and slots[j] != slots[row]:
+                    by_slot.setdefault(slots[j], []).append(j)
+            pools.append({slot: tuple(candidates[:pool_size]) for slot, candidates in sorted(by_slot.items())})
+        return cls(tuple(names), tuple(slots), tuple(pools))
+
+    def sample(self, true_index: int, rng: np.random.Generator) -> dict[int, int]:
+        """One distractor class per other slot: {slot: class index}."""
+        return {slot: pool[int(rng.integers(len(pool)))] for slot, pool in self.pools[true_index].items()}
+
+    def sample_names(self, true_index: int, rng: np.random.Generator) -> list[str]:
+        """Names of ``sample(...)``, in slot order."""
+        return [self.class_names[j] for _, j in sorted(self.sample(true_index, rng).items())]
+
+
+class AnswerSlotDealer:
+    """Deals answer slots so that every slot is the answer equally often over everything dealt.
+
+    Questions may allow only some slots (a texture question's answer is never the slot of a
+    texture no class has); the most constrained questions are dealt first, each to its
+    least-used allowed slot (ties at random), so the flexible ones even the counts out:
+
+        dealer = AnswerSlotDealer(4)
+        slots = dealer.deal([(0, 1, 2), (0, 1, 2, 3), ...], rng)
+        dealer.counts                  # answers per slot so far
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 2:
+            raise ValueError(f"AnswerSlotDealer needs >= 2 slots, got {slots}")
+        self.counts = [0] * slots
+
+    def deal(self, allowed: Sequence[Sequence[int]], rng: np.random.Generator) -> list[int]:
+        """One slot per question, within the question's allowed slots."""
+        for index, choices in enumerate(allowed):
+            if not choices or any(not 0 <= int(s) < len(self.counts) for s in choices):
+                raise ValueError(f"question {index}: allowed slots {list(choices)} not within 0..{len(self.counts) - 1}")
+        tie_break = rng.random(len(allowed))
+        dealt = [0] * len(allowed)
+        for index in sorted(range(len(allowed)), key=lambda i: (len(allowed[i]), tie_break[i])):
+            lowest = min(self.counts[int(s)] for s in allowed[index])
+            candidates = [int(s) for s in allowed[index] if self.counts[int(s)] == lowest]
+            dealt[index] = candidates[int(rng.integers(len(candidates)))]
+            self.counts[dealt[index]] += 1
+        return dealt

@@ -1,8 +1,8 @@
 """The question types of the toy world, each with a train and an eval split.
 
-Every task is a function ``task(context, rng, count, split) -> list[ToyQuestion]``; the toy world
-(``recipes.data.toy_world``) combines them into datasets and lays out their options with
-balanced answer letters. The splits never share a picture or an item:
+Every task is a function ``task(context, rng, count, split, dealer) -> list[ToyQuestion]``; the
+toy world (``recipes.data.toy_world``) combines them into datasets and lays out their options
+in slot order (below). The splits never share a picture or an item:
 
 - shape scenes are split by a stable hash of what the picture shows (class, renderer, style,
   object pixels): one bucket in ``EVAL_BUCKETS`` is eval-only, the others train-only;
@@ -10,16 +10,34 @@ balanced answer letters. The splits never share a picture or an item:
   tasks, train);
 - text-only items are split by a stable hash of the item (question and options).
 
+Option slots. Every option text of the toy world has a fixed slot in A..D (``OPTION_SLOTS``, a
+fixed function of the text): colours, shapes, textures, positions, wiki facts, parity and
+comparison words by their place in their family's table; counts and sequence words ("one",
+"Monday", "March") by their place in the sequence modulo 4; numbers n and "the digit n" by
+n % 4; colour, shape and plain words of the text questions by their place in their list modulo
+4; a class by (shape index + colour index + texture index) % 4, so that the classes sharing two
+attributes with a class lie in all three other slots. A question's four options fill the four
+slots, one each, listed in slot order, so the correct letter is the slot of the correct answer.
+This is a deliberate property of the toy world: it spares a model of a million parameters the
+symbol binding (content -> letter of the line it is on) that real models learn in pre-training;
+the questions still follow the MCQ contract (four options, the answer a letter, letters
+balanced). Distractors respect the slots: one per other slot, the most similar candidate of
+that slot where similarity applies (classes: ``SlotDistractorSampler`` pools of the classes
+sharing most attributes). Answer slots are dealt per dataset by an ``AnswerSlotDealer`` so that
+letters stay balanced, and the answer (class, digit, item) is then drawn within its slot.
+
 Tasks (ID text = "What is the main object in this image?"):
 
 ==================  ==============================================================
-classify            the target task: the class of a shape scene, 3 distractors from the
-                    5 most similar classes (shared attributes)
+classify            the target task: the class of a shape scene, one distractor per
+                    other slot from the classes most similar to it (shared attributes)
 digits_classify     the same question on digits ("the digit 3")
 attributes          colour / texture / shape / position / count of a shape scene
 wiki                a made-up fact about the class: made of (by shape), lives in (by
-                    colour), eats (by texture); with ``classname_probe`` one distractor
-                    is the class name (the paper's class-label distractor probe)
+                    colour), eats (by texture); with ``classname_probe`` the class name
+                    replaces the distractor in the class's slot (the paper's class-label
+                    distractor probe: a model that answers the class's slot whatever the
+                    question picks it)
 digit_tasks         parity, comparison with five, plus one, times two of a digit
 text_qa             text only: addition, which word is a colour / shape, what comes next,
                     largest number
@@ -30,12 +48,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import Callable, Sequence
 
 import numpy as np
 
 from recipes.data.class_folder import IMAGENET_QUESTION
-from recipes.data.distractors import DistractorSampler
+from recipes.data.distractors import AnswerSlotDealer, SlotDistractorSampler
 from recipes.data.toy_images import (
     COLOURS,
     SHAPES,
@@ -43,6 +62,7 @@ from recipes.data.toy_images import (
     TOY_CLASSES,
     Placement,
     Scene,
+    ToyClass,
     attribute_similarity,
     digit_image,
     encode_png,
@@ -62,6 +82,11 @@ DIGIT_EVAL_TASKS = 300
 COPIES = (1, 1, 1, 1, 1, 1, 1, 2, 2, 3)
 """How many copies of the object a classification scene shows (drawn uniformly from this list)."""
 MAX_TRIES = 10_000
+NUM_SLOTS = 4
+"""Option slots A..D: every toy question has four options, one per slot."""
+ALL_SLOTS = tuple(range(NUM_SLOTS))
+CLASS_DISTRACTOR_POOL = 2
+"""Candidate distractor classes per other slot (3 slots x 2: the paper's "5 most similar", slotted)."""
 
 MATERIAL_BY_SHAPE = {"circle": "glass", "square": "wood", "triangle": "stone", "cross": "metal"}
 HABITAT_BY_COLOUR = {"red": "the desert", "green": "the forest", "blue": "the ocean", "yellow": "the mountains"}
@@ -73,6 +98,7 @@ WIKI_FACTS = {
     "habitat": ("Where does this object live?", "colour", HABITAT_BY_COLOUR, ()),
     "food": ("What does this object eat?", "texture", FOOD_BY_TEXTURE, (FOOD_NEVER,)),
 }
+"""kind -> (question, class attribute, attribute value -> fact, facts no class has)."""
 QUADRANT_NAMES = {
     (0, 0): "the top left",
     (1, 0): "the top right",
@@ -105,11 +131,81 @@ SEQUENCES = (
     ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"),
 )
 """Word sequences of the "what comes next" text task (words, not letters, so options never look like answer letters)."""
+TEXTURE_OPTIONS = (*TEXTURES, "checkered")
+"""Options of the texture question in slot order (no class is checkered)."""
+PARITY_OPTIONS = ("both", "even", "neither", "odd")
+"""Options of the parity question in slot order (answers in B and D; times two's answers are in A and C)."""
+COMPARE_FIVE = ("smaller than five", "equal to five", "bigger than five")
+COMPARE_OPTIONS = ("not a number", *COMPARE_FIVE)
+"""Options of the comparison question in slot order."""
+LARGEST_MAX = 99
+"""Numbers of the "largest number" text task are 0..LARGEST_MAX."""
+
+
+def class_slot(toy_class: ToyClass) -> int:
+    """The slot of a class name: (shape index + colour index + texture index) % 4.
+
+    Changing one attribute moves a class to another slot, and the shape (or colour) changes
+    alone reach all three other slots, so the most similar classes fill the other slots.
+    """
+    indices = SHAPES.index(toy_class.shape) + list(COLOURS).index(toy_class.colour) + TEXTURES.index(toy_class.texture)
+    return indices % NUM_SLOTS
+
+
+CLASS_SLOTS = tuple(class_slot(toy_class) for toy_class in TOY_CLASSES)
+"""Slot of every class, by class index."""
+
+SLOT_TABLES = {
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "texture": TEXTURE_OPTIONS,
+    "position": tuple(QUADRANT_NAMES.values()),
+    "material": tuple(MATERIAL_BY_SHAPE[shape] for shape in SHAPES),
+    "habitat": tuple(HABITAT_BY_COLOUR[colour] for colour in COLOURS),
+    "food": (*(FOOD_BY_TEXTURE[texture] for texture in TEXTURES), FOOD_NEVER),
+    "parity": PARITY_OPTIONS,
+    "compare": COMPARE_OPTIONS,
+}
+"""Option families with exactly four members, each in slot order (member i sits in slot i)."""
+SLOT_LISTS = (COLOUR_WORDS, SHAPE_WORDS, PLAIN_WORDS, *SEQUENCES)
+"""Word lists whose member i sits in slot i % 4 (counts "one".."four" are the number sequence's start)."""
+
+
+def _option_slot_table() -> dict[str, int]:
+    entries = [(toy_class.name, slot) for toy_class, slot in zip(TOY_CLASSES, CLASS_SLOTS)]
+    entries += [(text, index % NUM_SLOTS) for words in (*SLOT_TABLES.values(), *SLOT_LISTS) for index, text in enumerate(words)]
+    entries += [(f"the digit {digit}", digit % NUM_SLOTS) for digit in range(10)]
+    entries += [(str(number), number % NUM_SLOTS) for number in range(LARGEST_MAX + 1)]
+    table: dict[str, int] = {}
+    for text, slot in entries:
+        if table.setdefault(text, slot) != slot:
+            raise RuntimeError(f"option {text!r} has two slots ({table[text]} and {slot}); option slots must be unique")
+    return table
+
+
+OPTION_SLOTS = _option_slot_table()
+"""Every option text of the toy world -> its slot (0 = A): the letter it always has."""
+
+
+def option_slot(text: str) -> int:
+    """The slot (0 = A) of a toy option text."""
+    try:
+        return OPTION_SLOTS[text]
+    except KeyError:
+        raise KeyError(f"toy option {text!r} has no slot; every toy option text must be in OPTION_SLOTS") from None
+
+
+def slots_of(values: Sequence, slot: Callable[[object], int]) -> dict[int, list]:
+    """``values`` grouped by ``slot(value)``."""
+    grouped: dict[int, list] = {}
+    for value in values:
+        grouped.setdefault(slot(value), []).append(value)
+    return grouped
 
 
 @dataclass
 class ToyQuestion:
-    """A question before its options are laid out."""
+    """A question before its options are laid out (in slot order, by ``toy_world``)."""
 
     image: bytes | None
     """PNG bytes, or None for text-only questions."""
@@ -118,9 +214,24 @@ class ToyQuestion:
     correct: str
     """The correct option."""
     distractors: list[str]
-    """The wrong options (three)."""
+    """The wrong options (three, one in each slot the correct option is not in)."""
     meta: dict = field(default_factory=dict)
     """Task, class and scene details (the record's meta)."""
+
+
+class Rounds:
+    """Values by slot, handed out in shuffled rounds (each value of a slot once before any repeats)."""
+
+    def __init__(self, values_by_slot: dict[int, list], rng: np.random.Generator) -> None:
+        self.values_by_slot, self.rng = values_by_slot, rng
+        self.queues: dict[int, list] = {}
+
+    def next(self, slot: int):
+        """The next value of ``slot``."""
+        if not self.queues.get(slot):
+            values = self.values_by_slot[slot]
+            self.queues[slot] = [values[i] for i in self.rng.permutation(len(values))]
+        return self.queues[slot].pop()
 
 
 @dataclass
@@ -133,10 +244,14 @@ class ToyContext:
     """The world seed (distractor tie-breaks, digit splits)."""
 
     @cached_property
-    def class_sampler(self) -> DistractorSampler:
-        """Pools of the 5 classes sharing most attributes with each class (ties broken by the seed)."""
-        return DistractorSampler.from_similarity(
-            [c.name for c in TOY_CLASSES], attribute_similarity(), pool_size=5, seed=self.seed
+    def class_sampler(self) -> SlotDistractorSampler:
+        """Per class and other slot, the classes of that slot sharing most attributes with it (ties broken by the seed)."""
+        return SlotDistractorSampler.from_similarity(
+            [c.name for c in TOY_CLASSES],
+            attribute_similarity(),
+            CLASS_SLOTS,
+            pool_size=CLASS_DISTRACTOR_POOL,
+            seed=self.seed,
         )
 
     @cached_property
@@ -152,9 +267,11 @@ class ToyContext:
         first, second = DIGIT_EVAL_CLASSIFY, DIGIT_EVAL_CLASSIFY + DIGIT_EVAL_TASKS
         return {"eval-classify": order[:first], "eval-tasks": order[first:second], "train": order[second:]}
 
-    def digit_indices(self, rng: np.random.Generator, count: int, split: str, purpose: str) -> np.ndarray:
+    def digit_deck(self, rng: np.random.Generator, split: str, purpose: str) -> Rounds:
+        """Digit images of a split by digit: ``deck.next(digit)`` is the index of a picture of ``digit``."""
         pool = self.digit_splits["train" if split == "train" else f"eval-{purpose}"]
-        return rng.choice(pool, size=count, replace=count > len(pool))
+        labels = self.digits[1]
+        return Rounds({digit: [int(i) for i in pool if labels[i] == digit] for digit in range(10)}, rng)
 
 
 def _check_split(split: str) -> None:
@@ -172,6 +289,31 @@ def _balanced(values, count: int, rng: np.random.Generator) -> list:
     picks = [values[i % len(values)] for i in range(count)]
     order = rng.permutation(count)
     return [picks[i] for i in order]
+
+
+def _deal(dealer: AnswerSlotDealer | None, allowed: Sequence[Sequence[int]], rng: np.random.Generator) -> list[int]:
+    """Answer slots for questions allowing ``allowed`` slots (a fresh dealer when none is given)."""
+    return (dealer or AnswerSlotDealer(NUM_SLOTS)).deal(allowed, rng)
+
+
+def _family_question(family: Sequence[str], slot: int) -> tuple[str, list[str]]:
+    """(correct, distractors) of a question whose options are a whole four-member family."""
+    return family[slot], [text for index, text in enumerate(family) if index != slot]
+
+
+def _one_per_other_slot(slot: int, candidates: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """One random candidate in each slot other than ``slot``."""
+    grouped = slots_of(candidates, option_slot)
+    missing = [s for s in ALL_SLOTS if s != slot and not grouped.get(s)]
+    if missing:
+        raise RuntimeError(f"no candidate in slot(s) {missing} among {list(candidates)}")
+    return [grouped[s][int(rng.integers(len(grouped[s])))] for s in ALL_SLOTS if s != slot]
+
+
+def _near_numbers(correct: int, low: int, high: int, rng: np.random.Generator) -> list[str]:
+    """One number within 4 of ``correct`` (in low..high) in each other slot."""
+    window = [str(n) for n in range(max(low, correct - 4), min(high, correct + 4) + 1) if n != correct]
+    return _one_per_other_slot(option_slot(str(correct)), window, rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,14 +398,17 @@ def classify(
     rng: np.random.Generator,
     count: int,
     split: str,
+    dealer: AnswerSlotDealer | None = None,
     variant: str = "plain",
     styles: tuple[str, ...] = ("plain",),
 ) -> list[ToyQuestion]:
     """The target task: "What is the main object in this image?" -> the class name."""
+    classes = Rounds(slots_of(range(len(TOY_CLASSES)), CLASS_SLOTS.__getitem__), rng)
     questions = []
-    for class_index, style in zip(_balanced(range(len(TOY_CLASSES)), count, rng), _balanced(styles, count, rng)):
+    for slot, style in zip(_deal(dealer, [ALL_SLOTS] * count, rng), _balanced(styles, count, rng)):
+        class_index = classes.next(slot)
         scene = sample_scene(rng, context.image_size, split, class_index, variant, style)
-        distractors = context.class_sampler.sample_names(class_index, 3, rng)
+        distractors = context.class_sampler.sample_names(class_index, rng)
         meta = {"task": "classify", **_class_meta(class_index, scene)}
         questions.append(
             ToyQuestion(
@@ -273,63 +418,89 @@ def classify(
     return questions
 
 
-def _others(values, correct, rng: np.random.Generator, count: int = 3, extra: tuple[str, ...] = ()) -> list[str]:
-    pool = [v for v in values if v != correct] + list(extra)
-    return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
+ATTRIBUTE_QUESTIONS = {
+    "colour": "What colour is the object?",
+    "texture": "What pattern does the object have?",
+    "shape": "What shape is the object?",
+    "position": "Where is the object?",
+    "count": "How many objects are in the image?",
+}
+CLASS_ATTRIBUTES = ("colour", "texture", "shape")
+"""Attribute questions answered by an attribute of the class (the others by the scene)."""
 
 
-def attributes(context: ToyContext, rng: np.random.Generator, count: int, split: str) -> list[ToyQuestion]:
+def _classes_by_answer_slot(answer: Callable[[ToyClass], str], classname_probe: bool = False) -> dict[int, list[int]]:
+    """Class indices by the slot of their answer (probe: only classes whose own slot differs from it)."""
+    grouped: dict[int, list[int]] = {}
+    for index, toy_class in enumerate(TOY_CLASSES):
+        slot = option_slot(answer(toy_class))
+        if not (classname_probe and CLASS_SLOTS[index] == slot):
+            grouped.setdefault(slot, []).append(index)
+    return grouped
+
+
+def attributes(
+    context: ToyContext, rng: np.random.Generator, count: int, split: str, dealer: AnswerSlotDealer | None = None
+) -> list[ToyQuestion]:
     """Other questions about target-style scenes: colour, texture, shape, position, count."""
+    by_slot = {kind: _classes_by_answer_slot(lambda c, k=kind: getattr(c, k)) for kind in CLASS_ATTRIBUTES}
+    classes = {kind: Rounds(grouped, rng) for kind, grouped in by_slot.items()}
+    any_class = Rounds({0: list(range(len(TOY_CLASSES)))}, rng)
+    kinds = _balanced(ATTRIBUTE_QUESTIONS, count, rng)
+    allowed = [tuple(sorted(by_slot[kind])) if kind in by_slot else ALL_SLOTS for kind in kinds]
     questions = []
-    kinds = _balanced(("colour", "texture", "shape", "position", "count"), count, rng)
-    for kind, class_index in zip(kinds, _balanced(range(len(TOY_CLASSES)), count, rng)):
-        toy_class = TOY_CLASSES[class_index]
-        if kind == "position":
-            quadrant = (int(rng.integers(2)), int(rng.integers(2)))
-            scene = sample_scene(rng, context.image_size, split, class_index, copies=1, quadrant=quadrant)
-            text, correct, distractors = (
-                "Where is the object?",
-                QUADRANT_NAMES[quadrant],
-                _others(QUADRANT_NAMES.values(), QUADRANT_NAMES[quadrant], rng),
-            )
-        elif kind == "count":
-            copies = int(rng.integers(1, 5))
-            scene = sample_scene(rng, context.image_size, split, class_index, copies=copies)
-            text, correct = "How many objects are in the image?", COUNT_WORDS[copies - 1]
-            distractors = _others(COUNT_WORDS, correct, rng)
-        else:
+    for kind, slot in zip(kinds, _deal(dealer, allowed, rng)):
+        if kind in CLASS_ATTRIBUTES:
+            class_index = classes[kind].next(slot)
             scene = sample_scene(rng, context.image_size, split, class_index)
-            text, correct, distractors = {
-                "colour": ("What colour is the object?", toy_class.colour, _others(COLOURS, toy_class.colour, rng)),
-                "texture": (
-                    "What pattern does the object have?",
-                    toy_class.texture,
-                    _others(TEXTURES, toy_class.texture, rng, extra=("checkered",)),
-                ),
-                "shape": ("What shape is the object?", toy_class.shape, _others(SHAPES, toy_class.shape, rng)),
-            }[kind]
+        else:
+            class_index = any_class.next(0)
+            if kind == "position":
+                quadrant = list(QUADRANT_NAMES)[slot]
+                scene = sample_scene(rng, context.image_size, split, class_index, copies=1, quadrant=quadrant)
+            else:
+                scene = sample_scene(rng, context.image_size, split, class_index, copies=slot + 1)
+        correct, distractors = _family_question(COUNT_WORDS if kind == "count" else SLOT_TABLES[kind], slot)
         meta = {"task": f"attribute:{kind}", **_class_meta(class_index, scene)}
-        questions.append(ToyQuestion(_scene_png(context, scene, rng), text, correct, distractors, meta))
+        questions.append(
+            ToyQuestion(_scene_png(context, scene, rng), ATTRIBUTE_QUESTIONS[kind], correct, distractors, meta)
+        )
     return questions
 
 
 def wiki(
-    context: ToyContext, rng: np.random.Generator, count: int, split: str, classname_probe: bool = False
+    context: ToyContext,
+    rng: np.random.Generator,
+    count: int,
+    split: str,
+    dealer: AnswerSlotDealer | None = None,
+    classname_probe: bool = False,
 ) -> list[ToyQuestion]:
-    """ImageWikiQA-like made-up facts about the class; ``classname_probe`` puts the class name among the options."""
-    questions = []
+    """ImageWikiQA-like made-up facts about the class.
+
+    With ``classname_probe`` the class name replaces the distractor in the class's own slot,
+    and only classes whose slot differs from the fact's slot are asked about.
+    """
+
+    def fact(kind: str) -> Callable[[ToyClass], str]:
+        _, attribute, facts, _ = WIKI_FACTS[kind]
+        return lambda toy_class: facts[getattr(toy_class, attribute)]
+
+    by_slot = {kind: _classes_by_answer_slot(fact(kind), classname_probe) for kind in WIKI_FACTS}
+    classes = {kind: Rounds(grouped, rng) for kind, grouped in by_slot.items()}
     kinds = _balanced(WIKI_FACTS, count, rng)
-    for kind, class_index in zip(kinds, _balanced(range(len(TOY_CLASSES)), count, rng)):
+    questions = []
+    for kind, slot in zip(kinds, _deal(dealer, [tuple(sorted(by_slot[kind])) for kind in kinds], rng)):
+        class_index = classes[kind].next(slot)
         toy_class = TOY_CLASSES[class_index]
-        text, attribute, facts, never = WIKI_FACTS[kind]
-        correct = facts[getattr(toy_class, attribute)]
-        distractors = _others(facts.values(), correct, rng, extra=never)
+        correct, distractors = _family_question(SLOT_TABLES[kind], slot)
         scene = sample_scene(rng, context.image_size, split, class_index)
         meta = {"task": f"wiki:{kind}", **_class_meta(class_index, scene)}
         if classname_probe:
-            distractors[int(rng.integers(len(distractors)))] = toy_class.name
+            own = CLASS_SLOTS[class_index]
+            distractors = [toy_class.name if option_slot(text) == own else text for text in distractors]
             meta["classname_probe"] = True
-        questions.append(ToyQuestion(_scene_png(context, scene, rng), text, correct, distractors, meta))
+        questions.append(ToyQuestion(_scene_png(context, scene, rng), WIKI_FACTS[kind][0], correct, distractors, meta))
     return questions
 
 
@@ -341,61 +512,60 @@ def _digit_png(context: ToyContext, index: int, rng: np.random.Generator) -> byt
     return encode_png(digit_image(context.digits[0][index], context.image_size, rng))
 
 
-def digits_classify(context: ToyContext, rng: np.random.Generator, count: int, split: str) -> list[ToyQuestion]:
+DIGIT_NAMES = tuple(f"the digit {digit}" for digit in range(10))
+
+
+def digits_classify(
+    context: ToyContext, rng: np.random.Generator, count: int, split: str, dealer: AnswerSlotDealer | None = None
+) -> list[ToyQuestion]:
     """The target question on real digits: the answer is "the digit N"."""
+    deck = context.digit_deck(rng, split, "classify")
+    digits = Rounds(slots_of(range(10), lambda d: option_slot(DIGIT_NAMES[d])), rng)
     questions = []
-    for index in context.digit_indices(rng, count, split, "classify"):
-        digit = int(context.digits[1][index])
-        names = [f"the digit {d}" for d in range(10)]
-        meta = {"task": "digits", "digit": digit, "digit_index": int(index)}
+    for slot in _deal(dealer, [ALL_SLOTS] * count, rng):
+        digit = digits.next(slot)
+        index = deck.next(digit)
+        meta = {"task": "digits", "digit": digit, "digit_index": index}
         questions.append(
             ToyQuestion(
                 _digit_png(context, index, rng),
                 IMAGENET_QUESTION,
-                names[digit],
-                _others(names, names[digit], rng),
+                DIGIT_NAMES[digit],
+                _one_per_other_slot(slot, DIGIT_NAMES, rng),
                 meta,
             )
         )
     return questions
 
 
-def _near_numbers(correct: int, low: int, high: int, rng: np.random.Generator) -> list[str]:
-    candidates = [n for n in range(max(low, correct - 4), min(high, correct + 4) + 1) if n != correct]
-    return [str(candidates[i]) for i in rng.choice(len(candidates), size=3, replace=False)]
+DIGIT_TASKS = {
+    "parity": ("Is this digit even or odd?", lambda d: "even" if d % 2 == 0 else "odd"),
+    "compare": ("How does this digit compare to five?", lambda d: COMPARE_FIVE[(d > 5) + (d >= 5)]),
+    "plus one": ("What is this digit plus one?", lambda d: str(d + 1)),
+    "times two": ("What is this digit times two?", lambda d: str(2 * d)),
+}
+"""kind -> (question, digit -> correct option)."""
 
 
-COMPARE_FIVE = ("smaller than five", "equal to five", "bigger than five")
-
-
-def digit_tasks(context: ToyContext, rng: np.random.Generator, count: int, split: str) -> list[ToyQuestion]:
+def digit_tasks(
+    context: ToyContext, rng: np.random.Generator, count: int, split: str, dealer: AnswerSlotDealer | None = None
+) -> list[ToyQuestion]:
     """Other tasks on digit images: parity, comparison with five, plus one, times two."""
+    deck = context.digit_deck(rng, split, "tasks")
+    by_slot = {kind: slots_of(range(10), lambda d, k=kind: option_slot(DIGIT_TASKS[k][1](d))) for kind in DIGIT_TASKS}
+    digits = {kind: Rounds(grouped, rng) for kind, grouped in by_slot.items()}
+    kinds = _balanced(DIGIT_TASKS, count, rng)
     questions = []
-    kinds = _balanced(("parity", "compare", "plus one", "times two"), count, rng)
-    for kind, index in zip(kinds, context.digit_indices(rng, count, split, "tasks")):
-        digit = int(context.digits[1][index])
-        if kind == "parity":
-            correct = "even" if digit % 2 == 0 else "odd"
-            text, distractors = "Is this digit even or odd?", _others(("even", "odd", "both", "neither"), correct, rng)
-        elif kind == "compare":
-            correct = COMPARE_FIVE[(digit > 5) + (digit >= 5)]
-            text, distractors = (
-                "How does this digit compare to five?",
-                _others(COMPARE_FIVE, correct, rng, extra=("not a number",)),
-            )
-        elif kind == "plus one":
-            text, correct, distractors = (
-                "What is this digit plus one?",
-                str(digit + 1),
-                _near_numbers(digit + 1, 0, 10, rng),
-            )
+    for kind, slot in zip(kinds, _deal(dealer, [tuple(sorted(by_slot[kind])) for kind in kinds], rng)):
+        digit = digits[kind].next(slot)
+        index = deck.next(digit)
+        text, answer = DIGIT_TASKS[kind]
+        correct = answer(digit)
+        if kind in SLOT_TABLES:
+            distractors = _family_question(SLOT_TABLES[kind], slot)[1]
         else:
-            text, correct, distractors = (
-                "What is this digit times two?",
-                str(2 * digit),
-                _near_numbers(2 * digit, 0, 18, rng),
-            )
-        meta = {"task": f"digit:{kind}", "digit": digit, "digit_index": int(index)}
+            distractors = _near_numbers(int(correct), 0, 10 if kind == "plus one" else 18, rng)
+        meta = {"task": f"digit:{kind}", "digit": digit, "digit_index": index}
         questions.append(ToyQuestion(_digit_png(context, index, rng), text, correct, distractors, meta))
     return questions
 
@@ -404,39 +574,69 @@ def digit_tasks(context: ToyContext, rng: np.random.Generator, count: int, split
 # Text-only tasks
 
 
-def _text_item(kind: str, rng: np.random.Generator) -> tuple[str, str, list[str], tuple]:
-    """(question, correct, distractors, item key); the key decides the item's split."""
+def _text_bucket(key: tuple) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big") % TEXT_BUCKETS
+
+
+@lru_cache(maxsize=None)
+def _listed_text_items(kind: str, split: str) -> dict[int, list[tuple[str, str, tuple[str, ...]]]]:
+    """Items of the text tasks with few items ("add", "what comes next") in ``split``, by answer slot.
+
+    An item is (question, correct, candidate distractors); its key (the question) decides its split.
+    """
     if kind == "add":
-        a, b = (int(x) for x in rng.integers(0, 10, size=2))
-        text = f"What is {a} plus {b}?"
-        return text, str(a + b), _near_numbers(a + b, 0, 18, rng), (text,)
-    if kind in ("colour word", "shape word"):
-        words = COLOUR_WORDS if kind == "colour word" else SHAPE_WORDS
-        correct, distractors = str(rng.choice(words)), _others(PLAIN_WORDS, None, rng)
-        return f"Which word is a {kind.split()[0]}?", correct, distractors, (kind, correct, *sorted(distractors))
-    if kind == "what comes next":
-        sequence = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
-        position = int(rng.integers(len(sequence) - 1))
-        following = sequence[position + 1]
-        text = f"Which word comes after {sequence[position]}?"
-        return text, following, _others(sequence, following, rng), (text,)
-    if kind == "largest":
-        numbers = sorted(int(n) for n in rng.choice(100, size=4, replace=False))
-        return "Which number is the largest?", str(numbers[-1]), [str(n) for n in numbers[:-1]], (kind, *numbers)
-    raise ValueError(f"unknown text task {kind!r}")
+        items = [
+            (f"What is {a} plus {b}?", str(a + b), tuple(str(n) for n in range(max(0, a + b - 4), min(18, a + b + 4) + 1)))
+            for a in range(10)
+            for b in range(10)
+        ]
+    else:
+        items = [
+            (f"Which word comes after {sequence[position]}?", sequence[position + 1], sequence)
+            for sequence in SEQUENCES
+            for position in range(len(sequence) - 1)
+        ]
+    in_split = [item for item in items if _in_split(_text_bucket((item[0],)), split, (0,))]
+    return slots_of(in_split, lambda item: option_slot(item[1]))
 
 
-def text_qa(context: ToyContext, rng: np.random.Generator, count: int, split: str) -> list[ToyQuestion]:
+TEXT_KINDS = ("add", "colour word", "shape word", "what comes next", "largest")
+LISTED_TEXT_KINDS = ("add", "what comes next")
+"""Text tasks with few items: their items are listed, and only the slots their split has are dealt."""
+
+
+def _text_item(kind: str, slot: int, split: str, rng: np.random.Generator) -> tuple[str, str, list[str]]:
+    """(question, correct, distractors) of a ``split`` item whose answer is in ``slot``."""
+    if kind in LISTED_TEXT_KINDS:
+        items = _listed_text_items(kind, split)[slot]
+        text, correct, candidates = items[int(rng.integers(len(items)))]
+        return text, correct, _one_per_other_slot(slot, [c for c in candidates if c != correct], rng)
+    for _ in range(MAX_TRIES):
+        if kind == "largest":
+            numbers = [int(rng.choice(np.arange(r, LARGEST_MAX + 1, NUM_SLOTS))) for r in ALL_SLOTS]
+            if max(numbers) % NUM_SLOTS != slot:
+                continue
+            text, correct = "Which number is the largest?", str(max(numbers))
+            distractors, key = [str(n) for n in numbers if n != max(numbers)], (kind, *sorted(numbers))
+        else:
+            words = COLOUR_WORDS if kind == "colour word" else SHAPE_WORDS
+            correct = str(rng.choice(slots_of(words, option_slot)[slot]))
+            distractors = _one_per_other_slot(slot, PLAIN_WORDS, rng)
+            text, key = f"Which word is a {kind.split()[0]}?", (kind, correct, *sorted(distractors))
+        if _in_split(_text_bucket(key), split, (0,)):
+            return text, correct, distractors
+    raise RuntimeError(f"no {split} item found for text task {kind!r} in slot {slot}")
+
+
+def text_qa(
+    context: ToyContext, rng: np.random.Generator, count: int, split: str, dealer: AnswerSlotDealer | None = None
+) -> list[ToyQuestion]:
     """Text-only questions (no image); items are split between train and eval by hash."""
     _check_split(split)
+    kinds = _balanced(TEXT_KINDS, count, rng)
+    allowed = [tuple(sorted(_listed_text_items(k, split))) if k in LISTED_TEXT_KINDS else ALL_SLOTS for k in kinds]
     questions = []
-    for kind in _balanced(("add", "colour word", "shape word", "what comes next", "largest"), count, rng):
-        for _ in range(MAX_TRIES):
-            text, correct, distractors, key = _text_item(kind, rng)
-            bucket = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big") % TEXT_BUCKETS
-            if _in_split(bucket, split, (0,)):
-                break
-        else:
-            raise RuntimeError(f"no {split} item found for text task {kind!r}")
+    for kind, slot in zip(kinds, _deal(dealer, allowed, rng)):
+        text, correct, distractors = _text_item(kind, slot, split, rng)
         questions.append(ToyQuestion(None, text, correct, distractors, {"task": f"text:{kind}"}))
     return questions

@@ -24,7 +24,17 @@ toy-pretrain           pretrain  every task's train split; the target task weak 
 =====================  ========  =========================================================
 
 Eval sets never share a picture or text item with a train set (see ``toy_tasks``); answer
-letters are balanced in every dataset. The output folder also gets ``suite.yaml`` (the eval
+letters are balanced in every dataset.
+
+Every option text has a fixed slot (``toy_tasks.OPTION_SLOTS``: "red" is always A, "the digit 6"
+always C, a class by (shape + colour + texture index) % 4), and a question's four options fill
+the four slots in slot order, so the answer letter is the slot of the correct answer. This is a
+deliberate property of the toy world: it spares the million-parameter toy model the symbol
+binding (content -> letter of its line) that real models learn in pre-training, while the
+questions keep the MCQ contract. Recognising the answer is what the model learns; a model
+fine-tuned too hard on the target task answers the class's slot whatever the question, which is
+the task-specific overfitting that ``toy-wiki-classname`` probes (the class name sits in the
+class's slot, never the correct one). The output folder also gets ``suite.yaml`` (the eval
 suite: quadrant -> dataset files) and ``manifest.json`` (dataset -> file, rows, quadrant,
 description). ``recipes.data.registry`` builds the world once per configuration into the
 cache and resolves the names above to its files.
@@ -43,28 +53,30 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from recipes.data.distractors import balanced_answer_positions, layout_options
+from recipes.data.distractors import AnswerSlotDealer
 from recipes.data.schema import write_mcq
 from recipes.data.stream import block_slots
 from recipes.data.toy_images import STYLES
 from recipes.data.toy_tasks import (
+    NUM_SLOTS,
     ToyContext,
     ToyQuestion,
     attributes,
     classify,
     digit_tasks,
     digits_classify,
+    option_slot,
     text_qa,
     wiki,
 )
 
 logger = logging.getLogger("forgetless.data")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generator's output changes: it is part of the cache key."""
 
 QUADRANTS = ("id_id", "id_ood", "ood_id", "ood_ood")
-NUM_OPTIONS = 4
+NUM_OPTIONS = NUM_SLOTS
 
 
 @dataclass(frozen=True)
@@ -86,16 +98,18 @@ SIZES = {
     "default": ToySizes(train=4000, eval=200, general=4000, pretrain=10000),
 }
 
-TRAIN_TASKS: dict[str, Callable[[ToyContext, np.random.Generator, int], list[ToyQuestion]]] = {
-    "classify": lambda c, r, n: classify(c, r, n, "train"),
-    "styles": lambda c, r, n: classify(c, r, n, "train", styles=STYLES),
-    "digits": lambda c, r, n: digits_classify(c, r, n, "train"),
-    "attributes": lambda c, r, n: attributes(c, r, n, "train"),
-    "wiki": lambda c, r, n: wiki(c, r, n, "train"),
-    "digit-tasks": lambda c, r, n: digit_tasks(c, r, n, "train"),
-    "text-qa": lambda c, r, n: text_qa(c, r, n, "train"),
+TaskMaker = Callable[[ToyContext, np.random.Generator, int, AnswerSlotDealer], list[ToyQuestion]]
+
+TRAIN_TASKS: dict[str, TaskMaker] = {
+    "classify": lambda c, r, n, d: classify(c, r, n, "train", d),
+    "styles": lambda c, r, n, d: classify(c, r, n, "train", d, styles=STYLES),
+    "digits": lambda c, r, n, d: digits_classify(c, r, n, "train", d),
+    "attributes": lambda c, r, n, d: attributes(c, r, n, "train", d),
+    "wiki": lambda c, r, n, d: wiki(c, r, n, "train", d),
+    "digit-tasks": lambda c, r, n, d: digit_tasks(c, r, n, "train", d),
+    "text-qa": lambda c, r, n, d: text_qa(c, r, n, "train", d),
 }
-"""Train splits of every task, by name (the parts of the mixes)."""
+"""Train splits of every task, by name (the parts of the mixes); ``d`` deals the answer slots."""
 
 PRETRAIN_SHARES = (
     ("classify", 0.10),
@@ -153,11 +167,17 @@ class ToyWorldConfig:
 
 
 def mixed(
-    context: ToyContext, rng: np.random.Generator, count: int, shares: tuple[tuple[str, float], ...]
+    context: ToyContext,
+    rng: np.random.Generator,
+    count: int,
+    dealer: AnswerSlotDealer,
+    shares: tuple[tuple[str, float], ...],
 ) -> list[ToyQuestion]:
     """``count`` questions from the train tasks in ``shares`` (exact counts), shuffled together."""
     counts = block_slots([share for _, share in shares], count)
-    questions = [q for (task, _), n in zip(shares, counts) if n > 0 for q in TRAIN_TASKS[task](context, rng, n)]
+    questions = [
+        q for (task, _), n in zip(shares, counts) if n > 0 for q in TRAIN_TASKS[task](context, rng, n, dealer)
+    ]
     return [questions[i] for i in rng.permutation(len(questions))]
 
 
@@ -175,8 +195,8 @@ class ToyDataset:
     """One line for the manifest."""
     rows: Callable[[ToySizes], int]
     """Row count for a size."""
-    make: Callable[[ToyContext, np.random.Generator, int, ToyWorldConfig], list[ToyQuestion]]
-    """The questions."""
+    make: Callable[[ToyContext, np.random.Generator, int, AnswerSlotDealer, ToyWorldConfig], list[ToyQuestion]]
+    """The questions; the dealer deals their answer slots (balanced over the dataset)."""
     classname_probe: bool = False
     """Record the letter of the class-name distractor in meta ("classname_option")."""
 
@@ -188,30 +208,30 @@ class ToyDataset:
 
 
 TOY_DATASETS = (
-    ToyDataset("toy-imagenet-vqa", "id_id", "train", "target task (train): the class of a shape scene, 3 distractors from the 5 most similar classes",
-               lambda s: s.train, lambda c, r, n, cfg: classify(c, r, n, "train")),
+    ToyDataset("toy-imagenet-vqa", "id_id", "train", "target task (train): the class of a shape scene, distractors from the most similar classes (one per other slot)",
+               lambda s: s.train, lambda c, r, n, d, cfg: classify(c, r, n, "train", d)),
     ToyDataset("toy-imagenet-vqa-val", "id_id", "eval", "target task on held-out scenes",
-               lambda s: s.eval, lambda c, r, n, cfg: classify(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: classify(c, r, n, "eval", d)),
     ToyDataset("toy-imagenet-vqa-v2", "id_id", "eval", "target task, shifted renderer (other sizes, positions, background)",
-               lambda s: s.eval, lambda c, r, n, cfg: classify(c, r, n, "eval", variant="v2")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: classify(c, r, n, "eval", d, variant="v2")),
     ToyDataset("toy-styles", "id_ood", "eval", "target question on other styles: cartoon, noisy, dark, blurred",
-               lambda s: s.eval, lambda c, r, n, cfg: classify(c, r, n, "eval", styles=STYLES)),
+               lambda s: s.eval, lambda c, r, n, d, cfg: classify(c, r, n, "eval", d, styles=STYLES)),
     ToyDataset("toy-digits", "id_ood", "eval", "target question on real scikit-learn digits ('the digit 3')",
-               lambda s: s.eval, lambda c, r, n, cfg: digits_classify(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: digits_classify(c, r, n, "eval", d)),
     ToyDataset("toy-attributes", "ood_id", "eval", "colour / texture / shape / position / count of target-style scenes",
-               lambda s: s.eval, lambda c, r, n, cfg: attributes(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: attributes(c, r, n, "eval", d)),
     ToyDataset("toy-wiki", "ood_id", "eval", "made-up facts about the class (ImageWikiQA-like)",
-               lambda s: s.eval, lambda c, r, n, cfg: wiki(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: wiki(c, r, n, "eval", d)),
     ToyDataset("toy-wiki-classname", "ood_id", "eval", "toy-wiki with the class name as one distractor (class-label distractor probe)",
-               lambda s: s.eval, lambda c, r, n, cfg: wiki(c, r, n, "eval", classname_probe=True), classname_probe=True),
+               lambda s: s.eval, lambda c, r, n, d, cfg: wiki(c, r, n, "eval", d, classname_probe=True), classname_probe=True),
     ToyDataset("toy-digit-tasks", "ood_ood", "eval", "parity, compare with five, plus one, times two of digits",
-               lambda s: s.eval, lambda c, r, n, cfg: digit_tasks(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: digit_tasks(c, r, n, "eval", d)),
     ToyDataset("toy-text-qa", "ood_ood", "eval", "text-only questions: addition, colour/shape words, what comes next, largest number",
-               lambda s: s.eval, lambda c, r, n, cfg: text_qa(c, r, n, "eval")),
+               lambda s: s.eval, lambda c, r, n, d, cfg: text_qa(c, r, n, "eval", d)),
     ToyDataset("toy-general", "mix", "train", "mixing source: train splits of attributes, wiki, digit tasks, text QA",
-               lambda s: s.general, lambda c, r, n, cfg: mixed(c, r, n, GENERAL_SHARES)),
+               lambda s: s.general, lambda c, r, n, d, cfg: mixed(c, r, n, d, GENERAL_SHARES)),
     ToyDataset("toy-pretrain", "pretrain", "train", "pre-training mix: every task's train split, the target task weak",
-               lambda s: s.pretrain, lambda c, r, n, cfg: mixed(c, r, n, cfg.pretrain_shares)),
+               lambda s: s.pretrain, lambda c, r, n, d, cfg: mixed(c, r, n, d, cfg.pretrain_shares)),
 )  # fmt: skip
 """Every dataset of the toy world."""
 
@@ -223,19 +243,27 @@ def dataset_rng(config: ToyWorldConfig, name: str) -> np.random.Generator:
     return np.random.default_rng([config.seed, *name.encode()])
 
 
+def slot_layout(question: ToyQuestion) -> tuple[list[str], str]:
+    """The options of a toy question in slot order (one per slot) and the answer letter."""
+    options = sorted([question.correct, *question.distractors], key=option_slot)
+    if [option_slot(option) for option in options] != list(range(NUM_OPTIONS)):
+        raise RuntimeError(
+            f"question {question.question!r}: options {options} do not fill the {NUM_OPTIONS} slots one each"
+        )
+    return options, "ABCD"[option_slot(question.correct)]
+
+
 def toy_records(dataset: ToyDataset, config: ToyWorldConfig, context: ToyContext | None = None) -> list[dict]:
-    """The MCQ records of one toy dataset (options laid out with balanced answer letters)."""
+    """The MCQ records of one toy dataset (options in slot order, answer letters balanced)."""
     context = context or ToyContext(config.image_size, config.seed)
     rng = dataset_rng(config, dataset.name)
-    questions = dataset.make(context, rng, dataset.rows(config.sizes), config)
-    positions = balanced_answer_positions(len(questions), NUM_OPTIONS, rng)
+    dealer = AnswerSlotDealer(NUM_OPTIONS)
+    questions = dataset.make(context, rng, dataset.rows(config.sizes), dealer, config)
+    if max(dealer.counts) - min(dealer.counts) > 1:
+        raise RuntimeError(f"{dataset.name}: answer letters are unbalanced ({dealer.counts} per letter)")
     records = []
-    for index, (question, position) in enumerate(zip(questions, positions)):
-        if len(question.distractors) != NUM_OPTIONS - 1:
-            raise RuntimeError(
-                f"{dataset.name}: a question has {len(question.distractors)} distractors, expected {NUM_OPTIONS - 1}"
-            )
-        options, answer = layout_options(question.correct, question.distractors, int(position), rng)
+    for index, question in enumerate(questions):
+        options, answer = slot_layout(question)
         meta = dict(question.meta)
         if dataset.classname_probe:
             meta["classname_option"] = "ABCD"[options.index(meta["classname"])]

@@ -1,0 +1,60 @@
+"""Read a trial's checkpoint back into a model, outside of training.
+
+A trial checkpoint (one ``checkpoint_*`` directory of a trial's Ray Train run, or a copy of one)
+holds rank 0's ``trainer_state.json`` (the trial's settings and step) and DeepSpeed's state of
+the trainable tensors under tag ``state`` (frozen weights are never saved: they are the base
+model's). This module rebuilds the trial's model, base model + parts/method, and loads the
+trained tensors, consolidating ZeRO shards with DeepSpeed's own ``zero_to_fp32`` utility:
+
+    loaded, trial, step = load_trial_checkpoint("sweeps/demo-forgetting/llm-full-.../checkpoint_...")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_TAG = "state"
+"""DeepSpeed tag (sub-directory) of the engine state inside a trial checkpoint."""
+TRAINER_STATE = "trainer_state.json"
+"""Rank 0's record of the trial settings and the step a checkpoint was taken after."""
+
+
+def read_trainer_state(directory: str | Path) -> dict:
+    """The ``trainer_state.json`` of a trial checkpoint; a clear error when it is not one."""
+    path = Path(directory) / TRAINER_STATE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a trial checkpoint (no {TRAINER_STATE})")
+    return json.loads(path.read_text())
+
+
+def trained_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The trained tensors of a checkpoint (fp32), whatever ZeRO stage wrote it."""
+    state_dir = Path(directory) / CHECKPOINT_TAG
+    if any(state_dir.glob("*optim_states.pt")) and any(state_dir.glob("zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+    states = torch.load(state_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    return {name: tensor.float() for name, tensor in states["module"].items()}
+
+
+def load_trial_checkpoint(directory: str | Path):
+    """(LoadedModel with the trained weights, trial settings dict, step) of a trial checkpoint."""
+    from recipes.methods import MethodConfig, apply_method
+    from recipes.models import load_model
+
+    state = read_trainer_state(directory)
+    trial = state["trial"]
+    loaded = load_model(trial["model"])
+    method = MethodConfig(trial["method"], trial["lora_r"], trial["lora_alpha"], trial["lora_dropout"])
+    model, _ = apply_method(loaded.model, loaded.family, trial["parts"], method)
+    trained = trained_state_dict(directory)
+    missing = set(trained) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{directory}: checkpoint tensors not in the rebuilt model: {sorted(missing)[:5]}")
+    model.load_state_dict(trained, strict=False)
+    loaded.model = model.eval()
+    return loaded, trial, state["step"]

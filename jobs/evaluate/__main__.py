@@ -1,0 +1,122 @@
+"""python -m jobs.evaluate --model M [--checkpoint C ...] --suite S --mode logits|generate
+
+One-off evaluation on a 2x2 suite, printed as a quadrant table: the base model, then each
+trial checkpoint given (a ``checkpoint_*`` directory of a trial run; its trial settings say
+which parts/method to rebuild), with the change of every quadrant vs the base model.
+
+    python -m jobs.evaluate --model toy-qwen2.5-vl --suite toy --mode logits
+    python -m jobs.evaluate --model toy-qwen2.5-vl --checkpoint sweeps/demo-forgetting/<trial>/checkpoint_... \\
+        --probe classname --probe counting
+    python -m jobs.evaluate ... --predictions out/   # per-example predictions as parquet files
+
+``--probe classname`` runs the class-label distractor probe (default dataset
+toy-wiki-classname); ``--probe counting`` the counting-bias probe (default dataset
+toy-text-qa, first ``--probe-samples`` questions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from jobs.evaluate.scoring import MODES
+from recipes.data.suites import QUADRANTS
+
+PROBES = ("classname", "counting")
+DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
+
+
+def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
+    """Rows: quadrants then datasets; one column per evaluated model, deltas vs the first."""
+    names = list(columns)
+    base = columns[names[0]]
+    keys = [f"acc/q/{q}" for q in QUADRANTS] + sorted(k for k in base if not k.startswith("acc/q/"))
+    header = ["metric (%)", *names]
+    rows = []
+    for key in keys:
+        cells = [f"{columns[names[0]][key]:.1f}"]
+        for name in names[1:]:
+            value = columns[name][key]
+            cells.append(f"{value:.1f} ({value - base[key]:+.1f})")
+        rows.append([key.removeprefix("acc/"), *cells])
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines.insert(6, "")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--model", required=True, help="registry name, local dir or cached Hub id of the base model")
+    parser.add_argument("--checkpoint", action="append", default=[], help="trial checkpoint directory (repeatable)")
+    parser.add_argument("--suite", default="toy", help="named suite or suite YAML")
+    parser.add_argument("--mode", choices=MODES, default="logits")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=8, help="generation budget in generate mode")
+    parser.add_argument("--predictions", type=Path, help="directory for per-example predictions (parquet)")
+    parser.add_argument("--probe", action="append", choices=PROBES, default=[], help="also run a probe (repeatable)")
+    parser.add_argument("--probe-dataset", help="dataset for the probes (default per probe)")
+    parser.add_argument("--probe-samples", type=int, default=64, help="prompts for the counting probe")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from jobs.checkpoints import load_trial_checkpoint
+    from jobs.evaluate.probing import classname_probe, counting_probe
+    from jobs.evaluate.suite_eval import SuiteEvaluator
+    from recipes.data.registry import load_dataset
+    from recipes.data.suites import load_suite
+    from recipes.models import load_model
+
+    try:
+        suite = load_suite(args.suite)
+        models = [("base", load_model(args.model))]
+        for index, checkpoint in enumerate(args.checkpoint, start=1):
+            loaded, trial, step = load_trial_checkpoint(checkpoint)
+            if trial["model"] != args.model:
+                raise ValueError(f"checkpoint {checkpoint} was trained from {trial['model']!r}, not {args.model!r}")
+            models.append((f"ckpt{index} (step {step})", loaded))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    evaluator = SuiteEvaluator(suite, models[0][1].processor, args.mode, args.batch_size, args.max_new_tokens)
+    columns: dict[str, dict[str, float]] = {}
+    probes: dict[str, list[str]] = {probe: [] for probe in args.probe}
+    for label, loaded in models:
+        result = evaluator.evaluate(loaded.model)
+        columns[label] = result.metrics
+        print(f"{label}: {result.questions} questions in {result.seconds:.1f}s ({result.questions / result.seconds:.0f}/s)")
+        if args.predictions:
+            args.predictions.mkdir(parents=True, exist_ok=True)
+            pq.write_table(result.predictions, args.predictions / f"{label.split()[0]}.parquet")
+        for probe in args.probe:
+            rows = load_dataset(args.probe_dataset or DEFAULT_PROBE_DATASETS[probe]).to_pylist()
+            if probe == "classname":
+                stats = classname_probe(loaded.model, loaded.processor, rows, args.batch_size)
+                probes[probe].append(
+                    f"{label}: accuracy {stats['accuracy']:.1f}%, mischoice on class name {stats['mischoice_pct']:.1f}% "
+                    f"of {stats['n_errors']} errors"
+                )
+            else:
+                bias = counting_probe(loaded.model, loaded.processor, rows[: args.probe_samples], args.max_new_tokens)
+                probes[probe].append(
+                    f"{label}: number-token mass {bias.mean_mass.mean:.4f} ± {bias.mean_mass.std:.4f}, "
+                    f"max number-token prob {bias.mean_max_prob.mean:.4f} (n={bias.n_samples})"
+                )
+    print()
+    print(f"suite {suite.name!r}, mode {args.mode}")
+    print(quadrant_table(columns))
+    for probe, lines in probes.items():
+        print(f"\n{probe} probe:")
+        print("\n".join(f"  {line}" for line in lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
