@@ -35,6 +35,8 @@ from orchestrator.progress import SummaryRow, SweepProgress, summary_table, wors
 from orchestrator.runs import DONE_STATUSES, TrialPlan, close_parent_run, open_parent_run, plan_children
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+"""What a Tune trial itself holds: no CPU (its Ray Train workers ask for theirs), a little memory."""
 
 
 def run_tune_trial(config: dict) -> None:
@@ -52,15 +54,31 @@ def run_tune_trial(config: dict) -> None:
     tune.report({"trial_status": outcome.status})
 
 
-def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
-    """Build what every trial shares (the toy world, toy models) once, here, before trials start."""
+def check_data(trials: list[TrialConfig]) -> None:
+    """Read and validate every dataset the trials use, before any compute (raises MCQFormatError).
+
+    Eval sets are checked row by row, images decoded; training sets are checked without decoding
+    every image (the workers decode them as they train).
+    """
+    from recipes.data.registry import resolve_dataset
+    from recipes.data.schema import read_mcq
     from recipes.data.suites import load_suite
+
+    for name in sorted({trial.eval_suite for trial in trials}):
+        suite = load_suite(name)
+        for _, dataset in suite.entries():
+            suite.load(dataset)
+    training = {trial.dataset for trial in trials} | {m.dataset for trial in trials for m in trial.mix}
+    for name in sorted(training):
+        read_mcq(resolve_dataset(name), check_images=False)
+
+
+def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
+    """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start."""
     from recipes.models import resolve_model_dir
 
     for model in sorted({trial.model for trial in trials}):
         resolve_model_dir(model)
-    for suite in sorted({trial.eval_suite for trial in trials}):
-        load_suite(suite).content_hash()
 
 
 def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
@@ -73,7 +91,7 @@ def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
     progress = SweepProgress(total=len(plan.pending) + len(plan.done), already_done=len(plan.done))
     cells = [{"trial": trial.to_dict(), "name": trial.name} for trial in plan.pending]
     tuner = tune.Tuner(
-        tune.with_resources(run_tune_trial, {"CPU": 0}),
+        tune.with_resources(run_tune_trial, TRIAL_DRIVER_RESOURCES),
         param_space={"cell": tune.grid_search(cells)},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False),
         run_config=tune.RunConfig(
@@ -151,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     trials = expand_trials(grid)
+    if not args.dry_run and not args.no_check_paths:
+        from recipes.data.schema import MCQFormatError
+        from recipes.data.suites import SuiteError
+
+        try:
+            check_data(trials)
+        except (MCQFormatError, SuiteError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_INVALID
 
     if args.dry_run:
         from orchestrator.plan import cluster_resources

@@ -54,7 +54,7 @@ def ray_cluster(s3_endpoint):
     """A real local Ray cluster (2 CPUs) for the whole session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

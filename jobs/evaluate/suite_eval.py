@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +23,7 @@ import torch.distributed as dist
 
 from jobs.evaluate.scoring import BatchScorer
 from recipes.data.collate import MCQCollator
-from recipes.data.registry import load_dataset
+from recipes.data.registry import dataset_name
 from recipes.data.suites import QUADRANTS, Suite
 
 PREDICTION_SCHEMA = pa.schema(
@@ -38,11 +37,6 @@ PREDICTION_SCHEMA = pa.schema(
     ]
 )
 """Per-example predictions: what was answered, whether it was right, and the option text chosen."""
-
-
-def dataset_key(name: str) -> str:
-    """The name a dataset has in metric names: its registry name, or a file's stem."""
-    return Path(name).stem if ("/" in name or name.endswith((".parquet", ".jsonl"))) else name
 
 
 @dataclass
@@ -68,7 +62,7 @@ def quadrant_metrics(dataset_accuracy: dict[str, float], suite: Suite) -> dict[s
     """``acc/<dataset>`` for every dataset and ``acc/q/<quadrant>`` = mean of the quadrant's datasets."""
     metrics = {f"acc/{name}": value for name, value in dataset_accuracy.items()}
     for quadrant in QUADRANTS:
-        values = [dataset_accuracy[dataset_key(name)] for name in suite.quadrants[quadrant]]
+        values = [dataset_accuracy[dataset_name(name)] for name in suite.quadrants[quadrant]]
         metrics[f"acc/q/{quadrant}"] = sum(values) / len(values)
     return metrics
 
@@ -96,11 +90,10 @@ class SuiteEvaluator:
         collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus)
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.batches: list[tuple[str, list[dict]]] = []
-        for quadrant in QUADRANTS:
-            for name in suite.quadrants[quadrant]:
-                rows = load_dataset(name).to_pylist()
-                key = dataset_key(name)
-                self.batches += [(key, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        for _, dataset in suite.entries():
+            rows = suite.load(dataset).to_pylist()
+            name = dataset_name(dataset)
+            self.batches += [(name, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
     @property
     def mode(self) -> str:

@@ -1,0 +1,237 @@
+"""The sweep end to end: `ray job submit` on a `ray start` cluster, resume after Ctrl-C, S3 storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import S3_BUCKET, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_grid(path: Path, **overrides) -> Path:
+    """grids/ci.yaml with top-level sections replaced by ``overrides``."""
+    grid = yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
+    grid.update(overrides)
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def sweep_command(grid: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.sweep", str(grid), *flags]
+
+
+def trial_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, child runs) of a sweep's experiment."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id])
+    kind = lambda run: run.data.tags.get("forgetless.kind")  # noqa: E731
+    return [r for r in runs if kind(r) == "sweep"], [r for r in runs if kind(r) == "trial"]
+
+
+def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
+def test_dry_run_lists_trials_and_resources_without_starting_ray(tmp_path):
+    result = subprocess.run(sweep_command(REPO / "grids" / "demo.yaml", "--dry-run"), capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "llm-full-lr" in result.stdout and "projector-full-lr" in result.stdout
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
+
+
+def test_invalid_grid_fails_before_any_compute(tmp_path):
+    grid = write_grid(tmp_path / "bad.yaml", grid={"parts": ["llm", "llm.mlp"], "method": ["full"], "lr": [-1.0]})
+    result = subprocess.run(sweep_command(grid), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert "grid.parts[1]: unknown part 'llm.mlp'" in result.stderr
+    assert "grid.lr[0]: must be > 0" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store; yields its URI."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if requests.get(f"{uri}/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("mlflow server did not start")
+    yield uri
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=60)
+
+
+@pytest.fixture
+def ray_head():
+    """A real `ray start --head` cluster on this machine; yields its dashboard (job) address.
+
+    Its temp dir is its own (short: unix socket paths are limited to 107 bytes), so other
+    ``ray.init()`` calls on this machine do not find and join it.
+    """
+    dashboard = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--num-cpus=2", f"--port={free_port()}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    for _ in range(240):
+        try:
+            if requests.get(f"{address}/api/version", timeout=1).status_code in (200, 401):
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("ray head did not start")
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=120)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head):
+    grid = write_grid(tmp_path / "ci.yaml", storage=str(tmp_path / "sweeps"), tracking={"uri": mlflow_server})
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # Ray >= 2.59 clusters require their token
+    result = subprocess.run(
+        ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
+         "--runtime-env-json", '{"env_vars": {"FORGETLESS_TOY_SIZE": "small"}}', "--", *sweep_command(grid)],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout + result.stderr
+    parents, children = trial_runs(mlflow_server, "ci-smoke")
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.params["method"] for c in children} == {"full", "lora"}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.data.tags["forgetless.status"] == "finished"
+        assert metric_steps(mlflow_server, child.info.run_id, "acc/q/id_id") == [0, 3, 6]
+        assert metric_steps(mlflow_server, child.info.run_id, "delta/q/ood_id")[-1] == 6
+    artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(parents[0].info.run_id)}
+    assert {"grid.yaml", "trials.csv", "report"} <= artifacts
+
+
+def wait_for_finished_trial(tracking_uri: str, experiment: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            _, children = trial_runs(tracking_uri, experiment)
+        except Exception:  # the store is not created yet
+            children = []
+        if any(c.data.tags.get("forgetless.status") == "finished" for c in children):
+            return
+        time.sleep(1)
+    pytest.fail(f"no trial finished (sweep exit code {process.poll()})")
+
+
+def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
+    grid = write_grid(
+        tmp_path / "resume.yaml",
+        name="resume-sweep",
+        grid={"parts": ["llm", "projector", "llm.attn"], "method": ["full"], "lr": [1.0e-3]},
+        train={**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "steps": 8, "eval_every": 4},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        report={"enabled": False},
+    )
+    sweep = subprocess.Popen(sweep_command(grid), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    wait_for_finished_trial(uri, "resume-sweep", sweep, timeout=600)
+    sweep.send_signal(signal.SIGINT)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "Resume with: python -m orchestrator.sweep" in output
+
+    again = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already finished" in again.stdout
+    parents, children = trial_runs(uri, "resume-sweep")
+    assert len(parents) == 1
+    assert sorted(c.data.params["parts"] for c in children) == ["llm", "llm.attn", "projector"]
+    assert all(c.data.tags["forgetless.status"] == "finished" for c in children)
+    for child in children:
+        assert metric_steps(uri, child.info.run_id, "acc/q/id_id") == [0, 4, 8]
+
+    third = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0
+    assert "3 already finished, 0 to run" in third.stdout
+    assert len(trial_runs(uri, "resume-sweep")[1]) == 3
+
+
+def test_sweep_with_s3_storage(tmp_path, s3_endpoint):
+    import boto3
+
+    prefix = f"sweeps-{tmp_path.name}"
+    grid = write_grid(tmp_path / "s3.yaml", name="s3-sweep", storage=f"s3://{S3_BUCKET}/{prefix}",
+                      grid={"parts": ["llm"], "method": ["lora"], "lr": [1.0e-3]}, report={"enabled": False})
+    result = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    listing = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    assert any("/checkpoint_" in key and key.endswith("trainer_state.json") for key in keys)
+    assert any(key.startswith(f"{prefix}/s3-sweep/tune/") for key in keys)
+    _, children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "s3-sweep")
+    assert [c.data.tags["forgetless.status"] for c in children] == ["finished"]
+
+
+def test_failed_trials_make_the_exit_code_non_zero(tmp_path):
+    config = tmp_path / "deepspeed.json"
+    config.write_text('{"zero_optimization": {"stage": 7}}')  # valid JSON, rejected by DeepSpeed in the workers
+    train = {**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "deepspeed": str(config)}
+    grid = write_grid(tmp_path / "fail.yaml", name="fail-sweep", report={"enabled": False}, train=train,
+                      grid={"parts": ["llm"], "method": ["full"], "lr": [1.0e-3]})
+    result = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 trial(s) failed" in result.stderr
+    _, children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "fail-sweep")
+    assert [c.data.tags["forgetless.status"] for c in children] == ["failed"]
+    assert [c.info.status for c in children] == ["FAILED"]
+
+
+def test_bad_dataset_rows_are_reported_before_trials_start(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from recipes.data.registry import resolve_dataset
+
+    rows = pq.read_table(resolve_dataset("toy-text-qa")).to_pylist()
+    rows[3]["answer"] = "Z"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps({**row, "image": None}) for row in rows))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "broken", "quadrants": {
+        "id_id": ["toy-imagenet-vqa-val"], "id_ood": ["toy-digits"], "ood_id": ["toy-wiki"], "ood_ood": [str(bad)]}}))
+    grid = write_grid(tmp_path / "bad-suite.yaml", name="bad-suite", report={"enabled": False},
+                      eval={"mode": "logits", "suite": str(suite), "batch_size": 8})
+    result = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"{bad}: 1 bad row" in result.stderr
+    assert "answer 'Z' is not a letter of the options" in result.stderr
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
