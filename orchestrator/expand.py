@@ -132,6 +132,7 @@ def trial_config(grid: Grid, cell: Cell, include: IncludeCell | None = None) -> 
         workers=workers,
         gpus_per_worker=grid.resources.gpus_per_worker,
         cpus_per_worker=grid.resources.cpus_per_worker,
+        max_failures=grid.resources.max_failures,
         keep_last=grid.train.keep_last,
         storage=grid.storage_uri,
         tracking_uri=grid.tracking_uri,

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from jobs.finetune.config import format_lr, format_share
 from jobs.finetune.engine import TRIAL_OWNED_KEYS
@@ -37,6 +38,7 @@ from orchestrator.grid_schema import (
     IncludeCell,
     MethodSettings,
     Resources,
+    Tracking,
     TrainSettings,
     default_micro_batch_size,
 )
@@ -79,6 +81,7 @@ class GridSections:
     methods: MethodSettings | None
     resources: Resources | None
     storage: str | None
+    tracking: Tracking | None
 
     @classmethod
     def of(cls, grid: Grid) -> GridSections:
@@ -272,7 +275,28 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
         problems += suite_problems(s.eval.suite, check_paths)
     if check_paths and s.storage is not None and not is_remote(s.storage) and Path(s.storage).expanduser().is_file():
         problems.append(f"storage: {s.storage!r} is a file, not a folder")
+    problems += credential_problems("storage", s.storage)
+    problems += credential_problems("tracking.uri", s.tracking.uri if s.tracking else None)
     return problems
+
+
+SECRET_QUERY_KEYS = ("token", "key", "secret", "password", "signature", "sig", "credential")
+"""Query parameters that carry credentials in URIs (access tokens, signed-URL signatures)."""
+
+
+def credential_problems(where: str, uri: str | None) -> list[str]:
+    """A URI with credentials in it would reach logs and MLflow; they belong in the environment."""
+    if not uri or "://" not in uri:
+        return []
+    parts = urlsplit(uri)
+    query_keys = [key.lower() for key, _ in parse_qsl(parts.query)]
+    if parts.password or parts.username or any(secret in key for key in query_keys for secret in SECRET_QUERY_KEYS):
+        return [
+            f"{where}: contains credentials; remove them and use the environment instead "
+            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN; AWS keys, a profile or an "
+            "instance role for s3://)"
+        ]
+    return []
 
 
 def looks_like_path(value: str) -> bool:

@@ -369,6 +369,8 @@ class Resources(Section):
     """CPUs per worker."""
     max_concurrent_trials: PositiveInteger | None = None
     """Upper bound on trials running at once (default: as many as the cluster's resources fit)."""
+    max_failures: NonNegativeInteger = TRIAL_DEFAULTS["max_failures"]
+    """Times Ray Train may restart a trial's workers from its last checkpoint before the trial fails."""
 
 
 class Tracking(Section):

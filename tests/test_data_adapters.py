@@ -15,7 +15,7 @@ from PIL import Image
 from recipes.data.__main__ import main
 from recipes.data.adapters import adapt, adapt_file, parse_label, split_question_options
 from recipes.data.schema import MCQFormatError, read_mcq
-from tests.test_data_fixtures import png_bytes
+from tests.data_fixtures import png_bytes
 
 RED, BLUE = png_bytes((255, 0, 0), size=10), png_bytes((0, 0, 255), size=20)
 

@@ -14,7 +14,7 @@ from recipes.data.class_folder import IMAGENET_QUESTION, ClassFolder, build_clas
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
 from recipes.data.imagenet_vqa import build_imagenet_vqa
 from recipes.data.schema import LETTERS, answer_index, read_mcq
-from tests.test_data_fixtures import CLASS_NAMES, build_tiny_clip, write_class_folder
+from tests.data_fixtures import CLASS_NAMES, build_tiny_clip, write_class_folder
 
 
 @pytest.fixture(scope="module")

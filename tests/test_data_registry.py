@@ -21,7 +21,7 @@ from recipes.data.schema import write_mcq
 from recipes.data.stream import MixSource, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
 from recipes.data.toy_world import ToyWorldConfig
-from tests.test_data_fixtures import mcq_record
+from tests.data_fixtures import mcq_record
 
 
 @pytest.fixture

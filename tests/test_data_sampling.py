@@ -12,7 +12,7 @@ import pytest
 from recipes.data.sampling import fraction_indices, take_fraction
 from recipes.data.schema import write_mcq
 from recipes.data.stream import MixSource, TrainingStream, block_slots, build_train_stream
-from tests.test_data_fixtures import mcq_record
+from tests.data_fixtures import mcq_record
 
 
 def mcq_table(name: str, rows: int) -> pa.Table:

@@ -23,7 +23,7 @@ from recipes.data.schema import (
     skipped_row_count,
     write_mcq,
 )
-from tests.test_data_fixtures import mcq_record, png_bytes
+from tests.data_fixtures import mcq_record, png_bytes
 
 
 def write_raw_parquet(path, records):

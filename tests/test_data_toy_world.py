@@ -1,4 +1,4 @@
-"""The toy world: generation time, every dataset's contract and balance, split hygiene, the probe."""
+"""The toy world: generation time, every dataset's contract and balance, option slots, split hygiene, the probe."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recipes.data.distractors import AnswerSlotDealer
 from recipes.data.schema import answer_index, read_mcq
 from recipes.data.suites import QUADRANTS, load_suite
 from recipes.data.toy_images import BACKGROUNDS, TOY_CLASSES
+from recipes.data.toy_tasks import CLASS_SLOTS, OPTION_SLOTS, option_slot
 from recipes.data.toy_world import SIZES, TOY_DATASETS, ToyWorldConfig, toy_records
 
 EVAL_SETS = [d.name for d in TOY_DATASETS if d.split == "eval"]
@@ -72,6 +74,36 @@ def test_every_dataset_is_balanced_four_option_mcq(world, name):
     assert all(len(set(options)) == 4 for options in table.column("options").to_pylist())
 
 
+@pytest.mark.parametrize("name", ALL_SETS)
+def test_options_sit_in_their_slots(world, name):
+    """Every option is listed at its fixed slot, so the answer letter is the slot of the correct option."""
+    for options in world["tables"][name].column("options").to_pylist():
+        assert [option_slot(option) for option in options] == [0, 1, 2, 3]
+
+
+def test_most_similar_classes_fill_the_other_slots():
+    for toy_class, slot in zip(TOY_CLASSES, CLASS_SLOTS):
+        neighbours = {s for other, s in zip(TOY_CLASSES, CLASS_SLOTS) if toy_class.shared_attributes(other) == 2}
+        assert neighbours == {0, 1, 2, 3} - {slot}, toy_class.name
+    assert all(OPTION_SLOTS[c.name] == s for c, s in zip(TOY_CLASSES, CLASS_SLOTS))
+
+
+DEALS = {
+    "free": ([(0, 1, 2, 3)] * 10, [3, 3, 2, 2]),
+    "constrained first": ([(0, 1, 2, 3)] * 6 + [(0, 1)] * 6, [3, 3, 3, 3]),
+    "one slot only": ([(2,)] * 2 + [(0, 1, 2, 3)] * 6, [2, 2, 2, 2]),
+}
+
+
+@pytest.mark.parametrize(("allowed", "expected"), DEALS.values(), ids=DEALS.keys())
+def test_answer_slot_dealer_balances_within_the_allowed_slots(allowed, expected):
+    dealer = AnswerSlotDealer(4)
+    slots = dealer.deal(allowed, np.random.default_rng(0))
+    assert all(slot in choices for slot, choices in zip(slots, allowed))
+    assert [slots.count(slot) for slot in range(4)] == dealer.counts
+    assert sorted(dealer.counts, reverse=True) == expected
+
+
 def test_eval_sets_share_no_image_with_train_sets(world):
     train_images = {
         image for name in TRAIN_SETS for image in world["tables"][name].column("image").to_pylist() if image is not None
@@ -116,10 +148,12 @@ def test_target_distractors_are_the_most_similar_classes(world):
 
 
 def test_class_name_probe(world):
+    """The class name takes the class's own slot (never the answer's): a model answering the class's slot picks it."""
     for row in world["tables"]["toy-wiki-classname"].to_pylist():
         meta = json.loads(row["meta"])
         letter = meta["classname_option"]
         assert row["options"]["ABCD".index(letter)] == meta["classname"] and letter != row["answer"]
+        assert "ABCD".index(letter) == OPTION_SLOTS[meta["classname"]]
     assert all(
         m["classname"] not in row
         for m, row in zip(metas(world["tables"]["toy-wiki"]), world["tables"]["toy-wiki"].column("options").to_pylist())

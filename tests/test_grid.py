@@ -36,6 +36,11 @@ def problems_of(path, check_paths: bool = True) -> list[str]:
     return caught.value.problems
 
 
+CREDENTIALS_PROBLEM = (
+    "contains credentials; remove them and use the environment instead (MLFLOW_TRACKING_USERNAME/"
+    "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN; AWS keys, a profile or an instance role for s3://)"
+)
+
 BROKEN = [
     ("negative lr", "name: t\nmodel: toy-qwen2.5-vl-init\ngrid: {lr: [1.0e-4, -1]}\n", ["grid.lr[1]: must be > 0"]),
     (
@@ -109,6 +114,16 @@ BROKEN = [
             "name: must use only letters, digits, '.', '_' and '-' (it names the MLflow experiment and the "
             "storage folder), got 'my sweep'"
         ],
+    ),
+    (
+        "credentials in the tracking uri",
+        BASE + "tracking: {uri: 'http://alice:hunter2@mlflow.internal:5000'}\n",
+        ["tracking.uri: " + CREDENTIALS_PROBLEM],
+    ),
+    (
+        "token in the tracking uri",
+        BASE + "tracking: {uri: 'https://mlflow.example/?access_token=abc'}\n",
+        ["tracking.uri: " + CREDENTIALS_PROBLEM],
     ),
     (
         "storage scheme",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -111,16 +112,27 @@ def ray_head():
         pytest.fail("ray head did not start")
     yield address
     os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=120)
+    try:
+        head.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=20)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head):
-    grid = write_grid(tmp_path / "ci.yaml", storage=str(tmp_path / "sweeps"), tracking={"uri": mlflow_server})
+def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_endpoint):
+    """grids/ci.yaml through `ray job submit`, logging to an MLflow server, checkpoints on S3."""
+    import boto3
+
+    prefix = f"sweeps-{tmp_path.name}"
+    grid = write_grid(tmp_path / "ci.yaml", storage=f"s3://{S3_BUCKET}/{prefix}", tracking={"uri": mlflow_server})
+    job_env = {name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                                    "AWS_ENDPOINT_URL_S3")}  # the moto server's dummy keys
+    job_env["FORGETLESS_TOY_SIZE"] = "small"
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # Ray >= 2.59 clusters require their token
     result = subprocess.run(
         ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
-         "--runtime-env-json", '{"env_vars": {"FORGETLESS_TOY_SIZE": "small"}}', "--", *sweep_command(grid)],
+         "--runtime-env-json", json.dumps({"env_vars": job_env}), "--", *sweep_command(grid)],
         capture_output=True, text=True, env=env, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -135,6 +147,10 @@ def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head):
         assert metric_steps(mlflow_server, child.info.run_id, "delta/q/ood_id")[-1] == 6
     artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(parents[0].info.run_id)}
     assert {"grid.yaml", "trials.csv", "report"} <= artifacts
+    listing = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    assert any("/checkpoint_" in key and key.endswith("trainer_state.json") for key in keys)
+    assert any(key.startswith(f"{prefix}/ci-smoke/tune/") for key in keys)
 
 
 def wait_for_finished_trial(tracking_uri: str, experiment: str, process: subprocess.Popen, timeout: float) -> None:
@@ -154,7 +170,7 @@ def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
     grid = write_grid(
         tmp_path / "resume.yaml",
         name="resume-sweep",
-        grid={"parts": ["llm", "projector", "llm.attn"], "method": ["full"], "lr": [1.0e-3]},
+        grid={"parts": ["llm", "projector"], "method": ["full"], "lr": [1.0e-3]},
         train={**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "steps": 8, "eval_every": 4},
         resources={"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
         report={"enabled": False},
@@ -172,32 +188,15 @@ def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
     assert "already finished" in again.stdout
     parents, children = trial_runs(uri, "resume-sweep")
     assert len(parents) == 1
-    assert sorted(c.data.params["parts"] for c in children) == ["llm", "llm.attn", "projector"]
+    assert sorted(c.data.params["parts"] for c in children) == ["llm", "projector"]
     assert all(c.data.tags["forgetless.status"] == "finished" for c in children)
     for child in children:
         assert metric_steps(uri, child.info.run_id, "acc/q/id_id") == [0, 4, 8]
 
     third = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0
-    assert "3 already finished, 0 to run" in third.stdout
-    assert len(trial_runs(uri, "resume-sweep")[1]) == 3
-
-
-def test_sweep_with_s3_storage(tmp_path, s3_endpoint):
-    import boto3
-
-    prefix = f"sweeps-{tmp_path.name}"
-    grid = write_grid(tmp_path / "s3.yaml", name="s3-sweep", storage=f"s3://{S3_BUCKET}/{prefix}",
-                      grid={"parts": ["llm"], "method": ["lora"], "lr": [1.0e-3]}, report={"enabled": False})
-    result = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                            env={**os.environ})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    listing = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)
-    keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert any("/checkpoint_" in key and key.endswith("trainer_state.json") for key in keys)
-    assert any(key.startswith(f"{prefix}/s3-sweep/tune/") for key in keys)
-    _, children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "s3-sweep")
-    assert [c.data.tags["forgetless.status"] for c in children] == ["finished"]
+    assert "2 already finished, 0 to run" in third.stdout
+    assert len(trial_runs(uri, "resume-sweep")[1]) == 2
 
 
 def test_failed_trials_make_the_exit_code_non_zero(tmp_path):
@@ -205,7 +204,8 @@ def test_failed_trials_make_the_exit_code_non_zero(tmp_path):
     config.write_text('{"zero_optimization": {"stage": 7}}')  # valid JSON, rejected by DeepSpeed in the workers
     train = {**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "deepspeed": str(config)}
     grid = write_grid(tmp_path / "fail.yaml", name="fail-sweep", report={"enabled": False}, train=train,
-                      grid={"parts": ["llm"], "method": ["full"], "lr": [1.0e-3]})
+                      grid={"parts": ["llm"], "method": ["full"], "lr": [1.0e-3]},
+                      resources={"workers_per_trial": 1, "max_failures": 0})
     result = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 trial(s) failed" in result.stderr

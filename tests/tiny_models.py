@@ -8,14 +8,11 @@ Used by the tests of parts, methods, collation and evaluation:
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import torch
-from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from recipes.models.toy import ToyModelConfig, build_toy_model, build_toy_processor, build_toy_tokenizer
+from tests.data_fixtures import mcq_record, png_bytes
 
 TINY_TEXTS = [
     "What is the main object in this image?\nA. red striped circle\nB. blue dotted square\n"
@@ -90,22 +87,13 @@ def llava_batch(model: LlavaForConditionalGeneration, batch_size: int = 2) -> di
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values": pixel_values, "labels": labels}
 
 
-def png_bytes(seed: int = 0, size: int = 56) -> bytes:
-    """A random RGB PNG image, encoded."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def mcq_row(index: int = 0, with_image: bool = True, answer: str = "B") -> dict:
-    """One MCQ record of the data contract."""
-    return {
-        "id": f"q{index}",
-        "image": png_bytes(index) if with_image else None,
-        "question": "What is the main object in this image?",
-        "options": ["red striped circle", "blue dotted square", "green circle", "red square"],
-        "answer": answer,
-        "source": "tiny",
-        "meta": "{}",
-    }
+    """One MCQ record of the data contract, with a 56x56 picture unless ``with_image`` is False."""
+    image = png_bytes((40 * index % 256, 120, 200), size=56) if with_image else None
+    return mcq_record(
+        index,
+        image=image,
+        answer=answer,
+        question="What is the main object in this image?",
+        options=["red striped circle", "blue dotted square", "green circle", "red square"],
+    )

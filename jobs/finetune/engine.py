@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from jobs.finetune.config import TrialConfig
-from recipes.methods import TrainableReport, apply_method
+from recipes.methods import apply_method
 from recipes.models import LoadedModel
 from recipes.schedules import lr_multiplier
 
@@ -80,9 +80,3 @@ def current_lr(engine) -> float:
     """The learning rate the next optimizer step uses."""
     return engine.lr_scheduler.get_last_lr()[0]
 
-
-def trainable_report(engine) -> TrainableReport:
-    """Trainable / total parameter counts of the engine's module."""
-    from recipes.methods import count_parameters
-
-    return count_parameters(engine.module)
