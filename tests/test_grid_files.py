@@ -65,7 +65,7 @@ def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file
 def test_demo_shows_aggressive_and_gentle_recipes():
     trials = expand_trials(load_grid(GRIDS / "demo.yaml"))
     recipes = {(t.parts, t.method, t.lr) for t in trials}
-    assert recipes == {("llm", "full", 1e-3), ("llm", "full", 1e-4), ("projector", "full", 1e-3), ("llm", "lora", 1e-3)}
+    assert recipes == {("llm", "full", 5e-4), ("llm", "full", 5e-5), ("projector", "full", 5e-4), ("llm", "lora", 5e-4)}
     assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(2, 16, "toy-qwen2.5-vl", 0.0)}
 
 

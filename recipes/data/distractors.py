@@ -232,7 +232,9 @@ class AnswerSlotDealer:
         """One slot per question, within the question's allowed slots."""
         for index, choices in enumerate(allowed):
             if not choices or any(not 0 <= int(s) < len(self.counts) for s in choices):
-                raise ValueError(f"question {index}: allowed slots {list(choices)} not within 0..{len(self.counts) - 1}")
+                raise ValueError(
+                    f"question {index}: allowed slots {list(choices)} are not all within 0..{len(self.counts) - 1}"
+                )
         tie_break = rng.random(len(allowed))
         dealt = [0] * len(allowed)
         for index in sorted(range(len(allowed)), key=lambda i: (len(allowed[i]), tie_break[i])):

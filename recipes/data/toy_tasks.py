@@ -173,7 +173,8 @@ SLOT_LISTS = (COLOUR_WORDS, SHAPE_WORDS, PLAIN_WORDS, *SEQUENCES)
 
 def _option_slot_table() -> dict[str, int]:
     entries = [(toy_class.name, slot) for toy_class, slot in zip(TOY_CLASSES, CLASS_SLOTS)]
-    entries += [(text, index % NUM_SLOTS) for words in (*SLOT_TABLES.values(), *SLOT_LISTS) for index, text in enumerate(words)]
+    for words in (*SLOT_TABLES.values(), *SLOT_LISTS):
+        entries += [(text, index % NUM_SLOTS) for index, text in enumerate(words)]
     entries += [(f"the digit {digit}", digit % NUM_SLOTS) for digit in range(10)]
     entries += [(str(number), number % NUM_SLOTS) for number in range(LARGEST_MAX + 1)]
     table: dict[str, int] = {}
@@ -245,7 +246,7 @@ class ToyContext:
 
     @cached_property
     def class_sampler(self) -> SlotDistractorSampler:
-        """Per class and other slot, the classes of that slot sharing most attributes with it (ties broken by the seed)."""
+        """Per class and other slot, the classes there sharing most attributes with it (ties broken by the seed)."""
         return SlotDistractorSampler.from_similarity(
             [c.name for c in TOY_CLASSES],
             attribute_similarity(),
@@ -578,6 +579,14 @@ def _text_bucket(key: tuple) -> int:
     return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big") % TEXT_BUCKETS
 
 
+def _next_candidates(sequence: tuple[str, ...], position: int) -> tuple[str, ...]:
+    """Distractor candidates of "what comes after sequence[position]": the other words, the asked
+    word itself only where it is the one word of its slot."""
+    asked = sequence[position]
+    alone = sum(option_slot(word) == option_slot(asked) for word in sequence) == 1
+    return tuple(word for word in sequence if word != asked or alone)
+
+
 @lru_cache(maxsize=None)
 def _listed_text_items(kind: str, split: str) -> dict[int, list[tuple[str, str, tuple[str, ...]]]]:
     """Items of the text tasks with few items ("add", "what comes next") in ``split``, by answer slot.
@@ -585,16 +594,13 @@ def _listed_text_items(kind: str, split: str) -> dict[int, list[tuple[str, str, 
     An item is (question, correct, candidate distractors); its key (the question) decides its split.
     """
     if kind == "add":
-        items = [
-            (f"What is {a} plus {b}?", str(a + b), tuple(str(n) for n in range(max(0, a + b - 4), min(18, a + b + 4) + 1)))
-            for a in range(10)
-            for b in range(10)
-        ]
+        near = {total: tuple(str(n) for n in range(max(0, total - 4), min(18, total + 4) + 1)) for total in range(19)}
+        items = [(f"What is {a} plus {b}?", str(a + b), near[a + b]) for a in range(10) for b in range(10)]
     else:
         items = [
-            (f"Which word comes after {sequence[position]}?", sequence[position + 1], sequence)
-            for sequence in SEQUENCES
-            for position in range(len(sequence) - 1)
+            (f"Which word comes after {words[position]}?", words[position + 1], _next_candidates(words, position))
+            for words in SEQUENCES
+            for position in range(len(words) - 1)
         ]
     in_split = [item for item in items if _in_split(_text_bucket((item[0],)), split, (0,))]
     return slots_of(in_split, lambda item: option_slot(item[1]))

@@ -113,12 +113,12 @@ TRAIN_TASKS: dict[str, TaskMaker] = {
 
 PRETRAIN_SHARES = (
     ("classify", 0.10),
-    ("styles", 0.08),
-    ("digits", 0.07),
-    ("attributes", 0.20),
-    ("wiki", 0.20),
+    ("styles", 0.05),
+    ("digits", 0.05),
+    ("attributes", 0.30),
+    ("wiki", 0.25),
     ("digit-tasks", 0.15),
-    ("text-qa", 0.20),
+    ("text-qa", 0.10),
 )
 """Default composition of toy-pretrain: the target task weak, the OOD tasks well represented."""
 
