@@ -110,6 +110,7 @@ def ray_head():
             time.sleep(0.5)
     else:
         pytest.fail("ray head did not start")
+    wait_for_job_agent(address)
     yield address
     os.killpg(head.pid, signal.SIGTERM)
     try:
@@ -118,6 +119,19 @@ def ray_head():
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=20)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def wait_for_job_agent(address: str, attempts: int = 60) -> None:
+    """Block until the head's job agent accepts a job: the dashboard answers before the agent
+    registers, and submissions in between fail with "No available agent to submit job"."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    for _ in range(attempts):
+        probe = subprocess.run(["ray", "job", "submit", "--address", address, "--", "true"],
+                               capture_output=True, text=True, env=env, timeout=300)
+        if probe.returncode == 0:
+            return
+        time.sleep(2)
+    pytest.fail(f"the ray head's job agent never accepted a job:\n{probe.stderr[-2000:]}")
 
 
 def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_endpoint):
