@@ -46,7 +46,7 @@ def measure_on_workers(config: dict) -> dict | None:
     for step in range(1, config["steps"] + 1):
         tokens += worker.train_step(step)[1]
     seconds = time.perf_counter() - started
-    parameters = sum(p.numel() for p in worker.engine.module.parameters())
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in worker.engine.module.parameters())  # ZeRO-3 partitions
     if ray.train.get_context().get_world_rank() != 0:
         return None
     return {"seconds_per_step": seconds / config["steps"], "tokens_per_s": tokens / seconds, "parameters": parameters}
