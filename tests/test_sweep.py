@@ -92,13 +92,16 @@ def ray_head():
     """A real `ray start --head` cluster on this machine; yields its dashboard (job) address.
 
     Its temp dir is its own (short: unix socket paths are limited to 107 bytes), so other
-    ``ray.init()`` calls on this machine do not find and join it.
+    ``ray.init()`` calls on this machine do not find and join it, and so is its dashboard
+    agent's HTTP port: the default (52365) is taken by any other local Ray cluster of the test
+    session, and a head whose agent cannot bind it never accepts jobs.
     """
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", "--num-cpus=2", f"--port={free_port()}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--temp-dir={temp_dir}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -121,7 +124,7 @@ def ray_head():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def wait_for_job_agent(address: str, attempts: int = 60) -> None:
+def wait_for_job_agent(address: str, attempts: int = 30) -> None:
     """Block until the head's job agent accepts a job: the dashboard answers before the agent
     registers, and submissions in between fail with "No available agent to submit job"."""
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
