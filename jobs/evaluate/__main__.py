@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 bias = counting_probe(loaded.model, loaded.processor, rows[: args.probe_samples], args.max_new_tokens)
                 probes[probe].append(
-                    f"{label}: number-token mass {bias.mean_mass.mean:.4f} ± {bias.mean_mass.std:.4f}, "
-                    f"max number-token prob {bias.mean_max_prob.mean:.4f} (n={bias.n_samples})"
+                    f"{label}: number-token mass mean {bias.mean_mass.mean:.3g} ± {bias.mean_mass.std:.2g}, "
+                    f"peak {bias.peak_mass.mean:.3g} ± {bias.peak_mass.std:.2g}; max number-token prob mean "
+                    f"{bias.mean_max_prob.mean:.3g} ± {bias.mean_max_prob.std:.2g}, peak "
+                    f"{bias.peak_max_prob.mean:.3g} ± {bias.peak_max_prob.std:.2g} (n={bias.n_samples})"
                 )
     print()
     print(f"suite {suite.name!r}, mode {args.mode}")
