@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     evaluator = SuiteEvaluator(suite, models[0][1].processor, args.mode, args.batch_size, args.max_new_tokens)
+    probe_rows = {
+        probe: load_dataset(args.probe_dataset or DEFAULT_PROBE_DATASETS[probe]).to_pylist() for probe in args.probe
+    }
     columns: dict[str, dict[str, float]] = {}
     probes: dict[str, list[str]] = {probe: [] for probe in args.probe}
     for label, loaded in models:
@@ -95,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.predictions:
             args.predictions.mkdir(parents=True, exist_ok=True)
             pq.write_table(result.predictions, args.predictions / f"{label.split()[0]}.parquet")
-        for probe in args.probe:
-            rows = load_dataset(args.probe_dataset or DEFAULT_PROBE_DATASETS[probe]).to_pylist()
+        for probe, rows in probe_rows.items():
             if probe == "classname":
                 stats = classname_probe(loaded.model, loaded.processor, rows, args.batch_size)
                 probes[probe].append(

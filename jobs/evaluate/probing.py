@@ -19,13 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from jobs.evaluate.probes import CountingBias, classname_mischoice, counting_bias, number_token_ids
-from jobs.evaluate.scoring import BatchScorer, to_model
+from jobs.evaluate.scoring import BatchScorer, batches, to_model
 from recipes.data.collate import MCQCollator
-
-
-def _batches(rows: Sequence[dict], size: int):
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 def classname_probe(model: torch.nn.Module, processor: Any, rows: Sequence[dict], batch_size: int = 32) -> dict:
@@ -37,7 +32,7 @@ def classname_probe(model: torch.nn.Module, processor: Any, rows: Sequence[dict]
         )
     scorer = BatchScorer(MCQCollator(processor, padding_side="left"), mode="logits")
     probe_rows = []
-    for batch in _batches(list(rows), batch_size):
+    for batch in batches(list(rows), batch_size):
         for row, result in zip(batch, scorer(model, batch)):
             meta = json.loads(row["meta"])
             probe_rows.append(
@@ -58,7 +53,7 @@ def counting_probe(
         raise ValueError("the tokenizer has no number tokens to probe")
     probs, masks = [], []
     model.eval()
-    for batch_rows in _batches(list(rows), batch_size):
+    for batch_rows in batches(list(rows), batch_size):
         batch = to_model(collate(batch_rows), model)
         output = model.generate(
             **batch,

@@ -33,6 +33,11 @@ def to_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str
     }
 
 
+def batches(rows: Sequence[dict], size: int) -> list[Sequence[dict]]:
+    """``rows`` in consecutive batches of ``size`` (the last one may be shorter)."""
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
 def chosen_letter(generated: str, option_count: int) -> str | None:
     """The option letter a generated answer picks, read the way Listing 1 reads it (or None)."""
     text = generated.strip()

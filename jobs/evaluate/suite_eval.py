@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from jobs.evaluate.scoring import BatchScorer
+from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
 from recipes.data.registry import dataset_name
 from recipes.data.suites import QUADRANTS, Suite
@@ -93,7 +93,7 @@ class SuiteEvaluator:
         for _, dataset in suite.entries():
             rows = suite.load(dataset).to_pylist()
             name = dataset_name(dataset)
-            self.batches += [(name, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+            self.batches += [(name, batch) for batch in batches(rows, batch_size)]
 
     @property
     def mode(self) -> str:

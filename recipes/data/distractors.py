@@ -56,6 +56,22 @@ def clip_text_similarity(
     return (embeddings @ embeddings.T).numpy().astype(np.float64)
 
 
+def similarity_ranking(class_names: Sequence[str], similarity: np.ndarray, seed: int = 0) -> list[list[int]]:
+    """Per class, the indices of every wrong class, most similar first (ties broken by ``seed``).
+
+    Classes with the same name as the true class are never wrong classes (ImageNet has
+    duplicate names such as "crane").
+    """
+    names = list(class_names)
+    similarity = np.asarray(similarity, dtype=np.float64)
+    count = len(names)
+    if similarity.shape != (count, count):
+        raise ValueError(f"similarity has shape {similarity.shape}, expected ({count}, {count}) for {count} classes")
+    tie_break = np.random.default_rng(seed).random((count, count))
+    order = np.lexsort((tie_break, -similarity), axis=-1)
+    return [[int(j) for j in order[row] if names[j] != names[row]] for row in range(count)]
+
+
 @dataclass(frozen=True)
 class DistractorSampler:
     """Per class, the pool of wrong classes its distractors are drawn from."""
@@ -75,29 +91,11 @@ class DistractorSampler:
     def from_similarity(
         cls, class_names: Sequence[str], similarity: np.ndarray, pool_size: int = 5, seed: int = 0
     ) -> "DistractorSampler":
-        """Pools of the ``pool_size`` most similar wrong classes (ties broken by ``seed``).
-
-        Classes with the same name as the true class are never distractors (ImageNet has
-        duplicate names such as "crane").
-        """
-        names = list(class_names)
-        similarity = np.asarray(similarity, dtype=np.float64)
-        count = len(names)
-        if similarity.shape != (count, count):
-            raise ValueError(
-                f"similarity has shape {similarity.shape}, expected ({count}, {count}) for {count} classes"
-            )
+        """Pools of the ``pool_size`` most similar wrong classes (ties broken by ``seed``)."""
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-        blocked = np.array([[a == b for b in names] for a in names])
-        scores = np.where(blocked, -np.inf, similarity)
-        tie_break = np.random.default_rng(seed).random((count, count))
-        order = np.lexsort((tie_break, -scores), axis=-1)
-        pools = []
-        for row in range(count):
-            candidates = [int(j) for j in order[row] if not blocked[row, j]]
-            pools.append(tuple(candidates[:pool_size]))
-        return cls(tuple(names), tuple(pools))
+        ranking = similarity_ranking(class_names, similarity, seed)
+        return cls(tuple(class_names), tuple(tuple(candidates[:pool_size]) for candidates in ranking))
 
     @classmethod
     def uniform(cls, class_names: Sequence[str]) -> "DistractorSampler":
@@ -181,26 +179,19 @@ class SlotDistractorSampler:
         seed: int = 0,
     ) -> "SlotDistractorSampler":
         """Per class and other slot, the ``pool_size`` most similar classes of that slot (ties broken by ``seed``)."""
-        names, slots = list(class_names), [int(s) for s in slots]
-        count = len(names)
-        similarity = np.asarray(similarity, dtype=np.float64)
-        if similarity.shape != (count, count) or len(slots) != count:
-            raise ValueError(
-                f"similarity has shape {similarity.shape} and {len(slots)} slots, expected ({count}, {count}) "
-                f"and {count} for {count} classes"
-            )
+        slots = [int(s) for s in slots]
+        if len(slots) != len(class_names):
+            raise ValueError(f"{len(slots)} slots for {len(class_names)} classes; every class needs one")
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-        tie_break = np.random.default_rng(seed).random((count, count))
         pools = []
-        for row in range(count):
-            order = np.lexsort((tie_break[row], -similarity[row]))
+        for row, ranked in enumerate(similarity_ranking(class_names, similarity, seed)):
             by_slot: dict[int, list[int]] = {}
-            for j in (int(j) for j in order):
-                if names[j] != names[row] and slots[j] != slots[row]:
+            for j in ranked:
+                if slots[j] != slots[row]:
                     by_slot.setdefault(slots[j], []).append(j)
             pools.append({slot: tuple(candidates[:pool_size]) for slot, candidates in sorted(by_slot.items())})
-        return cls(tuple(names), tuple(slots), tuple(pools))
+        return cls(tuple(class_names), tuple(slots), tuple(pools))
 
     def sample(self, true_index: int, rng: np.random.Generator) -> dict[int, int]:
         """One distractor class per other slot: {slot: class index}."""
