@@ -27,6 +27,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    """The steps at which an MLflow run has logged ``key``, sorted (duplicates kept)."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> str:
     """A moto S3 server on 127.0.0.1 with one bucket; its endpoint and dummy keys are in the env."""

@@ -19,10 +19,17 @@ from jobs.finetune.loop import RESUMED_TAG, early_stop_reason, eval_steps
 from jobs.finetune.trainer import run_trial
 from recipes.models import load_model
 from recipes.parts import resolve_parts
+from tests.conftest import metric_steps
 
 
 PARTS = "llm.attn+lm_head"
 """Trained parts of the main trial test: attention projections and the output head."""
+
+
+def part_names(parts: str) -> set[str]:
+    """Parameter names ``parts`` selects on the test trials' model."""
+    loaded = load_model("toy-qwen2.5-vl-init")
+    return set(resolve_parts(loaded.model, loaded.family, parts))
 
 
 def make_trial(tmp_path: Path, tracking_uri: str, **overrides) -> TrialConfig:
@@ -46,10 +53,6 @@ def make_trial(tmp_path: Path, tracking_uri: str, **overrides) -> TrialConfig:
     return TrialConfig(**settings)
 
 
-def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
-
-
 def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, tracking_uri, ray_cluster):
     trial = make_trial(tmp_path, tracking_uri, parts=PARTS, workers=2, micro_batch_size=2, steps=24, eval_every=12)
     assert trial.grad_accumulation == 2
@@ -69,7 +72,7 @@ def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, trackin
     # the checkpoint holds exactly the trained tensors, and they moved; everything else is the base's
     checkpoint = outcome.checkpoint
     base = load_model("toy-qwen2.5-vl-init").model
-    selected = set(resolve_parts(base, load_model("toy-qwen2.5-vl-init").family, PARTS))
+    selected = part_names(PARTS)
     trained = trained_state_dict(checkpoint)
     assert set(trained) == selected
     assert all(not torch.equal(trained[name], base.get_parameter(name)) for name in selected)
@@ -93,9 +96,7 @@ def test_zero3_trial_runs(tmp_path, tracking_uri, ray_cluster):
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
     assert metric_steps(tracking_uri, outcome.run_id, "acc/q/id_id") == [0, 4]
-    assert set(trained_state_dict(outcome.checkpoint)) == set(
-        resolve_parts(load_model("toy-qwen2.5-vl-init").model, load_model("toy-qwen2.5-vl-init").family, "llm.attn")
-    )
+    assert set(trained_state_dict(outcome.checkpoint)) == part_names("llm.attn")
 
 
 def train_worker_pids() -> list[int]:

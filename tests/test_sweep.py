@@ -17,14 +17,19 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import S3_BUCKET, free_port
+from tests.conftest import S3_BUCKET, free_port, metric_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def ci_grid() -> dict:
+    """grids/ci.yaml as a dict."""
+    return yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
+
+
 def write_grid(path: Path, **overrides) -> Path:
     """grids/ci.yaml with top-level sections replaced by ``overrides``."""
-    grid = yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
+    grid = ci_grid()
     grid.update(overrides)
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -43,8 +48,26 @@ def trial_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     return [r for r in runs if kind(r) == "sweep"], [r for r in runs if kind(r) == "trial"]
 
 
-def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, attempts: int = 240) -> None:
+    """Poll ``url`` every half second until it answers with one of the ``accepted`` statuses."""
+    for _ in range(attempts):
+        try:
+            if requests.get(url, timeout=1).status_code in accepted:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not start")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
 
 
 def test_dry_run_lists_trials_and_resources_without_starting_ray(tmp_path):
@@ -74,17 +97,9 @@ def mlflow_server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if requests.get(f"{uri}/health", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("mlflow server did not start")
+    wait_until_serving(f"{uri}/health", (200,), "mlflow server", attempts=120)
     yield uri
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=60)
+    stop_process_group(server)
 
 
 @pytest.fixture
@@ -105,32 +120,24 @@ def ray_head():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
-    for _ in range(240):
-        try:
-            if requests.get(f"{address}/api/version", timeout=1).status_code in (200, 401):
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("ray head did not start")
+    wait_until_serving(f"{address}/api/version", (200, 401), "ray head")  # 401: token authentication is on
     wait_for_job_agent(address)
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=20)
+    stop_process_group(head)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def token_env() -> dict[str, str]:
+    """This environment for the job CLI: Ray >= 2.59 clusters require their token (from ~/.ray/auth_token)."""
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 def wait_for_job_agent(address: str, attempts: int = 30) -> None:
     """Block until the head's job agent accepts a job: the dashboard answers before the agent
     registers, and submissions in between fail with "No available agent to submit job"."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
     for _ in range(attempts):
         probe = subprocess.run(["ray", "job", "submit", "--address", address, "--", "true"],
-                               capture_output=True, text=True, env=env, timeout=300)
+                               capture_output=True, text=True, env=token_env(), timeout=300)
         if probe.returncode == 0:
             return
         time.sleep(2)
@@ -146,11 +153,10 @@ def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_e
     job_env = {name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                                                     "AWS_ENDPOINT_URL_S3")}  # the moto server's dummy keys
     job_env["FORGETLESS_TOY_SIZE"] = "small"
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # Ray >= 2.59 clusters require their token
     result = subprocess.run(
         ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
          "--runtime-env-json", json.dumps({"env_vars": job_env}), "--", *sweep_command(grid)],
-        capture_output=True, text=True, env=env, timeout=1200,
+        capture_output=True, text=True, env=token_env(), timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout + result.stderr
@@ -188,7 +194,7 @@ def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
         tmp_path / "resume.yaml",
         name="resume-sweep",
         grid={"parts": ["llm", "projector"], "method": ["full"], "lr": [1.0e-3]},
-        train={**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "steps": 8, "eval_every": 4},
+        train={**ci_grid()["train"], "steps": 8, "eval_every": 4},
         resources={"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
         report={"enabled": False},
     )
@@ -219,7 +225,7 @@ def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
 def test_failed_trials_make_the_exit_code_non_zero(tmp_path):
     config = tmp_path / "deepspeed.json"
     config.write_text('{"zero_optimization": {"stage": 7}}')  # valid JSON, rejected by DeepSpeed in the workers
-    train = {**yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())["train"], "deepspeed": str(config)}
+    train = {**ci_grid()["train"], "deepspeed": str(config)}
     grid = write_grid(tmp_path / "fail.yaml", name="fail-sweep", report={"enabled": False}, train=train,
                       grid={"parts": ["llm"], "method": ["full"], "lr": [1.0e-3]},
                       resources={"workers_per_trial": 1, "max_failures": 0})
@@ -232,8 +238,6 @@ def test_failed_trials_make_the_exit_code_non_zero(tmp_path):
 
 
 def test_bad_dataset_rows_are_reported_before_trials_start(tmp_path):
-    import json
-
     import pyarrow.parquet as pq
 
     from recipes.data.registry import resolve_dataset
