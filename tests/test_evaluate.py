@@ -122,8 +122,8 @@ def test_two_worker_evaluation_gathers_exactly_the_one_worker_results(letter_mod
         scaling_config=ScalingConfig(num_workers=2),
     )
     metrics, rows = trainer.fit().return_value
-    single = SuiteEvaluator(suite, load_model(str(letter_model.path)).processor, batch_size=16)
-    expected = single.evaluate(load_model(str(letter_model.path)).model)
+    reloaded = load_model(str(letter_model.path))  # what the workers evaluated: the saved model
+    expected = SuiteEvaluator(suite, reloaded.processor, batch_size=16).evaluate(reloaded.model)
     assert rows == expected.predictions.to_pylist()
     assert metrics == expected.metrics
 
