@@ -11,6 +11,7 @@ import base64
 import html
 from datetime import datetime, timezone
 
+from analysis.continual import TABLE3_CSS
 from analysis.outcomes import Outcome
 from analysis.plots import FigureFile
 from analysis.runs import OOD_QUADRANTS, QUADRANTS, Sweep, format_percent, quadrant_name
@@ -32,14 +33,15 @@ _TEXT = ' class="text"'
 
 
 def report_page(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome], table: Table1,
-                figures: list[FigureFile]) -> str:
-    """The whole report as one HTML document."""
+                figures: list[FigureFile], continual_section: str = "") -> str:
+    """The whole report as one HTML document (``continual_section``: Table 3 of a continual sweep)."""
     title = f"forgetless report: {sweep.experiment}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         _facts(sweep, outcomes),
         "<h2>Frontier</h2>", _frontier(sweep, frontier),
         "<h2>Table 1: ID accuracy and forgetting per recipe</h2>", table_html(table),
+        continual_section,
         *(_figure(figure) for figure in figures),
         "<h2>Trials</h2>", _trials_table(sweep),
         *_skipped(sweep),
@@ -47,7 +49,7 @@ def report_page(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome], 
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>\n{PAGE_CSS}\n{TABLE_CSS}\n</style>\n</head>\n"
+            f"<title>{html.escape(title)}</title>\n<style>\n{PAGE_CSS}\n{TABLE_CSS}\n{TABLE3_CSS}\n</style>\n</head>\n"
             f"<body>\n{body}\n</body>\n</html>\n")
 
 

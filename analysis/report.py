@@ -1,8 +1,9 @@
 """python -m analysis.report --experiment NAME [--tracking-uri URI] [--parent-run-id ID] [--out DIR] [--no-log]
 
 Writes the report of one sweep: figures (PNG + SVG: trajectories, accuracy per step, and the
-data-fraction / mix-ratio curves when the sweep varies them), Table 1 (table1.md, table1.html)
-and one self-contained report.html; then logs them as artifacts of the sweep's parent run under
+data-fraction / mix-ratio curves when the sweep varies them), Table 1 (table1.md, table1.html),
+for a continual-learning sweep Table 3 (table3.md) and the accuracy matrices, and one
+self-contained report.html; then logs them as artifacts of the sweep's parent run under
 `report/` so the MLflow UI shows them. Defaults: tracking URI from MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db; out dir ./reports/<experiment>; the experiment's latest sweep.
 
@@ -22,11 +23,12 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from analysis.continual import build_table3, load_continual_runs, matrix_figure, table3_html, table3_markdown
 from analysis.errors import AnalysisError
 from analysis.frontier import pareto_front
 from analysis.outcomes import summarize
 from analysis.page import report_page
-from analysis.plots import FigureFile, render_figures
+from analysis.plots import FigureFile, paper_style, render_figures, save_figure
 from analysis.runs import load_sweep
 from analysis.tables import build_table1, table_html_document, table_markdown
 
@@ -72,13 +74,33 @@ def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_i
     table_md, table_page, page = out_dir / "table1.md", out_dir / "table1.html", out_dir / "report.html"
     table_md.write_text(table_markdown(table), encoding="utf-8")
     table_page.write_text(table_html_document(table), encoding="utf-8")
-    page.write_text(report_page(sweep, outcomes, frontier, table, figures), encoding="utf-8")
+    continual_files, continual_section = _continual_report(sweep, out_dir, figures)
+    page.write_text(report_page(sweep, outcomes, frontier, table, figures, continual_section), encoding="utf-8")
     paths = ReportPaths(out_dir=out_dir, report_html=page, table_markdown=table_md, table_html=table_page,
-                        figures=tuple(p for f in figures for p in (f.png, f.svg)),
+                        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files,
                         parent_run_id=sweep.parent_run_id, artifact_uri=None)
     if not log_artifacts:
         return paths
     return _log(paths, tracking_uri)
+
+
+def _continual_report(sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], str]:
+    """Table 3 (table3.md) and the accuracy matrices of a continual sweep; appends the figure.
+
+    Returns the extra files and the report page's Table-3 section (nothing for a single-task sweep).
+    """
+    runs = load_continual_runs(sweep)
+    if not runs:
+        return (), ""
+    table = build_table3(runs)
+    table_md = out_dir / "table3.md"
+    table_md.write_text(table3_markdown(table), encoding="utf-8")
+    with paper_style():
+        png, svg = save_figure(matrix_figure(runs), out_dir / "figures", "continual_matrix")
+    figures.append(FigureFile(
+        stem="continual_matrix", title="Continual learning: accuracy matrices", png=png, svg=svg,
+        caption="Accuracy (%) on every task (columns) before training and after each task (rows), per trial."))
+    return (table_md,), "<h2>Table 3: continual learning, Last and Average per task</h2>" + table3_html(table)
 
 
 def _log(paths: ReportPaths, tracking_uri: str) -> ReportPaths:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import product
 from typing import Any
 
@@ -99,6 +100,19 @@ def mix_sources(mix: list[MixItem], mix_ratio: float | None) -> tuple[MixSource,
     return (MixSource(mix[0].dataset, mix_ratio),) if mix_ratio > 0 else ()
 
 
+def grid_axes(grid: Grid) -> Axes:
+    """The grid's axes, with ``continual.method`` (inclora/seqfull) as the method axis when given."""
+    methods = grid.continual.tuning_methods if grid.continual else None
+    return grid.axes.model_copy(update={"method": methods}) if methods else grid.axes
+
+
+def continual_settings(grid: Grid) -> dict[str, Any]:
+    """The ``TrialConfig`` fields of the grid's continual section (none for a single-task grid)."""
+    if grid.continual is None:
+        return {}
+    return {"continual_tasks": tuple(grid.continual.task_specs), "continual_epochs": tuple(grid.continual.epoch_counts)}
+
+
 def trial_config(grid: Grid, cell: Cell, include: IncludeCell | None = None) -> TrialConfig:
     """The ``TrialConfig`` of one cell (with an include entry's own lora and train settings)."""
     overrides = include.train.model_dump(exclude_none=True) if include is not None and include.train else {}
@@ -138,21 +152,26 @@ def trial_config(grid: Grid, cell: Cell, include: IncludeCell | None = None) -> 
         tracking_uri=grid.tracking_uri,
         experiment=grid.name,
         sweep=grid.name,
+        **continual_settings(grid),
     )
 
 
 def expand_trials(grid: Grid) -> list[TrialConfig]:
-    """Every trial of the grid, in grid order then include order, without duplicates."""
+    """Every trial of the grid, in grid order then include order (x continual replay), without duplicates."""
+    axes = grid_axes(grid)
     trials = [
         trial_config(grid, cell)
-        for cell in grid_cells(grid.axes, grid.methods)
+        for cell in grid_cells(axes, grid.methods)
         if not any(matches(cell, partial) for partial in grid.exclude)
     ]
     trials += [
         trial_config(grid, cell, include)
         for include in grid.include
-        for cell in include_cells(include, grid.axes, grid.methods)
+        for cell in include_cells(include, axes, grid.methods)
     ]
+    if grid.continual is not None:
+        replays = grid.continual.replay_per_task
+        trials = [replace(trial, replay_per_task=replay) for trial in trials for replay in replays]
     unique: dict[str, TrialConfig] = {}
     for trial in trials:
         unique.setdefault(trial.trial_id, trial)

@@ -32,6 +32,7 @@ from orchestrator.grid_schema import (
     AXIS_KEYS,
     Axes,
     DeepSpeedSettings,
+    ContinualSettings,
     EvalSettings,
     ExcludeCell,
     Grid,
@@ -82,6 +83,7 @@ class GridSections:
     resources: Resources | None
     storage: str | None
     tracking: Tracking | None
+    continual: ContinualSettings | None
 
     @classmethod
     def of(cls, grid: Grid) -> GridSections:
@@ -112,6 +114,7 @@ def consistency_problems(s: GridSections) -> list[str]:
         *_include_problems(s),
         *_exclude_problems(s),
         *_deepspeed_problems(s),
+        *_continual_problems(s),
     ]
 
 
@@ -248,6 +251,28 @@ def _values_outside_axes(where: str, given: dict[str, list], axes: Axes, methods
     return problems
 
 
+def _continual_problems(s: GridSections) -> list[str]:
+    """A continual grid takes its data from its tasks and merges whole weights (IncLoRA)."""
+    if s.continual is None:
+        return []
+    problems = []
+    if s.continual.method and s.axes is not None and "method" in s.axes.model_fields_set:
+        problems.append("continual.method: sets the method axis; remove grid.method (inclora = lora, seqfull = full)")
+    if s.axes is not None and (s.axes.mix_ratio is not None or s.axes.data_fraction != [1.0]):
+        problems.append("continual: trials take their data from the tasks; remove grid.data_fraction and grid.mix_ratio")
+    if s.train is not None and s.train.mix:
+        problems.append("continual: trials take their data from the tasks; remove train.mix")
+    if s.train is not None and (s.train.deepspeed.config is not None or s.train.deepspeed.zero_stage == 3):
+        problems.append(
+            "continual: needs train.deepspeed {zero_stage: 0, 1 or 2} (IncLoRA merges whole weights after each task)"
+        )
+    names = [task if isinstance(task, str) else task.name for task in s.continual.tasks]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        problems.append(f"continual.tasks: task names must be unique; repeated: {', '.join(repeated)}")
+    return problems
+
+
 def _deepspeed_problems(s: GridSections) -> list[str]:
     if s.train is None:
         return []
@@ -273,6 +298,12 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
             problems += deepspeed_file_problems(s.train.deepspeed.config)
     if s.eval is not None:
         problems += suite_problems(s.eval.suite, check_paths)
+    if s.continual is not None:
+        for index, task in enumerate(s.continual.tasks):
+            if not isinstance(task, str):
+                for key in ("train", "test"):
+                    where = f"continual.tasks[{index}].{key}"
+                    problems += dataset_problems(where, getattr(task, key), check_paths)
     if check_paths and s.storage is not None and not is_remote(s.storage) and Path(s.storage).expanduser().is_file():
         problems.append(f"storage: {s.storage!r} is a file, not a folder")
     problems += credential_problems("storage", s.storage)

@@ -358,6 +358,79 @@ class ExcludeCell(CellKeys):
     """A partial cell: grid trials matching every key given are removed (include cells are kept)."""
 
 
+CONTINUAL_METHODS = {"inclora": "lora", "seqfull": "full"}
+"""Continual-learning strategies (the paper's §5) -> the tuning method each trains a task with."""
+
+
+class ContinualTaskFiles(Section):
+    """A continual-learning task given by its files."""
+
+    name: Text
+    """Task name (a column of the accuracy matrix), e.g. RS."""
+    train: Text
+    """Training set: registered name or MCQ file path."""
+    test: Text
+    """Test set: registered name or MCQ file path."""
+
+
+def _continual_task(value: Any) -> str | ContinualTaskFiles:
+    """A toy domain name, or a ``{name, train, test}`` mapping of strings."""
+    from recipes.data.continual import TOY_DOMAINS
+
+    if isinstance(value, str):
+        if value.strip() not in TOY_DOMAINS:
+            raise problem(
+                f"unknown toy domain {value!r}; toy domains are {', '.join(TOY_DOMAINS)} "
+                "(other tasks are written {name, train, test})"
+            )
+        return value.strip()
+    if not isinstance(value, dict) or set(value) != {"name", "train", "test"}:
+        raise problem(f"expected a toy domain name or {{name, train, test}}, got {shown(value)}")
+    for key in ("name", "train", "test"):
+        if not isinstance(value[key], str) or not value[key].strip():
+            raise problem(f"{key}: expected a non-empty string, got {shown(value[key])}")
+    if "/" in value["name"]:
+        raise problem(f"name: must not contain '/', got {value['name']!r}")
+    return ContinualTaskFiles.model_validate(value)
+
+
+ContinualTask = Annotated[Any, BeforeValidator(_continual_task)]
+ContinualMethod = Annotated[Text, one_of(*CONTINUAL_METHODS)]
+
+
+class ContinualSettings(Section):
+    """Continual learning (the paper's §5): every trial trains on the tasks one after another."""
+
+    tasks: Annotated[list[ContinualTask], MinLen(2)]
+    """The task sequence: toy domain names (toy-cl-shapes, ...) or ``{name, train, test}`` files."""
+    epochs: list[PositiveNumber] | None = None
+    """Epochs over each task's training data (with replay), one per task; default 1 each."""
+    replay_per_task: axis(NonNegativeInteger) = [0]
+    """Samples of every earlier task replayed with each later task; a list sweeps it (0 = no replay)."""
+    method: axis(ContinualMethod) | None = None
+    """inclora (a LoRA per task, merged after it) and/or seqfull (full tuning across tasks); sets ``grid.method``."""
+
+    @model_validator(mode="after")
+    def _one_epoch_count_per_task(self) -> "ContinualSettings":
+        if self.epochs is not None and len(self.epochs) != len(self.tasks):
+            raise problem(f"epochs needs one value per task ({len(self.tasks)}), got {len(self.epochs)}")
+        return self
+
+    @property
+    def task_specs(self) -> list[str | dict[str, str]]:
+        """The tasks as ``TrialConfig.continual_tasks`` takes them."""
+        return [task if isinstance(task, str) else task.model_dump() for task in self.tasks]
+
+    @property
+    def epoch_counts(self) -> list[float]:
+        return list(self.epochs) if self.epochs is not None else [1.0] * len(self.tasks)
+
+    @property
+    def tuning_methods(self) -> list[str] | None:
+        """``method`` as tuning methods (inclora -> lora, seqfull -> full), or None."""
+        return [CONTINUAL_METHODS[name] for name in self.method] if self.method else None
+
+
 class Resources(Section):
     """What one trial runs on."""
 
@@ -423,6 +496,8 @@ class Grid(Section):
     """Forgetting-aware early stopping."""
     report: ReportSettings = ReportSettings()
     """The analysis report at the end of the sweep."""
+    continual: ContinualSettings | None = None
+    """Continual learning: train every trial on a task sequence instead of ``train.dataset``."""
 
     _source: str = PrivateAttr("<grid>")
 

@@ -95,7 +95,7 @@ def trial_row(trial: TrialConfig) -> tuple[str, ...]:
         format_share(trial.data_fraction),
         str(trial.seed),
         format_share(trial.mix_ratio),
-        str(trial.steps),
+        f"{len(trial.continual_tasks)} tasks" if trial.continual else str(trial.steps),
         str(trial.batch_size),
     )
 
@@ -133,9 +133,17 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
     """The dry-run text: the sweep, its trial table, and the resources the trials need."""
     train = grid.train
     mix = ", ".join(f"{item.dataset} {'(grid.mix_ratio)' if item.ratio is None else item.ratio}" for item in train.mix)
+    if grid.continual is not None:
+        continual = grid.continual
+        sequence = " -> ".join(task if isinstance(task, str) else task.name for task in continual.tasks)
+        epochs = "/".join(f"{epochs:g}" for epochs in continual.epoch_counts)
+        replay = ", ".join(str(count) for count in continual.replay_per_task)
+        data = f"continual learning on {sequence} (epochs {epochs}; replay per task {replay})"
+    else:
+        data = f"train on {train.dataset}" + (f" mixed with {mix}" if mix else "")
     lines = [
         f"sweep {grid.name} ({grid.source}): {len(trials)} trials",
-        f"model {grid.model}; train on {train.dataset}" + (f" mixed with {mix}" if mix else ""),
+        f"model {grid.model}; {data}",
         f"eval suite {grid.eval.suite} ({grid.eval.mode}); checkpoints in {grid.sweep_storage}",
         f"MLflow {grid.tracking_uri}, experiment {grid.experiment}",
         "",

@@ -35,8 +35,12 @@ from orchestrator.progress import SummaryRow, SweepProgress, summary_table, wors
 from orchestrator.runs import DONE_STATUSES, TrialPlan, close_parent_run, open_parent_run, plan_children
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
-TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
-"""What a Tune trial itself holds: no CPU (its Ray Train workers ask for theirs), a little memory."""
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
+"""What a Tune trial itself holds: no CPU (its Ray Train workers ask for theirs), a little memory,
+and a place on the head node. The trial driver and the Ray Train controller it starts (which Ray
+puts on the driver's node) must outlive the worker nodes: when a spot GPU node is reclaimed, Ray
+Train restarts the trial's workers from their last checkpoint, but only if the controller
+survives. ``node:__internal_head__`` is the resource Ray gives the head node alone."""
 
 
 def run_tune_trial(config: dict) -> None:
@@ -68,9 +72,16 @@ def check_data(trials: list[TrialConfig]) -> None:
         suite = load_suite(name)
         for _, dataset in suite.entries():
             suite.load(dataset)
-    training = {trial.dataset for trial in trials} | {m.dataset for trial in trials for m in trial.mix}
+    from recipes.data.continual import load_train_table
+
+    single = [trial for trial in trials if not trial.continual]
+    training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     for name in sorted(training):
         read_mcq(resolve_dataset(name), check_images=False)
+    tasks = {task for trial in trials for task in trial.continual_tasks}
+    for task in sorted(tasks, key=lambda task: task.name):
+        load_train_table(task)
+        read_mcq(resolve_dataset(task.test))
 
 
 def prepare_shared_inputs(trials: list[TrialConfig]) -> None:

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    evaluator = SuiteEvaluator(suite, models[0][1].processor, args.mode, args.batch_size, args.max_new_tokens)
+    evaluator = SuiteEvaluator(
+        suite, models[0][1].processor, mode=args.mode, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
+    )
     probe_rows = {
         probe: load_dataset(args.probe_dataset or DEFAULT_PROBE_DATASETS[probe]).to_pylist() for probe in args.probe
     }

@@ -6,6 +6,7 @@ gathers the per-example results, puts them back in dataset order and computes th
 DESIGN.md §5: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
 
     evaluator = SuiteEvaluator(load_suite("toy"), processor, mode="logits")
+    evaluator = DatasetEvaluator(["toy-wiki", "tests.parquet"], processor)   # acc/<dataset> only
     result = evaluator.evaluate(model)                 # one process
     result = evaluator.evaluate(model, rank, world)    # every rank calls it; rank 0 gets the result
     result.metrics["acc/q/ood_id"], result.predictions  # pyarrow table, one row per question
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import torch
@@ -23,7 +24,7 @@ import torch.distributed as dist
 
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
-from recipes.data.registry import dataset_name
+from recipes.data.registry import dataset_name, load_dataset
 from recipes.data.suites import QUADRANTS, Suite
 
 PREDICTION_SCHEMA = pa.schema(
@@ -72,28 +73,32 @@ def delta_metrics(metrics: dict[str, float], zero_shot: dict[str, float]) -> dic
     return {f"delta/q/{q}": metrics[f"acc/q/{q}"] - zero_shot[f"acc/q/{q}"] for q in QUADRANTS}
 
 
-class SuiteEvaluator:
-    """Holds a suite's questions in fixed batches and evaluates models on them."""
+class DatasetEvaluator:
+    """Holds datasets' questions in fixed batches and evaluates models on them (``acc/<dataset>``)."""
 
     def __init__(
         self,
-        suite: Suite,
+        datasets: Sequence[str],
         processor: Any,
         mode: str = "logits",
         batch_size: int = 32,
         max_new_tokens: int = 8,
         synced_gpus: bool = False,
+        load: Callable[[str], pa.Table] = load_dataset,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
-        self.suite = suite
         collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus)
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.batches: list[tuple[str, list[dict]]] = []
-        for _, dataset in suite.entries():
-            rows = suite.load(dataset).to_pylist()
+        for dataset in datasets:
+            rows = load(dataset).to_pylist()
             name = dataset_name(dataset)
             self.batches += [(name, batch) for batch in batches(rows, batch_size)]
+
+    def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
+        """The metrics of one evaluation from its per-dataset accuracies (percent)."""
+        return {f"acc/{name}": value for name, value in dataset_accuracy.items()}
 
     @property
     def mode(self) -> str:
@@ -139,4 +144,15 @@ class SuiteEvaluator:
         for row in rows:
             accuracy.setdefault(row["dataset"], []).append(row["correct"])
         dataset_accuracy = {name: 100.0 * sum(v) / len(v) for name, v in accuracy.items()}
-        return SuiteResult(quadrant_metrics(dataset_accuracy, self.suite), predictions, time.perf_counter() - started)
+        return SuiteResult(self.metrics(dataset_accuracy), predictions, time.perf_counter() - started)
+
+
+class SuiteEvaluator(DatasetEvaluator):
+    """A ``DatasetEvaluator`` over a 2x2 suite: adds ``acc/q/<quadrant>``."""
+
+    def __init__(self, suite: Suite, processor: Any, **settings: Any) -> None:
+        super().__init__([dataset for _, dataset in suite.entries()], processor, load=suite.load, **settings)
+        self.suite = suite
+
+    def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
+        return quadrant_metrics(dataset_accuracy, self.suite)

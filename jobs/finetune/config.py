@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from recipes.cache import content_key
+from recipes.data.continual import ContinualTask, resolve_task
 from recipes.data.stream import MixSource
 from recipes.methods import METHODS, MethodConfig
 from recipes.parts import split_parts
@@ -117,11 +118,19 @@ class TrialConfig:
     """Name of the sweep the trial belongs to (None for a standalone run)."""
     run_id: str | None = None
     """MLflow run to log into (the sweep's child run); None creates one."""
+    continual_tasks: tuple[ContinualTask, ...] = ()
+    """Continual learning: the tasks trained one after another (empty: a single-task trial)."""
+    continual_epochs: tuple[float, ...] = ()
+    """Epochs over each continual task's training data (with replay); one per task."""
+    replay_per_task: int = 0
+    """Continual learning: samples of every earlier task replayed with each later task (0: none)."""
 
     def __post_init__(self) -> None:
         split_parts(self.parts)
         MethodConfig(self.method, self.lora_r, self.lora_alpha, self.lora_dropout)
         object.__setattr__(self, "mix", tuple(m if isinstance(m, MixSource) else MixSource(**m) for m in self.mix))
+        object.__setattr__(self, "continual_tasks", tuple(resolve_task(t) for t in self.continual_tasks))
+        object.__setattr__(self, "continual_epochs", tuple(float(e) for e in self.continual_epochs))
         checks = [
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 < self.data_fraction <= 1, f"data_fraction must be in (0, 1], got {self.data_fraction}"),
@@ -145,10 +154,38 @@ class TrialConfig:
                 self.max_ood_drop_pp is None or self.max_ood_drop_pp > 0,
                 f"max_ood_drop_pp must be > 0, got {self.max_ood_drop_pp}",
             ),
+            *self._continual_checks(),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ValueError("invalid trial: " + "; ".join(problems))
+
+    def _continual_checks(self) -> list[tuple[bool, str]]:
+        if not self.continual_tasks:
+            return [(not self.continual_epochs and self.replay_per_task == 0,
+                     "continual_epochs and replay_per_task need continual_tasks")]
+        return [
+            (len(self.continual_epochs) == len(self.continual_tasks),
+             f"continual_epochs needs one value per task ({len(self.continual_tasks)}), got {len(self.continual_epochs)}"),
+            (all(e > 0 for e in self.continual_epochs), f"continual_epochs must be > 0, got {list(self.continual_epochs)}"),
+            (self.replay_per_task >= 0, f"replay_per_task must be >= 0, got {self.replay_per_task}"),
+            (len({t.name for t in self.continual_tasks}) == len(self.continual_tasks), "continual task names must be unique"),
+            (self.zero_stage < 3 and not self.deepspeed_config,
+             "continual trials run ZeRO stage 0-2 without a DeepSpeed JSON (IncLoRA merges whole weights)"),
+            (not self.mix and self.data_fraction == 1.0, "continual trials take their data from the tasks (no mix, data_fraction 1)"),
+        ]
+
+    @property
+    def continual(self) -> bool:
+        """Whether this is a continual-learning trial (tasks one after another)."""
+        return bool(self.continual_tasks)
+
+    @property
+    def continual_method(self) -> str | None:
+        """``inclora`` (LoRA merged after each task) or ``seqfull`` (full tuning across tasks)."""
+        if not self.continual:
+            return None
+        return "inclora" if self.method == "lora" else "seqfull"
 
     @property
     def method_config(self) -> MethodConfig:
@@ -168,6 +205,14 @@ class TrialConfig:
         """The settings that determine the trial's result (hashed into ``trial_id``)."""
         settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_FIELDS}
         settings["mix"] = [asdict(m) for m in self.mix]
+        if self.continual:
+            settings["continual_tasks"] = [task.to_dict() for task in self.continual_tasks]
+            settings["continual_epochs"] = list(self.continual_epochs)
+            for name in ("steps", "eval_every", "data_fraction"):
+                settings.pop(name)
+        else:
+            for name in ("continual_tasks", "continual_epochs", "replay_per_task"):
+                settings.pop(name)
         if self.method != "lora":
             for name in ("lora_r", "lora_alpha", "lora_dropout"):
                 settings.pop(name)
@@ -185,11 +230,18 @@ class TrialConfig:
         name = f"{self.parts}-{method}-lr{format_lr(self.lr)}-f{format_share(self.data_fraction)}-s{self.seed}"
         if self.mix:
             name += f"-mix{format_share(self.mix_ratio)}"
+        if self.continual:
+            rank = f"-r{self.lora_r}" if self.method == "lora" else ""
+            name = f"{self.continual_method}{rank}-{self.parts}-lr{format_lr(self.lr)}-s{self.seed}"
+            name += f"-replay{self.replay_per_task}" if self.replay_per_task else ""
         return name
 
     @property
     def recipe(self) -> str:
-        """Readable recipe label: ``llm · full · lr 1e-05``."""
+        """Readable recipe label: ``llm · full · lr 1e-05`` (``seqfull · llm · lr 1e-06 · replay 20``)."""
+        if self.continual:
+            replay = f" · replay {self.replay_per_task}" if self.replay_per_task else ""
+            return f"{self.continual_method} · {self.parts} · lr {format_lr(self.lr)}{replay}"
         return f"{self.parts} · {self.method} · lr {format_lr(self.lr)}"
 
     @property
@@ -202,7 +254,7 @@ class TrialConfig:
         params = {
             key: value
             for key, value in self.identity().items()
-            if key not in ("mix", "deepspeed_config") and value is not None
+            if key not in ("mix", "deepspeed_config", "continual_tasks", "continual_epochs") and value is not None
         }
         params.update(
             lr=format_lr(self.lr),
@@ -215,12 +267,20 @@ class TrialConfig:
             trial_id=self.trial_id,
             trial_name=self.name,
         )
+        if self.continual:
+            params.update(
+                continual_method=self.continual_method,
+                continual_tasks=json.dumps([task.name for task in self.continual_tasks]),
+                continual_epochs=json.dumps(list(self.continual_epochs)),
+            )
         return {key: str(value) for key, value in params.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able) for Ray configs; ``TrialConfig.from_dict`` reverses it."""
         data = asdict(self)
         data["mix"] = [asdict(m) for m in self.mix]
+        data["continual_tasks"] = [task.to_dict() for task in self.continual_tasks]
+        data["continual_epochs"] = list(self.continual_epochs)
         return data
 
     @classmethod

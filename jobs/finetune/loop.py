@@ -70,6 +70,13 @@ def frozen_fingerprint(module: torch.nn.Module) -> torch.Tensor:
     return torch.stack(rows).cpu() if rows else torch.zeros(0, 2, dtype=torch.float64)
 
 
+def check_checkpoint_trial(state: dict, trial: TrialConfig, location: str) -> None:
+    """Refuse a checkpoint (its ``trainer_state.json`` is ``state``) written by another trial."""
+    found = TrialConfig.from_dict(state["trial"]).trial_id
+    if found != trial.trial_id:
+        raise RuntimeError(f"checkpoint {location} belongs to trial {found}, not {trial.trial_id}")
+
+
 @dataclass
 class WindowStats:
     """Training statistics accumulated between two logging points."""
@@ -92,29 +99,35 @@ class TrialWorker:
     """State of one worker of a running trial."""
 
     def __init__(self, trial: TrialConfig) -> None:
+        self.setup(trial)
+        self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
+        self.engine, self.trainable = build_engine(trial, self.loaded, self.world, self.use_gpu)
+        self.frozen_at_start = frozen_fingerprint(self.engine.module)
+        torch.manual_seed(trial.seed * 1000 + self.rank)
+
+    def setup(self, trial: TrialConfig) -> None:
+        """What every kind of trial worker needs: rank, base model, collator, suite evaluator, tracker."""
         context = ray.train.get_context()
         self.trial = trial
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.use_gpu = trial.gpus_per_worker > 0
-        loaded = load_model(trial.model)
-        self.fingerprint = loaded.fingerprint
-        sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
-        self.collate = MCQCollator(loaded.processor, with_answers=True, always_image=sharded)
-        self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
-        suite = load_suite(trial.eval_suite)
-        self.evaluator = SuiteEvaluator(
-            suite,
-            loaded.processor,
-            mode=trial.eval_mode,
-            batch_size=trial.eval_batch_size,
-            max_new_tokens=trial.max_new_tokens,
-            synced_gpus=sharded,
-        )
-        self.engine, self.trainable = build_engine(trial, loaded, self.world, self.use_gpu)
+        self.loaded = load_model(trial.model)
+        self.fingerprint = self.loaded.fingerprint
+        self.sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
+        self.collate = MCQCollator(self.loaded.processor, with_answers=True, always_image=self.sharded)
+        self.evaluator = SuiteEvaluator(load_suite(trial.eval_suite), self.loaded.processor, **self.eval_settings())
         self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
         self.zero_shot: dict[str, float] = {}
-        self.frozen_at_start = frozen_fingerprint(self.engine.module)
-        torch.manual_seed(trial.seed * 1000 + self.rank)
+
+    def eval_settings(self) -> dict:
+        """Keyword settings of the trial's evaluators."""
+        trial = self.trial
+        return {
+            "mode": trial.eval_mode,
+            "batch_size": trial.eval_batch_size,
+            "max_new_tokens": trial.max_new_tokens,
+            "synced_gpus": self.sharded,
+        }
 
     # -- data -------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[list[dict]]:
@@ -145,10 +158,11 @@ class TrialWorker:
         return totals[0].item() / self.world, int(totals[1].item())
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, step: int) -> SuiteResult | None:
-        """Evaluate on the suite (all ranks); the zero-shot result comes from the shared cache."""
+    def evaluate(self, step: int, model: torch.nn.Module | None = None) -> SuiteResult | None:
+        """Evaluate ``model`` (default: the engine's) on the suite (all ranks); step 0 comes from the cache."""
+        model = self.engine.module if model is None else model
         if step > 0:
-            return self.evaluator.evaluate(self.engine.module, self.rank, self.world)
+            return self.evaluator.evaluate(model, self.rank, self.world)
         cache = ZeroShotCache(storage.join(self.trial.storage, "zero-shot"))
         key = zero_shot_key(self.fingerprint, self.evaluator.suite, self.evaluator)
         cached = [cache.get(key) if self.rank == 0 else None]
@@ -159,7 +173,7 @@ class TrialWorker:
                 return cached[0]
         elif cached[0] is not None:
             return cached[0]
-        result = self.evaluator.evaluate(self.engine.module, self.rank, self.world)
+        result = self.evaluator.evaluate(model, self.rank, self.world)
         return cache.put(key, result) if self.rank == 0 else None
 
     def frozen_tensors_changed(self) -> float:
@@ -187,9 +201,7 @@ class TrialWorker:
         with checkpoint.as_directory() as directory:
             directory = Path(directory)
             state = read_trainer_state(directory)
-            found = TrialConfig.from_dict(state["trial"]).trial_id
-            if found != self.trial.trial_id:
-                raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {found}, not {self.trial.trial_id}")
+            check_checkpoint_trial(state, self.trial, checkpoint.path)
             self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
             rng = directory / f"rng_rank{self.rank}.pt"
             if rng.is_file():

@@ -69,6 +69,10 @@ class TrialTracker:
             pq.write_table(table, path)
             self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent))
 
+    def log_json(self, record: dict, artifact_file: str) -> None:
+        """Store a JSON-able dict as a run artifact (replacing an earlier one of that name)."""
+        self.client.log_dict(self.run_id, record, artifact_file)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 

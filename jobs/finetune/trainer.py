@@ -3,7 +3,8 @@
 The trainer's run lives at ``<storage>/<experiment>/<trial name>-<trial id>``; Ray Train V2
 restores the latest checkpoint of a run with that name by itself, so launching an unfinished
 trial again resumes it, and worker failures restart the worker group from the last checkpoint
-(up to ``max_failures`` times):
+(up to ``max_failures`` times). Continual-learning trials run ``jobs.continual.loop`` instead of
+``jobs.finetune.loop``; everything else is the same:
 
     outcome = run_trial(trial)                 # standalone: finds or creates the MLflow run
     outcome = run_trial(trial, callbacks=[TuneReportCallback()])   # inside a Tune trial
@@ -20,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs import storage
 from jobs.finetune.config import TrialConfig
+from jobs.continual.loop import continual_loop_per_worker
 from jobs.finetune.loop import train_loop_per_worker
 from jobs.finetune.tracking import STATUS_TAG, TrialTracker, start_trial_run
 from recipes.models import resolve_model_dir
@@ -53,7 +55,7 @@ def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
     filesystem, root = storage.storage_filesystem(trial.storage)
     return TorchTrainer(
-        train_loop_per_worker,
+        continual_loop_per_worker if trial.continual else train_loop_per_worker,
         train_loop_config={"trial": trial.to_dict()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=trial.workers, use_gpu=use_gpu, resources_per_worker=resources),

@@ -1,6 +1,6 @@
 """python -m recipes.data toy --out DIR [--seed N] [--size small|default]
 python -m recipes.data imagenet-vqa --images DIR --clip PATH --out FILE [--seed N]
-python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,class-folder} --input PATH --out FILE
+python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,class-folder} --input PATH --out FILE
 python -m recipes.data inspect FILE [--samples N] [--skip-bad]
 
 Command line of the dataset tools: generate the toy world, build ImageNet-VQA from a class
@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 
+from recipes.data.adapters import FORMATS
 from recipes.data.schema import MCQFormatError
 
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     imagenet.set_defaults(run=_imagenet_vqa)
 
     adapt = commands.add_parser("adapt", help="adapt a public benchmark file (or class folder) to the MCQ contract")
-    adapt.add_argument("format", choices=("imagewikiqa", "vmcbench", "mmmu", "class-folder"), help="source format")
+    adapt.add_argument("format", choices=FORMATS, help="source format")
     adapt.add_argument("--input", required=True, help="source file (.jsonl, .parquet, .tsv, .json) or class folder")
     adapt.add_argument("--out", required=True, help="output parquet file")
     adapt.add_argument("--source", help="dataset name in the source column (default: the output file's stem)")

@@ -1,4 +1,4 @@
-"""python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,class-folder} --input PATH --out FILE
+"""python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,class-folder} --input PATH --out FILE
 
 Adapters from public benchmark formats to the MCQ contract (``recipes.data.schema``):
 
@@ -14,6 +14,12 @@ Adapters from public benchmark formats to the MCQ contract (``recipes.data.schem
   ``options`` is a Python list literal; images in ``image_1`` .. ``image_7``). Open-ended
   questions are left out and counted. Several images are placed side by side in one image,
   and the ``<image k>`` placeholders become "the image" (one image) or "image k" (several).
+- ``mllm-cl``: one split of an MLLM-CL domain (``RS/train.json``, ``RS/test.json``, ...; the
+  layout of the paper's §5 benchmark): train rows are LLaVA records ``{id, image, conversations:
+  [{from: human, value: "<image>\\nquestion\\nA. ..."}, {from: gpt, value: answer}]}``, test rows
+  ``{question_id, image, text, answer}``; images are paths relative to ``--image-root`` (default:
+  the json's folder). The multiple-choice questions (lettered option lines; the answer a letter,
+  "B. text" or an option's text) become MCQ rows; open-ended ones are left out and counted.
 - ``class-folder``: a class-labelled image folder as "What is this?" questions (distractors
   random, or CLIP-similar with ``--clip``; see ``recipes.data.class_folder``).
 
@@ -59,7 +65,7 @@ from recipes.data.schema import (
     write_mcq,
 )
 
-FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "class-folder")
+FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "class-folder")
 """Formats ``adapt`` understands."""
 
 
@@ -306,10 +312,57 @@ def mmmu_record(row: dict, location: str, *, source: str, base_dir: str) -> dict
     }
 
 
+IMAGE_TOKEN = "<image>"
+"""LLaVA's image placeholder at the start of a prompt."""
+
+
+def mllm_cl_answer(answer: str, options: list[str]) -> str:
+    """The answer letter of an MLLM-CL answer: "B", "B. text" / "(B)", or an option's text."""
+    text = answer.strip()
+    match = OPTION_LINE.match(text)
+    if match and match.group(1) in LETTERS[: len(options)]:
+        return match.group(1)
+    if len(text) == 1 and text.upper() in LETTERS[: len(options)]:
+        return text.upper()
+    lowered = [option.strip().lower() for option in options]
+    if text.lower() in lowered:
+        return LETTERS[lowered.index(text.lower())]
+    raise ValueError(f"answer {answer!r} is neither an option letter nor an option's text")
+
+
+def mllm_cl_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
+    """A row of an MLLM-CL ``train.json`` (LLaVA ``conversations``) or ``test.json`` (``text``, ``answer``)."""
+    if "conversations" in row:
+        turns = row["conversations"] or []
+        human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
+        answer = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "gpt"), None)
+    else:
+        human, answer = row.get("text", row.get("question")), row.get("answer")
+    if not isinstance(human, str) or not isinstance(answer, str):
+        raise ValueError("expected conversations (human, gpt) or text and answer")
+    try:
+        question, options, instruction = split_question_options(human.replace(IMAGE_TOKEN, "").strip())
+    except ValueError:
+        raise ExcludedRow("open-ended questions") from None
+    identifier = row.get("id", row.get("question_id"))
+    meta = {"instruction": instruction, "image_path": row.get("image")}
+    meta.update(_extra_meta(row, {"id", "question_id", "image", "conversations", "text", "question", "answer"}))
+    return {
+        "id": f"{source}-{identifier}" if not _missing(identifier) else f"{source}-{location.split()[-1]}",
+        "image": image_bytes(row.get("image"), base_dir),
+        "question": question,
+        "options": options,
+        "answer": mllm_cl_answer(answer, options),
+        "source": source,
+        "meta": meta,
+    }
+
+
 CONVERTERS: dict[str, Callable[..., dict]] = {
     "imagewikiqa": imagewikiqa_record,
     "vmcbench": vmcbench_record,
     "mmmu": mmmu_record,
+    "mllm-cl": mllm_cl_record,
 }
 
 
