@@ -15,18 +15,30 @@ ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "grids"
 
 EXPECTED = {
-    "demo.yaml": ("demo-forgetting", 4),
+    "demo.yaml": ("demo-forgetting", 11),
+    "demo-fraction.yaml": ("demo-fraction", 6),
+    "demo-hybrid.yaml": ("demo-hybrid", 5),
+    "demo-continual.yaml": ("demo-continual", 4),
     "ci.yaml": ("ci-smoke", 2),
+    "paper-continual.yaml": ("paper-continual", 4),
     "paper-table1.yaml": ("paper-table1", 7),
     "paper-fraction.yaml": ("paper-fraction", 8),
     "paper-hybrid.yaml": ("paper-hybrid", 5),
 }
 """Grid file -> (sweep name, number of trials)."""
 
-TOY_GRIDS = ("demo.yaml", "ci.yaml")
+TOY_GRIDS = ("demo.yaml", "demo-fraction.yaml", "demo-hybrid.yaml", "demo-continual.yaml", "ci.yaml")
 """Grids that name only registered toy names: they validate with paths checked on any machine."""
 
 PAPER_GRIDS = sorted(set(EXPECTED) - set(TOY_GRIDS))
+
+FIRST_MISSING_FILE = {
+    "paper-table1.yaml": "train.dataset: no such file 'data/imagenet-vqa-train.parquet'",
+    "paper-fraction.yaml": "train.dataset: no such file 'data/imagenet-vqa-train.parquet'",
+    "paper-hybrid.yaml": "train.dataset: no such file 'data/imagenet-vqa-train.parquet'",
+    "paper-continual.yaml": "continual.tasks[0].train: no such file 'data/mllm-cl/RS-train.parquet'",
+}
+"""Paper grid -> the first data file it names (what a machine without the paper's data lacks)."""
 
 
 def test_every_grid_is_listed():
@@ -57,7 +69,7 @@ def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file
     assert len(model_missing) <= 1  # absent where the model happens to be in the local Hugging Face cache
     assert all("not in the local Hugging Face cache" in p for p in model_missing)
     files_missing = [p for p in problems if p not in model_missing]
-    assert files_missing[0] == f"train.dataset: no such file 'data/imagenet-vqa-train.parquet' (relative to {tmp_path})"
+    assert f"{FIRST_MISSING_FILE[file_name]} (relative to {tmp_path})" in files_missing
     suite_lines = [p for p in files_missing if p.startswith("eval.suite: suites/paper.yaml: quadrants.")]
     assert len(suite_lines) == 8 and all("no such dataset '../data/" in p for p in suite_lines)
 
@@ -65,8 +77,9 @@ def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file
 def test_demo_shows_aggressive_and_gentle_recipes():
     trials = expand_trials(load_grid(GRIDS / "demo.yaml"))
     recipes = {(t.parts, t.method, t.lr) for t in trials}
-    assert recipes == {("llm", "full", 5e-4), ("llm", "full", 5e-5), ("projector", "full", 5e-4), ("llm", "lora", 5e-4)}
-    assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(2, 16, "toy-qwen2.5-vl", 0.0)}
+    table1_parts = ("llm", "vision", "projector", "llm.attn", "llm.mlp_gate_up")
+    assert recipes == {(p, "full", lr) for p in table1_parts for lr in (3e-4, 3e-5)} | {("llm", "lora", 3e-4)}
+    assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(1, 16, "toy-qwen2.5-vl", 0.0)}
 
 
 def test_paper_table1_is_the_papers_recipes():
@@ -93,3 +106,12 @@ def test_paper_fraction_trains_small_fractions_like_the_paper():
         for fraction in (1.0, 0.25, 0.025, 0.0025)
         for lr in (1e-6, 1e-5)
     }
+
+
+def test_paper_continual_is_the_papers_table3_setup():
+    trials = expand_trials(load_grid(GRIDS / "paper-continual.yaml", check_paths=False))
+    rows = {(t.continual_method, t.lr, t.batch_size, t.replay_per_task) for t in trials}
+    assert rows == {("seqfull", 1e-6, 16, 0), ("seqfull", 1e-6, 16, 20), ("inclora", 8e-5, 64, 0), ("inclora", 8e-5, 64, 20)}
+    assert {tuple(task.name for task in t.continual_tasks) for t in trials} == {("RS", "Med", "AD", "Sci", "Fin")}
+    assert {t.continual_epochs for t in trials} == {(1.0, 3.0, 1.0, 2.0, 1.0)}
+    assert {t.model for t in trials} == {"llava-1.5-7b"}

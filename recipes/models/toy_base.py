@@ -28,7 +28,9 @@ import torch
 from recipes.cache import cached_dir, content_key
 from recipes.data.collate import MCQCollator
 from recipes.data.prompts import mcq_prompt
-from recipes.data.registry import load_dataset, toy_world_key
+from recipes.data.registry import load_dataset, toy_world_dir, toy_world_key
+from recipes.data.schema import read_mcq
+from recipes.data.toy_world import ToyWorldConfig
 from recipes.schedules import lr_multiplier
 from recipes.models.toy import ToyModelConfig, build_toy_components, load_toy_processor, save_toy
 
@@ -77,9 +79,8 @@ def _tokenizer_texts() -> list[str]:
     return texts
 
 
-def pretrain(model, processor, config: PretrainConfig, log=print) -> list[float]:
-    """Pre-train ``model`` in place on the toy pre-training mix; returns the loss per step."""
-    rows = load_dataset(PRETRAIN_DATASET).to_pylist()
+def pretrain(model, processor, config: PretrainConfig, rows: list[dict], log=print) -> list[float]:
+    """Pre-train ``model`` in place on ``rows`` (the toy pre-training mix); returns the loss per step."""
     collate = MCQCollator(processor, with_answers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -118,8 +119,13 @@ def toy_model_dir(
     pretrained: bool,
     model_config: ToyModelConfig = ToyModelConfig(),
     pretrain_config: PretrainConfig = PretrainConfig(),
+    pretrain_world: ToyWorldConfig | None = None,
 ) -> Path:
-    """Directory of the toy model (random init, or pre-trained on the toy world), built once."""
+    """Directory of the toy model (random init, or pre-trained on the toy world), built once.
+
+    ``pretrain_world`` is the toy world whose ``toy-pretrain`` mix the base learns (default: the
+    world the registered names resolve to; tests use a smaller mix).
+    """
     init_key = content_key({"model": model_config.to_dict(), "world": toy_world_key(), "format": 1})
     init_dir = cached_dir("models", f"toy-qwen2.5-vl-init-{init_key}", lambda tmp: _build_init(tmp, model_config))
     if not pretrained:
@@ -133,12 +139,16 @@ def toy_model_dir(
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_dir)
         processor = load_toy_processor(init_dir)
         torch.manual_seed(pretrain_config.seed)
-        losses = pretrain(model, processor, pretrain_config, log=log)
+        rows = read_mcq(toy_world_dir(pretrain_world) / f"{PRETRAIN_DATASET}.parquet").to_pylist()
+        losses = pretrain(model, processor, pretrain_config, rows, log=log)
         save_toy(model, processor, directory)
         report = {"pretrain": asdict(pretrain_config), "final_loss": sum(losses[-100:]) / len(losses[-100:])}
         (directory / "pretrain_report.json").write_text(json.dumps(report, indent=2))
 
-    key = content_key({"init": init_key, "pretrain": asdict(pretrain_config)})
+    identity = {"init": init_key, "pretrain": asdict(pretrain_config)}
+    if pretrain_world is not None:
+        identity["world"] = toy_world_key(pretrain_world)
+    key = content_key(identity)
     return cached_dir("models", f"toy-qwen2.5-vl-{key}", build)
 
 
