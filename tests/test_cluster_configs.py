@@ -1,5 +1,6 @@
-"""cluster/: the launcher YAMLs pass Ray's own schema and config checks, the KubeRay RayJob has
-the structure the sweep needs, the runtime_env is one Ray accepts, and no file holds a secret.
+"""cluster/: the launcher YAMLs pass Ray's own schema and config checks, the KubeRay RayJob and
+RayCluster have the structure KubeRay and the sweep need (and agree with each other), the
+runtime_env is one Ray accepts, and no file holds a secret.
 
 Nothing here starts Ray or talks to a cloud: the launcher files go through the same
 ``prepare_config`` / ``validate_config`` that ``ray up`` runs before it creates anything.
@@ -18,6 +19,8 @@ import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
+
+from orchestrator.grid import load_grid
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = REPO_ROOT / "cluster"
@@ -121,13 +124,21 @@ def test_launcher_installs_the_project_for_a_cluster(name, provider, machine_fie
 
 
 RAYJOB = "kuberay-rayjob.yaml"
+RAYCLUSTER = "kuberay-raycluster.yaml"
+GPU_RESOURCE = "nvidia.com/gpu"
 
-# (dotted path in the RayJob, expected value)
+# (file, kind, dotted path of its RayCluster spec): what both KubeRay manifests share is
+# checked once for each of them.
+KUBERAY_MANIFESTS = [
+    pytest.param(RAYJOB, "RayJob", "spec.rayClusterSpec", id="rayjob"),
+    pytest.param(RAYCLUSTER, "RayCluster", "spec", id="raycluster"),
+]
+KUBERAY_FIELDS = ("name", "kind", "spec_path")
+
+# (dotted path in the RayJob, expected value): what only a RayJob has
 RAYJOB_FIELDS = [
-    ("apiVersion", "ray.io/v1"),
-    ("kind", "RayJob"),
     ("spec.shutdownAfterJobFinishes", True),
-    ("spec.rayClusterSpec.enableInTreeAutoscaling", True),
+    ("spec.submissionMode", "K8sJobMode"),
 ]
 
 
@@ -138,26 +149,151 @@ def lookup(document: dict, dotted: str):
     return value
 
 
+def cluster_spec(name: str, spec_path: str) -> dict:
+    return lookup(load_yaml(name), spec_path)
+
+
+def pod_containers(group: dict) -> list[dict]:
+    return group["template"]["spec"]["containers"]
+
+
+def all_groups(spec: dict) -> list[tuple[str, dict]]:
+    """(label, group spec) of the head group and of every worker group."""
+    return [("headGroupSpec", spec["headGroupSpec"])] + [
+        (f"workerGroupSpecs[{index}]", group) for index, group in enumerate(spec["workerGroupSpecs"])
+    ]
+
+
+def gpu_limit(container: dict) -> int:
+    return int(container.get("resources", {}).get("limits", {}).get(GPU_RESOURCE, 0))
+
+
+@pytest.mark.parametrize(KUBERAY_FIELDS, KUBERAY_MANIFESTS)
+def test_kuberay_manifest_api_and_kind(name, kind, spec_path):
+    manifest = load_yaml(name)
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", kind)
+    assert manifest["metadata"]["name"]
+
+
+@pytest.mark.parametrize(KUBERAY_FIELDS, KUBERAY_MANIFESTS)
+def test_kuberay_groups_have_the_fields_kuberay_requires(name, kind, spec_path):
+    spec = cluster_spec(name, spec_path)
+    assert spec["workerGroupSpecs"], f"{name}: no worker group"
+    for label, group in all_groups(spec):
+        assert isinstance(group["rayStartParams"], dict), f"{name}: {label}.rayStartParams must be a mapping"
+        containers = pod_containers(group)
+        assert containers, f"{name}: {label} has no container"
+        for container in containers:
+            assert container["name"] and container["image"], f"{name}: {label} container needs a name and an image"
+    for index, group in enumerate(spec["workerGroupSpecs"]):
+        assert group["groupName"], f"{name}: workerGroupSpecs[{index}] needs a groupName"
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], (
+            f"{name}: group {group['groupName']} needs minReplicas <= replicas <= maxReplicas"
+        )
+    assert len({group["groupName"] for group in spec["workerGroupSpecs"]}) == len(spec["workerGroupSpecs"])
+
+
+@pytest.mark.parametrize(KUBERAY_FIELDS, KUBERAY_MANIFESTS)
+def test_kuberay_autoscaling_is_on(name, kind, spec_path):
+    spec = cluster_spec(name, spec_path)
+    assert spec["enableInTreeAutoscaling"] is True
+    assert int(spec["autoscalerOptions"]["idleTimeoutSeconds"]) > 0, "idle GPU pods must be released"
+
+
+@pytest.mark.parametrize(KUBERAY_FIELDS, KUBERAY_MANIFESTS)
+def test_kuberay_cpu_head_and_gpu_group_scaling_from_zero(name, kind, spec_path):
+    spec = cluster_spec(name, spec_path)
+    assert all(gpu_limit(c) == 0 for c in pod_containers(spec["headGroupSpec"])), "the head is a CPU pod"
+    gpu_groups = [g for g in spec["workerGroupSpecs"] if any(gpu_limit(c) for c in pod_containers(g))]
+    assert len(gpu_groups) == 1, f"{name}: expected one GPU worker group"
+    (group,) = gpu_groups
+    assert group["minReplicas"] == 0 == group["replicas"], "GPU pods exist only while trials need them"
+    assert group["maxReplicas"] >= 1
+    for container in pod_containers(group):
+        requests = container["resources"].get("requests", {})
+        assert int(requests.get(GPU_RESOURCE, gpu_limit(container))) == gpu_limit(container) >= 1, (
+            "GPU requests and limits must agree"
+        )
+
+
+CREDENTIAL_NAME = re.compile(r"(?i)(?:^|_)(?:password|passwd|secret|token|api_?key|access_key|credentials?)(?:_|$)")
+"""An environment variable name that holds a credential (the words between underscores)."""
+
+
+@pytest.mark.parametrize(("variable", "is_credential"), [
+    ("MLFLOW_TRACKING_TOKEN", True), ("AWS_SECRET_ACCESS_KEY", True), ("MLFLOW_TRACKING_PASSWORD", True),
+    ("HF_TOKEN", True), ("TOKENIZERS_PARALLELISM", False), ("FORGETLESS_CACHE", False),
+])
+def test_credential_names_are_recognised(variable, is_credential):
+    assert bool(CREDENTIAL_NAME.search(variable)) is is_credential
+
+
+@pytest.mark.parametrize(KUBERAY_FIELDS, KUBERAY_MANIFESTS)
+def test_kuberay_credentials_only_from_secrets(name, kind, spec_path):
+    """An environment variable that names a credential may only reference a Secret (valueFrom)."""
+    for label, group in all_groups(cluster_spec(name, spec_path)):
+        for container in pod_containers(group):
+            for variable in container.get("env", []):
+                if CREDENTIAL_NAME.search(variable["name"]):
+                    assert "value" not in variable, f"{name}: {label} sets {variable['name']} in plain text"
+
+
+def test_kuberay_manifests_agree():
+    """The one-sweep RayJob and the interactive RayCluster run the same image, Ray and autoscaler."""
+    job = cluster_spec(RAYJOB, "spec.rayClusterSpec")
+    interactive = cluster_spec(RAYCLUSTER, "spec")
+    images = {c["image"] for spec in (job, interactive) for _, g in all_groups(spec) for c in pod_containers(g)}
+    assert len(images) == 1, f"one image for every pod of both manifests, got {sorted(images)}"
+    for key in ("rayVersion", "autoscalerOptions"):
+        assert job[key] == interactive[key], key
+    assert job["headGroupSpec"]["rayStartParams"] == interactive["headGroupSpec"]["rayStartParams"]
+    assert containers_without_env(job["headGroupSpec"]) == containers_without_env(interactive["headGroupSpec"])
+    job_groups = {group["groupName"]: group for group in job["workerGroupSpecs"]}
+    for group in interactive["workerGroupSpecs"]:
+        same = job_groups[group["groupName"]]
+        assert group["maxReplicas"] == same["maxReplicas"], group["groupName"]
+        assert containers_without_env(group) == containers_without_env(same), f"group {group['groupName']}"
+
+
+def containers_without_env(group: dict) -> list[dict]:
+    """A group's containers less their environment (the RayCluster sets what the RayJob's runtime env sets)."""
+    return [{key: value for key, value in container.items() if key != "env"} for container in pod_containers(group)]
+
+
+def test_raycluster_env_matches_what_jobs_get():
+    """Every RayCluster pod has the environment the RayJob gives its sweep (same names, same values)."""
+    job_env = yaml.safe_load(load_yaml(RAYJOB)["spec"]["runtimeEnvYAML"])["env_vars"]
+    for label, group in all_groups(cluster_spec(RAYCLUSTER, "spec")):
+        for container in pod_containers(group):
+            env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
+            assert env == job_env, f"{label} {container['name']}"
+
+
 @pytest.mark.parametrize(("dotted", "expected"), RAYJOB_FIELDS)
 def test_rayjob_fields(dotted, expected):
     assert lookup(load_yaml(RAYJOB), dotted) == expected
 
 
+def rayjob_argv() -> list[str]:
+    return shlex.split(load_yaml(RAYJOB)["spec"]["entrypoint"])
+
+
 def test_rayjob_entrypoint_runs_the_sweep():
-    argv = shlex.split(load_yaml(RAYJOB)["spec"]["entrypoint"])
+    argv = rayjob_argv()
     assert argv[:3] == ["python", "-m", SWEEP_MODULE]
     assert argv[3:] == ["grids/paper-table1.yaml"]
 
 
-def test_rayjob_gpu_worker_group_autoscales():
-    cluster_spec = load_yaml(RAYJOB)["spec"]["rayClusterSpec"]
-    (group,) = cluster_spec["workerGroupSpecs"]
-    (container,) = group["template"]["spec"]["containers"]
-    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    assert 0 == group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-    assert group["maxReplicas"] >= 1
-    head_containers = cluster_spec["headGroupSpec"]["template"]["spec"]["containers"]
-    assert all("nvidia.com/gpu" not in c.get("resources", {}).get("limits", {}) for c in head_containers)
+def test_rayjob_entrypoint_grid_exists_and_validates(monkeypatch):
+    """The grid the RayJob runs is in the repository (the job's working dir) and is valid.
+
+    Paths are not checked: the model and data it names are on the cluster, not here.
+    """
+    grid_path = rayjob_argv()[3]
+    assert (REPO_ROOT / grid_path).is_file()
+    monkeypatch.chdir(REPO_ROOT)
+    grid = load_grid(grid_path, check_paths=False)
+    assert grid.resources.gpus_per_worker >= 1, "the RayJob's GPU pods are for GPU trials"
 
 
 def runtime_env_documents() -> list:
@@ -228,13 +364,28 @@ def test_secret_patterns_catch_their_sample(kind):
     assert SECRET_PATTERNS[kind].search(SECRET_SAMPLES[kind])
 
 
-@pytest.mark.parametrize("path", sorted(CLUSTER_DIR.iterdir()), ids=lambda p: p.name)
-def test_no_secrets_in_cluster_files(path):
-    text = path.read_text()
+CLUSTER_FILES = ("aws-gpu.yaml", "gcp-gpu.yaml", RAYJOB, RAYCLUSTER, "runtime_env.yaml", "README.md")
+"""What cluster/ must hold; the secret scan covers these and anything else in the directory."""
+
+
+@pytest.mark.parametrize("name", sorted({*CLUSTER_FILES, *(path.name for path in CLUSTER_DIR.iterdir())}))
+def test_no_secrets_in_cluster_files(name):
+    text = (CLUSTER_DIR / name).read_text()
     found = [kind for kind, pattern in SECRET_PATTERNS.items() if pattern.search(text)]
-    assert not found, f"{path.name}: looks like it contains a secret ({', '.join(found)})"
+    assert not found, f"{name}: looks like it contains a secret ({', '.join(found)})"
 
 
 def test_cluster_directory_has_every_file():
     names = {path.name for path in CLUSTER_DIR.iterdir()}
-    assert {"aws-gpu.yaml", "gcp-gpu.yaml", "kuberay-rayjob.yaml", "runtime_env.yaml", "README.md"} <= names
+    assert set(CLUSTER_FILES) <= names
+
+
+@pytest.mark.parametrize("name", [RAYJOB, RAYCLUSTER, "aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_cluster_files_mark_what_to_edit(name):
+    assert "REPLACE_ME" in (CLUSTER_DIR / name).read_text()
+
+
+def test_readme_lists_every_cluster_file():
+    readme = (CLUSTER_DIR / "README.md").read_text()
+    missing = [name for name in CLUSTER_FILES if name != "README.md" and f"| `{name}` |" not in readme]
+    assert not missing, f"cluster/README.md's table lacks {missing}"
