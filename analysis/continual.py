@@ -191,10 +191,12 @@ def matrix_figure(runs: list[ContinualRun]) -> Figure | None:
     tasks = runs[0].tasks
     columns = min(len(runs), 2)
     lines = -(-len(runs) // columns)
-    cell = 0.55
-    figure = Figure(figsize=(columns * (1.6 + cell * len(tasks)), lines * (1.2 + cell * (len(tasks) + 1))))
+    cell = 0.6
+    figure = Figure(figsize=(1.6 + columns * (0.6 + cell * len(tasks)) + 1.0, lines * (1.4 + cell * (len(tasks) + 1))),
+                    layout="constrained")
     for index, run in enumerate(runs):
         axes = figure.add_subplot(lines, columns, index + 1)
+        axes.grid(False)
         values = [run.zero_shot, *run.matrix]
         image = axes.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for row, line in enumerate(values):
@@ -202,7 +204,8 @@ def matrix_figure(runs: list[ContinualRun]) -> Figure | None:
                 axes.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=8,
                           color="white" if value < 60 else "black")
         axes.set_xticks(range(len(tasks)), [task.removeprefix("toy-cl-") for task in tasks], rotation=30, ha="right")
-        axes.set_yticks(range(len(tasks) + 1), ["zero-shot", *(f"after {t.removeprefix('toy-cl-')}" for t in tasks)])
+        rows = ["zero-shot", *(f"after {t.removeprefix('toy-cl-')}" for t in tasks)]
+        axes.set_yticks(range(len(tasks) + 1), rows if index % columns == 0 else [])
         replay = f"replay {run.replay}" if run.replay else "no replay"
         axes.set_title(f"{METHOD_LABELS.get(run.method, run.method)}, {replay}", fontsize=10)
     figure.colorbar(image, ax=figure.axes, shrink=0.8, label="accuracy (%)")
