@@ -30,15 +30,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import ray.train
 import torch
 
-from jobs.checkpoints import TRAINER_STATE, read_trainer_state
+from jobs.checkpoints import TRAINER_STATE
 from jobs.continual.metrics import continual_scores
 from jobs.evaluate.suite_eval import DatasetEvaluator
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
-from jobs.finetune.loop import RESUMED_TAG, TrialWorker, WindowStats, check_checkpoint_trial
+from jobs.finetune.loop import RESUMED_TAG, TrialWorker, WindowStats
 from recipes.data.continual import stage_training_table, task_names
 from recipes.data.registry import dataset_name
 from recipes.data.stream import TrainingStream
@@ -138,7 +137,6 @@ class ContinualWorker(TrialWorker):
         torch.save(self.model.state_dict(), directory / MODEL_STATE)
         state = {
             "step": step,
-            "tasks_done": len(self.stage_ends),
             "stage_ends": self.stage_ends,
             "matrix": self.matrix,
             "zero_shot_row": self.zero_shot_row,
@@ -146,20 +144,11 @@ class ContinualWorker(TrialWorker):
         }
         (directory / TRAINER_STATE).write_text(json.dumps(state))
 
-    def restore(self) -> int:
-        """Load the latest checkpoint (model after its last task, matrix); returns its step."""
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return 0
-        with checkpoint.as_directory() as directory:
-            state = read_trainer_state(directory)
-            check_checkpoint_trial(state, self.trial, checkpoint.path)
-            weights = torch.load(Path(directory) / MODEL_STATE, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(weights)
+    def load_state(self, directory: Path, state: dict) -> None:
+        """Load the model after the checkpoint's last task and the matrix so far."""
+        self.model.load_state_dict(torch.load(directory / MODEL_STATE, map_location="cpu", weights_only=True))
         self.matrix, self.stage_ends = state["matrix"], state["stage_ends"]
         self.zero_shot_row = state["zero_shot_row"]
-        log.info("trial %s resumed after task %d (step %d)", self.trial.name, state["tasks_done"], state["step"])
-        return state["step"]
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -70,13 +70,6 @@ def frozen_fingerprint(module: torch.nn.Module) -> torch.Tensor:
     return torch.stack(rows).cpu() if rows else torch.zeros(0, 2, dtype=torch.float64)
 
 
-def check_checkpoint_trial(state: dict, trial: TrialConfig, location: str) -> None:
-    """Refuse a checkpoint (its ``trainer_state.json`` is ``state``) written by another trial."""
-    found = TrialConfig.from_dict(state["trial"]).trial_id
-    if found != trial.trial_id:
-        raise RuntimeError(f"checkpoint {location} belongs to trial {found}, not {trial.trial_id}")
-
-
 @dataclass
 class WindowStats:
     """Training statistics accumulated between two logging points."""
@@ -194,20 +187,25 @@ class TrialWorker:
             (directory / TRAINER_STATE).write_text(json.dumps(state))
 
     def restore(self) -> int:
-        """Load Ray Train's latest checkpoint, if any; returns the step to continue after."""
+        """Load Ray Train's latest checkpoint, if any (``load_state``); returns the step to continue after."""
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return 0
         with checkpoint.as_directory() as directory:
-            directory = Path(directory)
             state = read_trainer_state(directory)
-            check_checkpoint_trial(state, self.trial, checkpoint.path)
-            self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
-            rng = directory / f"rng_rank{self.rank}.pt"
-            if rng.is_file():
-                torch.set_rng_state(torch.load(rng))
+            found = TrialConfig.from_dict(state["trial"]).trial_id
+            if found != self.trial.trial_id:
+                raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {found}, not {self.trial.trial_id}")
+            self.load_state(Path(directory), state)
         log.info("trial %s resumed after step %d", self.trial.name, state["step"])
         return state["step"]
+
+    def load_state(self, directory: Path, state: dict) -> None:
+        """Load this rank's share of a checkpoint written by ``save`` (its ``trainer_state.json`` is ``state``)."""
+        self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
+        rng = directory / f"rng_rank{self.rank}.pt"
+        if rng.is_file():
+            torch.set_rng_state(torch.load(rng))
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: bool) -> None:
         """Report metrics (and this rank's checkpoint files) to Ray Train; every rank calls it."""
