@@ -21,7 +21,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.tracking import KIND_TAG, STATUS_TAG, start_trial_run
+from jobs.finetune.tracking import KIND_TAG, STATUS_TAG, experiment_id, start_trial_run
 from jobs.finetune.trainer import find_trial_run
 
 DONE_STATUSES = ("finished", "early_stopped")
@@ -50,17 +50,12 @@ def trials_csv(trials: list[TrialConfig]) -> str:
     return buffer.getvalue()
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
-
-
 def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[TrialConfig]) -> str:
     """The sweep's parent run (the newest one of this sweep, or a new one), with fresh artifacts."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_id = _experiment_id(client, sweep)
+    sweep_experiment = experiment_id(client, sweep)
     runs = client.search_runs(
-        [experiment_id],
+        [sweep_experiment],
         filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep = '{sweep}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
@@ -69,7 +64,7 @@ def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[
         run_id = runs[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        run = client.create_run(experiment_id, run_name=sweep, tags={KIND_TAG: "sweep", "sweep": sweep})
+        run = client.create_run(sweep_experiment, run_name=sweep, tags={KIND_TAG: "sweep", "sweep": sweep})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param("grid_file", grid_file), Param("trials", str(len(trials)))])
     client.log_batch(run_id, tags=[RunTag("forgetless.trials", str(len(trials)))])

@@ -29,6 +29,20 @@ EARLY_STOP_TAG = "forgetless.early_stop_reason"
 KIND_TAG = "forgetless.kind"
 """Tag telling sweep (parent) runs from trial (child) runs."""
 STATUSES = ("running", "finished", "early_stopped", "failed")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow's experiment tag that picks the UI's view of an experiment."""
+EXPERIMENT_KIND = "custom_model_development"
+"""A sweep is model training: the UI opens on the runs table, not the GenAI traces view."""
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created if missing; tagged so the MLflow UI opens on its runs."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def existing_metric_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
@@ -96,11 +110,9 @@ def start_trial_run(
 ) -> str:
     """Create a trial run (a child of ``parent_run_id`` when given) with params and tags; returns its id."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_obj = client.get_experiment_by_name(experiment)
-    experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
     run_tags = {KIND_TAG: "trial", STATUS_TAG: "running", **tags}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=run_tags)
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
     return run.info.run_id

@@ -105,7 +105,11 @@ def pretrain(model, processor, config: PretrainConfig, rows: list[dict], log=pri
         if (step + 1) % 100 == 0 or step + 1 == config.steps:
             recent = sum(losses[-100:]) / len(losses[-100:])
             elapsed = time.perf_counter() - started
-            log(f"toy base pre-training: step {step + 1}/{config.steps}  loss {recent:.4f}  {elapsed:.0f}s")
+            left = elapsed / (step + 1) * (config.steps - step - 1)
+            log(
+                f"toy base pre-training: step {step + 1}/{config.steps}  loss {recent:.4f}  "
+                f"{elapsed:.0f}s elapsed, ~{left / 60:.1f} min left"
+            )
     model.eval()
     return losses
 
