@@ -26,6 +26,8 @@ from jobs.finetune.trainer import find_trial_run
 
 DONE_STATUSES = ("finished", "early_stopped")
 """Child-run states that a re-run skips."""
+RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+"""The MLflow UI's runs table of an experiment (MLflow 3's UI opens on its GenAI view otherwise)."""
 TRIALS_COLUMNS = ("trial_id", "name", "parts", "method", "lr", "data_fraction", "seed", "mix_ratio", "recipe")
 
 
@@ -94,6 +96,19 @@ def plan_children(trials: list[TrialConfig], parent_run_id: str) -> TrialPlan:
             )
         plan.pending.append(trial.with_run(run_id=run_id))
     return plan
+
+
+def runs_page_hint(tracking_uri: str, experiment_id: str) -> str:
+    """One line telling where the MLflow UI shows the sweep's trials side by side."""
+    view = RUNS_VIEW.format(experiment_id=experiment_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"compare the trials: {tracking_uri.rstrip('/')}/{view}"
+    return f"compare the trials: mlflow ui --backend-store-uri {tracking_uri}, then open http://127.0.0.1:5000/{view}"
+
+
+def parent_experiment_id(tracking_uri: str, parent_run_id: str) -> str:
+    """The experiment that holds a sweep's parent run."""
+    return MlflowClient(tracking_uri=tracking_uri).get_run(parent_run_id).info.experiment_id
 
 
 def close_parent_run(tracking_uri: str, run_id: str, status: str) -> None:

@@ -32,7 +32,15 @@ from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.expand import expand_trials
 from orchestrator.plan import max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
-from orchestrator.runs import DONE_STATUSES, TrialPlan, close_parent_run, open_parent_run, plan_children
+from orchestrator.runs import (
+    DONE_STATUSES,
+    TrialPlan,
+    close_parent_run,
+    open_parent_run,
+    parent_experiment_id,
+    plan_children,
+    runs_page_hint,
+)
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summary_rows(grid.tracking_uri, trials)
     print()
     print(summary_table(rows))
+    print(runs_page_hint(grid.tracking_uri, parent_experiment_id(grid.tracking_uri, parent)))
     unfinished = [row.name for row in rows if row.status not in DONE_STATUSES + ("failed",)]
     if unfinished:
         close_parent_run(grid.tracking_uri, parent, "KILLED")
