@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -16,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import RESUMED_TAG, early_stop_reason, eval_steps
-from jobs.finetune.trainer import run_trial
+from jobs.finetune.trainer import ensure_trial_run, run_trial
 from recipes.models import load_model
 from recipes.parts import resolve_parts
 from tests.conftest import metric_steps
@@ -108,42 +109,89 @@ def train_worker_pids() -> list[int]:
     ]
 
 
-def registered_checkpoint(storage: Path) -> bool:
-    """True once Ray Train's controller has registered a checkpoint (its snapshot names one)."""
+def latest_registered_checkpoint(storage: Path) -> int | None:
+    """Step of the newest checkpoint Ray Train's controller has registered under ``storage``, if any."""
+    steps = []
     for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        if '"checkpoint_dir_name"' in snapshot.read_text():
-            return True
-    return False
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, json.JSONDecodeError):  # being written
+            continue
+        if latest:
+            steps.append(int(latest["metrics"]["step"]))
+    return max(steps, default=None)
 
 
-def kill_a_worker_after_a_registered_checkpoint(storage: Path, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL a Ray Train worker as soon as a checkpoint is registered (the trial is mid-run)."""
-    while not stop.is_set():
-        if registered_checkpoint(storage) and (pids := train_worker_pids()):
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
-            return
-        time.sleep(0.1)
+def wait_for(condition, what: str, timeout: float = 600, every: float = 0.05):
+    """Poll ``condition()`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
-def test_trial_killed_after_a_checkpoint_resumes_without_duplicate_steps(tmp_path, tracking_uri, ray_cluster):
-    trial = make_trial(tmp_path, tracking_uri, steps=60, eval_every=10)
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(
-        target=kill_a_worker_after_a_registered_checkpoint, args=(tmp_path / "storage", stop, killed)
-    )
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a Ray Train worker once ``ready()`` holds; records the checkpoint step registered then."""
+
+    def __init__(self, ready, storage: Path) -> None:
+        super().__init__(daemon=True)
+        self.ready, self.storage = ready, storage
+        self.killed: int | None = None
+        self.checkpoint_at_kill: int | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill")
+            pid = train_worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            self.killed = pid
+            self.checkpoint_at_kill = latest_registered_checkpoint(self.storage)
+        except Exception as error:  # reported by the test
+            self.error = error
+
+
+def logged_steps(tracking_uri: str, run_id: str) -> dict[str, list[int]]:
+    """Every metric of a run with the steps it was logged at (duplicates kept)."""
+    client = MlflowClient(tracking_uri)
+    return {key: metric_steps(tracking_uri, run_id, key) for key in client.get_run(run_id).data.metrics}
+
+
+KILL = dict(steps=16, eval_every=4, checkpoint_every=8, log_every=1)
+"""The worker-kill trial: train metrics every step, evaluations every 4 steps, checkpoints at 8 and 16."""
+
+
+def test_worker_killed_between_checkpoints_replays_steps_without_logging_any_twice(tmp_path, tracking_uri, ray_cluster):
+    """Killed after the step-12 evaluation, the trial restarts from its step-8 checkpoint and replays
+    steps 9-12 (train metrics and an evaluation already in MLflow): each is logged once, and it ends
+    with the weights of an uninterrupted run, bit for bit."""
+    trial = make_trial(tmp_path, tracking_uri, **KILL)
+    trial = ensure_trial_run(trial)
+    killer = WorkerKiller(lambda: 12 in metric_steps(tracking_uri, trial.run_id, "acc/q/id_id"), tmp_path / "storage")
     killer.start()
-    try:
-        outcome = run_trial(trial)
-    finally:
-        stop.set()
-        killer.join()
-    assert killed, "no worker was killed"
+    outcome = run_trial(trial)
+    killer.join(timeout=60)
+    assert killer.error is None and killer.killed, killer.error
+    assert killer.checkpoint_at_kill == 8, f"killed with checkpoint {killer.checkpoint_at_kill} registered, not 8"
     assert outcome.status == "finished", outcome.error
-    run = MlflowClient(tracking_uri).get_run(outcome.run_id)
-    assert int(run.data.tags[RESUMED_TAG]) in (10, 20, 30, 40, 50)
-    assert metric_steps(tracking_uri, outcome.run_id, "acc/q/id_id") == [0, 10, 20, 30, 40, 50, 60]
-    assert metric_steps(tracking_uri, outcome.run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+    assert MlflowClient(tracking_uri).get_run(outcome.run_id).data.tags[RESUMED_TAG] == "8"
+    evaluated = [0, 4, 8, 12, 16]
+    steps = logged_steps(tracking_uri, outcome.run_id)
+    assert steps["train/loss"] == list(range(1, 17))
+    assert steps["acc/q/id_id"] == steps["delta/q/ood_id"] == evaluated
+    assert steps["model/frozen_tensors_changed"] == evaluated[1:]
+    assert all(len(logged) == len(set(logged)) for logged in steps.values()), steps
+
+    uninterrupted = run_trial(make_trial(tmp_path / "uninterrupted", tracking_uri, experiment=f"test-{tmp_path.name}-straight", **KILL))
+    assert uninterrupted.status == "finished", uninterrupted.error
+    resumed, straight = trained_state_dict(outcome.checkpoint), trained_state_dict(uninterrupted.checkpoint)
+    assert set(resumed) == set(straight)
+    assert all(torch.equal(resumed[name], straight[name]) for name in straight), "resumed weights differ"
+    losses = {run: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(run, "train/loss")}
+              for run in (outcome.run_id, uninterrupted.run_id)}
+    assert losses[outcome.run_id] == losses[uninterrupted.run_id]  # replayed and later steps alike
 
 
 def test_s3_storage_writes_checkpoints_and_resume_reads_them(tmp_path, tracking_uri, ray_cluster, s3_endpoint):
