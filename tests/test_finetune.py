@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.loop import RESUMED_TAG, early_stop_reason, eval_steps
+from jobs.finetune.loop import RESUMED_TAG, TrialWorker, early_stop_reason, eval_steps
 from jobs.finetune.trainer import ensure_trial_run, run_trial
-from recipes.models import load_model
+from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
 from tests.conftest import metric_steps
 
@@ -79,9 +79,79 @@ def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, trackin
     assert all(not torch.equal(trained[name], base.get_parameter(name)) for name in selected)
     loaded, settings, step = load_trial_checkpoint(checkpoint)
     assert step == 24 and settings["parts"] == PARTS
+    independent = independent_base(trial.model)
+    assert {name for name, _ in loaded.model.named_parameters()} == set(independent)
     for name, param in loaded.model.named_parameters():
-        if name not in selected:
-            assert torch.equal(param, base.get_parameter(name)), name
+        expected = trained[name] if name in selected else independent[name]
+        assert torch.equal(param, expected), name
+
+
+def independent_base(model: str) -> dict[str, torch.Tensor]:
+    """The base model's tensors read straight from its safetensors file, under the loaded model's names."""
+    from safetensors.torch import load_file
+
+    def module_name(key: str) -> str:  # how transformers maps Qwen2.5-VL's saved names onto its modules
+        if key.startswith("visual."):
+            return f"model.{key}"
+        return f"model.language_model.{key[len('model.'):]}" if key.startswith("model.") else key
+
+    tensors = {}
+    for path in sorted(resolve_model_dir(model).glob("*.safetensors")):
+        tensors.update({module_name(key): tensor for key, tensor in load_file(path).items()})
+    return tensors
+
+
+CHANGED_FROZEN = "model.visual.patch_embed.proj.weight"
+"""The frozen tensor the probe trial changes on purpose (the trial trains ``llm.attn``)."""
+
+
+class FrozenTensorProbe(TrialWorker):
+    """A trial worker that adds 1 to a frozen tensor after its first step and saves its frozen tensors at the end."""
+
+    def __init__(self, trial: TrialConfig, changed: str, out: str) -> None:
+        super().__init__(trial)
+        self.changed, self.out = changed, out
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        result = super().train_step(step)
+        if step == 0:
+            with torch.no_grad():
+                self.engine.module.get_parameter(self.changed).add_(1.0)
+        return result
+
+    def run(self) -> None:
+        super().run()
+        module = self.engine.module
+        torch.save({name: p.detach().cpu() for name, p in module.named_parameters() if not p.requires_grad}, self.out)
+
+
+def frozen_tensor_probe_loop(config: dict) -> None:
+    """Ray Train entry point of the probe trial."""
+    FrozenTensorProbe(TrialConfig.from_dict(config["trial"]), config["changed"], config["out"]).run()
+
+
+def test_a_changed_frozen_tensor_is_flagged_and_the_rest_equal_the_base(tmp_path, tracking_uri, ray_cluster):
+    """The in-trial fingerprint flags the one frozen tensor changed on purpose, and every other frozen
+    tensor at the end of training equals the base model read independently from its file."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=4, eval_every=2))
+    out = tmp_path / "frozen.pt"
+    TorchTrainer(
+        frozen_tensor_probe_loop,
+        train_loop_config={"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="frozen-probe", storage_path=str(tmp_path / "storage")),
+    ).fit()
+    history = MlflowClient(tracking_uri).get_metric_history(trial.run_id, "model/frozen_tensors_changed")
+    assert sorted((m.step, m.value) for m in history) == [(2, 1.0), (4, 1.0)]
+
+    frozen, base = torch.load(out), independent_base(trial.model)
+    assert set(frozen) == set(base) - part_names("llm.attn")
+    assert torch.equal(frozen[CHANGED_FROZEN], base[CHANGED_FROZEN] + 1.0)
+    assert [name for name in frozen if name != CHANGED_FROZEN and not torch.equal(frozen[name], base[name])] == []
 
 
 def test_lora_trial_saves_adapters_only(tmp_path, tracking_uri, ray_cluster):
