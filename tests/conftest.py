@@ -7,8 +7,12 @@ model; Ray workers inherit this process's environment, so everything set here be
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -32,6 +36,38 @@ def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     from mlflow.tracking import MlflowClient
 
     return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 600.0, every: float = 0.25) -> Any:
+    """Poll ``condition()`` until it returns something truthy, and return that; fail after ``timeout`` s.
+
+    Tests wait for readiness this way, with generous deadlines, never with a fixed sleep or a
+    single short read: on a busy machine everything may take ten times longer than usual.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := condition():
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def latest_registered_checkpoint(storage: Path) -> int | None:
+    """Step of the newest checkpoint a Ray Train controller has registered under ``storage``, if any.
+
+    The controller writes its checkpoint list to the run's storage once it has taken a checkpoint
+    in; from then on a restarted worker group gets that checkpoint.
+    """
+    steps = []
+    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, json.JSONDecodeError):  # being written
+            continue
+        if latest:
+            steps.append(int(latest["metrics"]["step"]))
+    return max(steps, default=None)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -20,7 +18,7 @@ from jobs.finetune.loop import RESUMED_TAG, TrialWorker, early_stop_reason, eval
 from jobs.finetune.trainer import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
-from tests.conftest import metric_steps
+from tests.conftest import latest_registered_checkpoint, metric_steps, wait_for
 
 
 PARTS = "llm.attn+lm_head"
@@ -179,29 +177,6 @@ def train_worker_pids() -> list[int]:
     ]
 
 
-def latest_registered_checkpoint(storage: Path) -> int | None:
-    """Step of the newest checkpoint Ray Train's controller has registered under ``storage``, if any."""
-    steps = []
-    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, json.JSONDecodeError):  # being written
-            continue
-        if latest:
-            steps.append(int(latest["metrics"]["step"]))
-    return max(steps, default=None)
-
-
-def wait_for(condition, what: str, timeout: float = 600, every: float = 0.05):
-    """Poll ``condition()`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-
-
 class WorkerKiller(threading.Thread):
     """SIGKILLs a Ray Train worker once ``ready()`` holds; records the checkpoint step registered then."""
 
@@ -214,12 +189,12 @@ class WorkerKiller(threading.Thread):
 
     def run(self) -> None:
         try:
-            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill")
+            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill", every=0.05)
             pid = train_worker_pids()[0]
             os.kill(pid, signal.SIGKILL)
             self.killed = pid
             self.checkpoint_at_kill = latest_registered_checkpoint(self.storage)
-        except Exception as error:  # reported by the test
+        except BaseException as error:  # reported by the test (pytest.fail raises a BaseException)
             self.error = error
 
 

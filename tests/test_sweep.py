@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import S3_BUCKET, free_port, metric_steps
+from tests.conftest import S3_BUCKET, free_port, metric_steps, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,16 +47,16 @@ def trial_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     return [r for r in runs if kind(r) == "sweep"], [r for r in runs if kind(r) == "trial"]
 
 
-def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, attempts: int = 240) -> None:
-    """Poll ``url`` every half second until it answers with one of the ``accepted`` statuses."""
-    for _ in range(attempts):
+def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: float = 600) -> None:
+    """Wait until ``url`` answers with one of the ``accepted`` statuses (a slow answer is waited for)."""
+
+    def answers() -> bool:
         try:
-            if requests.get(url, timeout=1).status_code in accepted:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not start")
+            return requests.get(url, timeout=60).status_code in accepted
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
+            return False
+
+    wait_for(answers, f"{what} at {url}", timeout, every=0.5)
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
@@ -97,7 +96,7 @@ def mlflow_server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{uri}/health", (200,), "mlflow server", attempts=120)
+    wait_until_serving(f"{uri}/health", (200,), "mlflow server")
     yield uri
     stop_process_group(server)
 
@@ -132,16 +131,15 @@ def token_env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
-def wait_for_job_agent(address: str, attempts: int = 30) -> None:
+def wait_for_job_agent(address: str, timeout: float = 600) -> None:
     """Block until the head's job agent accepts a job: the dashboard answers before the agent
     registers, and submissions in between fail with "No available agent to submit job"."""
-    for _ in range(attempts):
+    def accepts() -> bool:
         probe = subprocess.run(["ray", "job", "submit", "--address", address, "--", "true"],
                                capture_output=True, text=True, env=token_env(), timeout=300)
-        if probe.returncode == 0:
-            return
-        time.sleep(2)
-    pytest.fail(f"the ray head's job agent never accepted a job:\n{probe.stderr[-2000:]}")
+        return probe.returncode == 0
+
+    wait_for(accepts, f"the ray head's job agent at {address} accepting a job", timeout, every=2)
 
 
 def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_endpoint):
@@ -177,16 +175,15 @@ def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_e
 
 
 def wait_for_finished_trial(tracking_uri: str, experiment: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
+    def finished() -> bool:
+        assert process.poll() is None, f"the sweep exited ({process.returncode}) before a trial finished"
         try:
             _, children = trial_runs(tracking_uri, experiment)
         except Exception:  # the store is not created yet
-            children = []
-        if any(c.data.tags.get("forgetless.status") == "finished" for c in children):
-            return
-        time.sleep(1)
-    pytest.fail(f"no trial finished (sweep exit code {process.poll()})")
+            return False
+        return any(c.data.tags.get("forgetless.status") == "finished" for c in children)
+
+    wait_for(finished, "a finished trial", timeout, every=1)
 
 
 def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
