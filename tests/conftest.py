@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
+import requests
 
 os.environ.setdefault("FORGETLESS_TOY_SIZE", "small")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -68,6 +74,80 @@ def latest_registered_checkpoint(storage: Path) -> int | None:
         if latest:
             steps.append(int(latest["metrics"]["step"]))
     return max(steps, default=None)
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or ())
+    ]
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a Ray Train worker once ``ready()`` holds; records the checkpoint step registered then."""
+
+    def __init__(self, ready, storage: Path) -> None:
+        super().__init__(daemon=True)
+        self.ready, self.storage = ready, storage
+        self.killed: int | None = None
+        self.checkpoint_at_kill: int | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill", every=0.05)
+            pid = train_worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            self.killed = pid
+            self.checkpoint_at_kill = latest_registered_checkpoint(self.storage)
+        except BaseException as error:  # reported by the test (pytest.fail raises a BaseException)
+            self.error = error
+
+
+def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: float = 600) -> None:
+    """Wait until ``url`` answers with one of the ``accepted`` statuses (a slow answer is waited for)."""
+
+    def answers() -> bool:
+        try:
+            return requests.get(url, timeout=60).status_code in accepted
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
+            return False
+
+    wait_for(answers, f"{what} at {url}", timeout, every=0.5)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store, which a test may stop and start again
+    (same port, same store and artifacts)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.directory / 'server.db'}",
+             "--artifacts-destination", str(self.directory / "artifacts")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_until_serving(f"{self.uri}/health", (200,), "mlflow server")
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
 
 
 @pytest.fixture(scope="session")

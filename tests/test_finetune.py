@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -18,7 +15,7 @@ from jobs.finetune.loop import RESUMED_TAG, TrialWorker, early_stop_reason, eval
 from jobs.finetune.trainer import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
-from tests.conftest import latest_registered_checkpoint, metric_steps, wait_for
+from tests.conftest import MlflowServer, WorkerKiller, metric_steps, wait_for
 
 
 PARTS = "llm.attn+lm_head"
@@ -168,36 +165,6 @@ def test_zero3_trial_runs(tmp_path, tracking_uri, ray_cluster):
     assert set(trained_state_dict(outcome.checkpoint)) == part_names("llm.attn")
 
 
-def train_worker_pids() -> list[int]:
-    """PIDs of live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
-    return [
-        proc.pid
-        for proc in psutil.process_iter(["cmdline"])
-        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or ())
-    ]
-
-
-class WorkerKiller(threading.Thread):
-    """SIGKILLs a Ray Train worker once ``ready()`` holds; records the checkpoint step registered then."""
-
-    def __init__(self, ready, storage: Path) -> None:
-        super().__init__(daemon=True)
-        self.ready, self.storage = ready, storage
-        self.killed: int | None = None
-        self.checkpoint_at_kill: int | None = None
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill", every=0.05)
-            pid = train_worker_pids()[0]
-            os.kill(pid, signal.SIGKILL)
-            self.killed = pid
-            self.checkpoint_at_kill = latest_registered_checkpoint(self.storage)
-        except BaseException as error:  # reported by the test (pytest.fail raises a BaseException)
-            self.error = error
-
-
 def logged_steps(tracking_uri: str, run_id: str) -> dict[str, list[int]]:
     """Every metric of a run with the steps it was logged at (duplicates kept)."""
     client = MlflowClient(tracking_uri)
@@ -307,3 +274,33 @@ def test_trial_identity_ignores_where_it_runs(tmp_path):
     assert moved.trial_id == trial.trial_id
     assert make_trial(tmp_path, "sqlite://", lr=1e-4).trial_id != trial.trial_id
     assert trial.name == "llm.attn-full-lr2e-03-f1.0-s0"
+
+
+def worker_logs_mention(ray, *texts: str) -> bool:
+    """Whether one log file of the session's Ray workers contains every one of ``texts``."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return any(all(text in path.read_text(errors="replace") for text in texts) for path in logs.glob("worker-*.err"))
+
+
+def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster):
+    """The tracking server is stopped once the trial has logged a few steps and started again later
+    (same port and store): rank 0's MLflow client retries, the trial finishes, every step is there once."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=12, eval_every=4, log_every=1))
+    outcome: list = []
+    training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
+    training.start()
+    try:
+        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, "train/loss"), "the trial logging step 2")
+        server.stop()
+        wait_for(lambda: worker_logs_mention(ray_cluster, "Retrying", "Connection refused"), "rank 0 retrying MLflow")
+    finally:
+        server.start()
+    training.join(timeout=1200)
+    try:
+        assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
+        assert metric_steps(server.uri, trial.run_id, "train/loss") == list(range(1, 13))
+        assert metric_steps(server.uri, trial.run_id, "acc/q/id_id") == [0, 4, 8, 12]
+    finally:
+        server.stop()

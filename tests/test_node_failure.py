@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from jobs.finetune.loop import RESUMED_TAG
-from tests.conftest import free_port, latest_registered_checkpoint, metric_steps, wait_for
+from tests.conftest import free_port, latest_registered_checkpoint, metric_steps, wait_for, wait_until_serving
 from tests.test_sweep import (
     REPO,
     ci_grid,
@@ -32,7 +32,6 @@ from tests.test_sweep import (
     token_env,
     trial_runs,
     wait_for_job_agent,
-    wait_until_serving,
     write_grid,
 )
 

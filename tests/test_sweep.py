@@ -14,12 +14,20 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
 from jobs.finetune.loop import RESUMED_TAG
-from tests.conftest import S3_BUCKET, free_port, latest_registered_checkpoint, metric_steps, wait_for
+from tests.conftest import (
+    S3_BUCKET,
+    MlflowServer,
+    free_port,
+    latest_registered_checkpoint,
+    metric_steps,
+    stop_process_group,
+    wait_for,
+    wait_until_serving,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,28 +58,6 @@ def trial_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     return [r for r in runs if kind(r) == "sweep"], [r for r in runs if kind(r) == "trial"]
 
 
-def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: float = 600) -> None:
-    """Wait until ``url`` answers with one of the ``accepted`` statuses (a slow answer is waited for)."""
-
-    def answers() -> bool:
-        try:
-            return requests.get(url, timeout=60).status_code in accepted
-        except requests.RequestException:  # not listening yet, or too busy to answer in time
-            return False
-
-    wait_for(answers, f"{what} at {url}", timeout, every=0.5)
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-
-
 def test_dry_run_lists_trials_and_resources_without_starting_ray(tmp_path):
     result = subprocess.run(sweep_command(REPO / "grids" / "demo.yaml", "--dry-run"), capture_output=True, text=True,
                             cwd=tmp_path, timeout=300)
@@ -92,16 +78,10 @@ def test_invalid_grid_fails_before_any_compute(tmp_path):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a sqlite store; yields its URI."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{uri}/health", (200,), "mlflow server")
-    yield uri
-    stop_process_group(server)
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server.uri
+    server.stop()
 
 
 @pytest.fixture
