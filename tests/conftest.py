@@ -77,12 +77,16 @@ def latest_registered_checkpoint(storage: Path) -> int | None:
 
 
 def train_worker_pids() -> list[int]:
-    """PIDs of live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
-    return [
-        proc.pid
-        for proc in psutil.process_iter(["cmdline"])
-        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or ())
-    ]
+    """PIDs of this test process's live Ray Train workers (Ray titles them ``ray::RayTrainWorker...``):
+    they descend from the Ray cluster it started, never from another process on the machine."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return pids
 
 
 class WorkerKiller(threading.Thread):
