@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.loop import RESUMED_TAG, TrialWorker, early_stop_reason, eval_steps
+from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
 from jobs.finetune.trainer import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
@@ -235,6 +235,15 @@ def test_evaluation_steps(tmp_path, steps, every, expected):
 
 
 @pytest.mark.parametrize(
+    ("steps", "every", "checkpoint_every", "expected"),
+    [(12, 3, None, {3, 6, 9, 12}), (12, 3, 6, {6, 12}), (14, 3, 6, {6, 12, 14}), (12, 3, 12, {12})],
+)
+def test_checkpoint_steps(tmp_path, steps, every, checkpoint_every, expected):
+    trial = make_trial(tmp_path, "sqlite://", steps=steps, eval_every=every, checkpoint_every=checkpoint_every)
+    assert checkpoint_steps(trial) == expected
+
+
+@pytest.mark.parametrize(
     ("deltas", "threshold", "stops"),
     [
         ({"id_ood": -1.0, "ood_id": -16.0, "ood_ood": 0.0}, 15, "ood_id -16.0 pp"),
@@ -260,6 +269,8 @@ def test_early_stop_rule(deltas, threshold, stops):
         ({"zero_stage": 4}, "zero_stage must be 0, 1, 2 or 3, got 4"),
         ({"schedule": "step"}, "schedule must be one of cosine, linear, constant, got 'step'"),
         ({"parts": "llm.mlp"}, "unknown part 'llm.mlp'"),
+        ({"checkpoint_every": 5}, "checkpoint_every must be a multiple of eval_every (6), got 5"),
+        ({"log_every": 0}, "log_every must be >= 1, got 0"),
     ],
 )
 def test_trial_config_validation(tmp_path, overrides, message):
