@@ -148,6 +148,7 @@ def trial_config(grid: Grid, cell: Cell, include: IncludeCell | None = None) -> 
         cpus_per_worker=grid.resources.cpus_per_worker,
         max_failures=grid.resources.max_failures,
         keep_last=grid.train.keep_last,
+        log_every=grid.train.log_every,
         storage=grid.storage_uri,
         tracking_uri=grid.tracking_uri,
         experiment=grid.name,

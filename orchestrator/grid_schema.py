@@ -240,6 +240,8 @@ class TrainSettings(Section):
     """Datasets mixed into the training data: ``[{dataset, ratio}]``; the target gets 1 - sum of ratios."""
     keep_last: PositiveInteger = TRIAL_DEFAULTS["keep_last"]
     """Checkpoints kept per trial (the newest)."""
+    log_every: PositiveInteger = TRIAL_DEFAULTS["log_every"]
+    """Steps between logged training metrics (evaluation steps always log them)."""
 
 
 class TrainOverrides(Section):

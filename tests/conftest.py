@@ -7,10 +7,20 @@ model; Ray workers inherit this process's environment, so everything set here be
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
 
+import psutil
 import pytest
+import requests
 
 os.environ.setdefault("FORGETLESS_TOY_SIZE", "small")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,6 +42,116 @@ def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     from mlflow.tracking import MlflowClient
 
     return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 600.0, every: float = 0.25) -> Any:
+    """Poll ``condition()`` until it returns something truthy, and return that; fail after ``timeout`` s.
+
+    Tests wait for readiness this way, with generous deadlines, never with a fixed sleep or a
+    single short read: on a busy machine everything may take ten times longer than usual.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := condition():
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+def latest_registered_checkpoint(storage: Path) -> int | None:
+    """Step of the newest checkpoint a Ray Train controller has registered under ``storage``, if any.
+
+    The controller writes its checkpoint list to the run's storage once it has taken a checkpoint
+    in; from then on a restarted worker group gets that checkpoint.
+    """
+    steps = []
+    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, json.JSONDecodeError):  # being written
+            continue
+        if latest:
+            steps.append(int(latest["metrics"]["step"]))
+    return max(steps, default=None)
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of this test process's live Ray Train workers (Ray titles them ``ray::RayTrainWorker...``):
+    they descend from the Ray cluster it started, never from another process on the machine."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return pids
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a Ray Train worker once ``ready()`` holds; records the checkpoint step registered then."""
+
+    def __init__(self, ready, storage: Path) -> None:
+        super().__init__(daemon=True)
+        self.ready, self.storage = ready, storage
+        self.killed: int | None = None
+        self.checkpoint_at_kill: int | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            wait_for(lambda: self.ready() and train_worker_pids(), "a worker to kill", every=0.05)
+            pid = train_worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            self.killed = pid
+            self.checkpoint_at_kill = latest_registered_checkpoint(self.storage)
+        except BaseException as error:  # reported by the test (pytest.fail raises a BaseException)
+            self.error = error
+
+
+def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: float = 600) -> None:
+    """Wait until ``url`` answers with one of the ``accepted`` statuses (a slow answer is waited for)."""
+
+    def answers() -> bool:
+        try:
+            return requests.get(url, timeout=60).status_code in accepted
+        except requests.RequestException:  # not listening yet, or too busy to answer in time
+            return False
+
+    wait_for(answers, f"{what} at {url}", timeout, every=0.5)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store, which a test may stop and start again
+    (same port, same store and artifacts)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.directory / 'server.db'}",
+             "--artifacts-destination", str(self.directory / "artifacts")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_until_serving(f"{self.uri}/health", (200,), "mlflow server")
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
 
 
 @pytest.fixture(scope="session")

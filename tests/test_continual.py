@@ -14,6 +14,9 @@ from mlflow.tracking import MlflowClient
 from analysis.continual import ContinualRun, build_table3, table3_markdown
 from jobs.continual.loop import MODEL_STATE, stage_steps
 from jobs.continual.metrics import continual_scores
+from jobs.finetune.config import TrialConfig
+from jobs.finetune.loop import RESUMED_TAG
+from jobs.finetune.trainer import ensure_trial_run, run_trial
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, parse_grid
 from recipes.data.adapters import adapt_file
@@ -26,7 +29,7 @@ from recipes.data.continual import (
 )
 from recipes.data.schema import MCQFormatError, write_mcq
 from recipes.models import load_model
-from tests.conftest import metric_steps
+from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
 from tests.test_sweep import REPO, sweep_command, trial_runs, write_grid
 
 # -- Last and Average ------------------------------------------------------------------------
@@ -291,3 +294,37 @@ def test_three_task_sequence_runs_end_to_end_and_logs_the_matrix(tmp_path):
     changed = [key for key in base if not torch.equal(state[key], base[key])]
     assert changed and all(".visual." not in key and not key.startswith("visual.") for key in changed), changed[:5]
     assert any("language_model" in key for key in changed)
+
+
+def test_continual_trial_killed_after_its_first_task_resumes_at_the_second(tmp_path, tracking_uri, ray_cluster):
+    """Its worker SIGKILLed once the first task's checkpoint is in, the IncLoRA trial trains only the
+    second task on relaunch and ends with the Last / Average of an uninterrupted run."""
+    trial = ensure_trial_run(TrialConfig(
+        model="toy-qwen2.5-vl-init", parts="llm", lr=1e-3, method="lora", lora_r=4, lora_alpha=8,
+        batch_size=4, micro_batch_size=4, warmup_ratio=0.0, zero_stage=0, log_every=1, eval_batch_size=64,
+        continual_tasks=("toy-cl-shapes", "toy-cl-attributes"), continual_epochs=(0.05, 0.2),
+        storage=str(tmp_path / "storage"), tracking_uri=tracking_uri, experiment=f"test-{tmp_path.name}",
+    ))
+    first_task_steps, second_task_steps = (
+        stage_steps(stage_training_table(list(trial.continual_tasks), stage, 0, 0).num_rows, trial.continual_epochs[stage], 4)
+        for stage in (0, 1))
+    killer = WorkerKiller(lambda: latest_registered_checkpoint(tmp_path / "storage") is not None, tmp_path / "storage")
+    killer.start()
+    outcome = run_trial(trial)
+    killer.join(timeout=60)
+    assert killer.error is None and killer.killed, killer.error
+    assert killer.checkpoint_at_kill == first_task_steps, "killed after the second task, not between the two"
+    assert outcome.status == "finished", outcome.error
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(outcome.run_id).data.tags[RESUMED_TAG] == str(first_task_steps)
+    ends = [0, first_task_steps, first_task_steps + second_task_steps]
+    assert metric_steps(tracking_uri, outcome.run_id, "cl/acc/toy-cl-shapes") == ends
+    assert metric_steps(tracking_uri, outcome.run_id, "train/loss") == list(range(1, ends[-1] + 1))
+
+    uninterrupted = run_trial(trial.with_run(run_id=None, experiment=f"test-{tmp_path.name}-straight",
+                                             storage=str(tmp_path / "straight")))
+    assert uninterrupted.status == "finished", uninterrupted.error
+    scores = {run: {key: value for key, value in client.get_run(run).data.metrics.items() if key.startswith("cl/")}
+              for run in (outcome.run_id, uninterrupted.run_id)}
+    assert {"cl/last", "cl/average"} <= set(scores[outcome.run_id])
+    assert scores[outcome.run_id] == scores[uninterrupted.run_id]

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.loop import RESUMED_TAG, early_stop_reason, eval_steps
-from jobs.finetune.trainer import run_trial
-from recipes.models import load_model
+from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
+from jobs.finetune.trainer import ensure_trial_run, run_trial
+from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
-from tests.conftest import metric_steps
+from tests.conftest import MlflowServer, WorkerKiller, metric_steps, wait_for
 
 
 PARTS = "llm.attn+lm_head"
@@ -78,9 +74,79 @@ def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, trackin
     assert all(not torch.equal(trained[name], base.get_parameter(name)) for name in selected)
     loaded, settings, step = load_trial_checkpoint(checkpoint)
     assert step == 24 and settings["parts"] == PARTS
+    independent = independent_base(trial.model)
+    assert {name for name, _ in loaded.model.named_parameters()} == set(independent)
     for name, param in loaded.model.named_parameters():
-        if name not in selected:
-            assert torch.equal(param, base.get_parameter(name)), name
+        expected = trained[name] if name in selected else independent[name]
+        assert torch.equal(param, expected), name
+
+
+def independent_base(model: str) -> dict[str, torch.Tensor]:
+    """The base model's tensors read straight from its safetensors file, under the loaded model's names."""
+    from safetensors.torch import load_file
+
+    def module_name(key: str) -> str:  # how transformers maps Qwen2.5-VL's saved names onto its modules
+        if key.startswith("visual."):
+            return f"model.{key}"
+        return f"model.language_model.{key[len('model.'):]}" if key.startswith("model.") else key
+
+    tensors = {}
+    for path in sorted(resolve_model_dir(model).glob("*.safetensors")):
+        tensors.update({module_name(key): tensor for key, tensor in load_file(path).items()})
+    return tensors
+
+
+CHANGED_FROZEN = "model.visual.patch_embed.proj.weight"
+"""The frozen tensor the probe trial changes on purpose (the trial trains ``llm.attn``)."""
+
+
+class FrozenTensorProbe(TrialWorker):
+    """A trial worker that adds 1 to a frozen tensor after its first step and saves its frozen tensors at the end."""
+
+    def __init__(self, trial: TrialConfig, changed: str, out: str) -> None:
+        super().__init__(trial)
+        self.changed, self.out = changed, out
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        result = super().train_step(step)
+        if step == 0:
+            with torch.no_grad():
+                self.engine.module.get_parameter(self.changed).add_(1.0)
+        return result
+
+    def run(self) -> None:
+        super().run()
+        module = self.engine.module
+        torch.save({name: p.detach().cpu() for name, p in module.named_parameters() if not p.requires_grad}, self.out)
+
+
+def frozen_tensor_probe_loop(config: dict) -> None:
+    """Ray Train entry point of the probe trial."""
+    FrozenTensorProbe(TrialConfig.from_dict(config["trial"]), config["changed"], config["out"]).run()
+
+
+def test_a_changed_frozen_tensor_is_flagged_and_the_rest_equal_the_base(tmp_path, tracking_uri, ray_cluster):
+    """The in-trial fingerprint flags the one frozen tensor changed on purpose, and every other frozen
+    tensor at the end of training equals the base model read independently from its file."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=4, eval_every=2))
+    out = tmp_path / "frozen.pt"
+    TorchTrainer(
+        frozen_tensor_probe_loop,
+        train_loop_config={"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="frozen-probe", storage_path=str(tmp_path / "storage")),
+    ).fit()
+    history = MlflowClient(tracking_uri).get_metric_history(trial.run_id, "model/frozen_tensors_changed")
+    assert sorted((m.step, m.value) for m in history) == [(2, 1.0), (4, 1.0)]
+
+    frozen, base = torch.load(out), independent_base(trial.model)
+    assert set(frozen) == set(base) - part_names("llm.attn")
+    assert torch.equal(frozen[CHANGED_FROZEN], base[CHANGED_FROZEN] + 1.0)
+    assert [name for name in frozen if name != CHANGED_FROZEN and not torch.equal(frozen[name], base[name])] == []
 
 
 def test_lora_trial_saves_adapters_only(tmp_path, tracking_uri, ray_cluster):
@@ -99,51 +165,45 @@ def test_zero3_trial_runs(tmp_path, tracking_uri, ray_cluster):
     assert set(trained_state_dict(outcome.checkpoint)) == part_names("llm.attn")
 
 
-def train_worker_pids() -> list[int]:
-    """PIDs of live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker...``)."""
-    return [
-        proc.pid
-        for proc in psutil.process_iter(["cmdline"])
-        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or ())
-    ]
+def logged_steps(tracking_uri: str, run_id: str) -> dict[str, list[int]]:
+    """Every metric of a run with the steps it was logged at (duplicates kept)."""
+    client = MlflowClient(tracking_uri)
+    return {key: metric_steps(tracking_uri, run_id, key) for key in client.get_run(run_id).data.metrics}
 
 
-def registered_checkpoint(storage: Path) -> bool:
-    """True once Ray Train's controller has registered a checkpoint (its snapshot names one)."""
-    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        if '"checkpoint_dir_name"' in snapshot.read_text():
-            return True
-    return False
+KILL = dict(steps=16, eval_every=4, checkpoint_every=8, log_every=1)
+"""The worker-kill trial: train metrics every step, evaluations every 4 steps, checkpoints at 8 and 16."""
 
 
-def kill_a_worker_after_a_registered_checkpoint(storage: Path, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL a Ray Train worker as soon as a checkpoint is registered (the trial is mid-run)."""
-    while not stop.is_set():
-        if registered_checkpoint(storage) and (pids := train_worker_pids()):
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
-            return
-        time.sleep(0.1)
-
-
-def test_trial_killed_after_a_checkpoint_resumes_without_duplicate_steps(tmp_path, tracking_uri, ray_cluster):
-    trial = make_trial(tmp_path, tracking_uri, steps=60, eval_every=10)
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(
-        target=kill_a_worker_after_a_registered_checkpoint, args=(tmp_path / "storage", stop, killed)
-    )
+def test_worker_killed_between_checkpoints_replays_steps_without_logging_any_twice(tmp_path, tracking_uri, ray_cluster):
+    """Killed after the step-12 evaluation, the trial restarts from its step-8 checkpoint and replays
+    steps 9-12 (train metrics and an evaluation already in MLflow): each is logged once, and it ends
+    with the weights of an uninterrupted run, bit for bit."""
+    trial = make_trial(tmp_path, tracking_uri, **KILL)
+    trial = ensure_trial_run(trial)
+    killer = WorkerKiller(lambda: 12 in metric_steps(tracking_uri, trial.run_id, "acc/q/id_id"), tmp_path / "storage")
     killer.start()
-    try:
-        outcome = run_trial(trial)
-    finally:
-        stop.set()
-        killer.join()
-    assert killed, "no worker was killed"
+    outcome = run_trial(trial)
+    killer.join(timeout=60)
+    assert killer.error is None and killer.killed, killer.error
+    assert killer.checkpoint_at_kill == 8, f"killed with checkpoint {killer.checkpoint_at_kill} registered, not 8"
     assert outcome.status == "finished", outcome.error
-    run = MlflowClient(tracking_uri).get_run(outcome.run_id)
-    assert int(run.data.tags[RESUMED_TAG]) in (10, 20, 30, 40, 50)
-    assert metric_steps(tracking_uri, outcome.run_id, "acc/q/id_id") == [0, 10, 20, 30, 40, 50, 60]
-    assert metric_steps(tracking_uri, outcome.run_id, "train/loss") == [10, 20, 30, 40, 50, 60]
+    assert MlflowClient(tracking_uri).get_run(outcome.run_id).data.tags[RESUMED_TAG] == "8"
+    evaluated = [0, 4, 8, 12, 16]
+    steps = logged_steps(tracking_uri, outcome.run_id)
+    assert steps["train/loss"] == list(range(1, 17))
+    assert steps["acc/q/id_id"] == steps["delta/q/ood_id"] == evaluated
+    assert steps["model/frozen_tensors_changed"] == evaluated[1:]
+    assert all(len(logged) == len(set(logged)) for logged in steps.values()), steps
+
+    uninterrupted = run_trial(make_trial(tmp_path / "uninterrupted", tracking_uri, experiment=f"test-{tmp_path.name}-straight", **KILL))
+    assert uninterrupted.status == "finished", uninterrupted.error
+    resumed, straight = trained_state_dict(outcome.checkpoint), trained_state_dict(uninterrupted.checkpoint)
+    assert set(resumed) == set(straight)
+    assert all(torch.equal(resumed[name], straight[name]) for name in straight), "resumed weights differ"
+    losses = {run: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(run, "train/loss")}
+              for run in (outcome.run_id, uninterrupted.run_id)}
+    assert losses[outcome.run_id] == losses[uninterrupted.run_id]  # replayed and later steps alike
 
 
 def test_s3_storage_writes_checkpoints_and_resume_reads_them(tmp_path, tracking_uri, ray_cluster, s3_endpoint):
@@ -175,6 +235,15 @@ def test_evaluation_steps(tmp_path, steps, every, expected):
 
 
 @pytest.mark.parametrize(
+    ("steps", "every", "checkpoint_every", "expected"),
+    [(12, 3, None, {3, 6, 9, 12}), (12, 3, 6, {6, 12}), (14, 3, 6, {6, 12, 14}), (12, 3, 12, {12})],
+)
+def test_checkpoint_steps(tmp_path, steps, every, checkpoint_every, expected):
+    trial = make_trial(tmp_path, "sqlite://", steps=steps, eval_every=every, checkpoint_every=checkpoint_every)
+    assert checkpoint_steps(trial) == expected
+
+
+@pytest.mark.parametrize(
     ("deltas", "threshold", "stops"),
     [
         ({"id_ood": -1.0, "ood_id": -16.0, "ood_ood": 0.0}, 15, "ood_id -16.0 pp"),
@@ -200,6 +269,8 @@ def test_early_stop_rule(deltas, threshold, stops):
         ({"zero_stage": 4}, "zero_stage must be 0, 1, 2 or 3, got 4"),
         ({"schedule": "step"}, "schedule must be one of cosine, linear, constant, got 'step'"),
         ({"parts": "llm.mlp"}, "unknown part 'llm.mlp'"),
+        ({"checkpoint_every": 5}, "checkpoint_every must be a multiple of eval_every (6), got 5"),
+        ({"log_every": 0}, "log_every must be >= 1, got 0"),
     ],
 )
 def test_trial_config_validation(tmp_path, overrides, message):
@@ -214,3 +285,33 @@ def test_trial_identity_ignores_where_it_runs(tmp_path):
     assert moved.trial_id == trial.trial_id
     assert make_trial(tmp_path, "sqlite://", lr=1e-4).trial_id != trial.trial_id
     assert trial.name == "llm.attn-full-lr2e-03-f1.0-s0"
+
+
+def worker_logs_mention(ray, *texts: str) -> bool:
+    """Whether one log file of the session's Ray workers contains every one of ``texts``."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return any(all(text in path.read_text(errors="replace") for text in texts) for path in logs.glob("worker-*.err"))
+
+
+def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster):
+    """The tracking server is stopped once the trial has logged a few steps and started again later
+    (same port and store): rank 0's MLflow client retries, the trial finishes, every step is there once."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=12, eval_every=4, log_every=1))
+    outcome: list = []
+    training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
+    training.start()
+    try:
+        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, "train/loss"), "the trial logging step 2")
+        server.stop()
+        wait_for(lambda: worker_logs_mention(ray_cluster, "Retrying", "Connection refused"), "rank 0 retrying MLflow")
+    finally:
+        server.start()
+    training.join(timeout=1200)
+    try:
+        assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
+        assert metric_steps(server.uri, trial.run_id, "train/loss") == list(range(1, 13))
+        assert metric_steps(server.uri, trial.run_id, "acc/q/id_id") == [0, 4, 8, 12]
+    finally:
+        server.stop()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from jobs.finetune.loop import RESUMED_TAG
-from tests.conftest import free_port, metric_steps
+from tests.conftest import free_port, latest_registered_checkpoint, metric_steps, wait_for, wait_until_serving
 from tests.test_sweep import (
     REPO,
     ci_grid,
@@ -32,7 +32,6 @@ from tests.test_sweep import (
     token_env,
     trial_runs,
     wait_for_job_agent,
-    wait_until_serving,
     write_grid,
 )
 
@@ -76,13 +75,11 @@ class RayNode:
     def start_log(self) -> str:
         return (self.temp_dir / "ray-start.log").read_text(errors="replace")
 
-    def wait_started(self, timeout: float = 300) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline and self.process.poll() is None:
-            if "Ray runtime started." in self.start_log():
-                return True
-            time.sleep(0.5)
-        return False
+    def wait_started(self, timeout: float = 600) -> bool:
+        """Whether ``ray start`` says it started (False when it exited first)."""
+        started = lambda: "Ray runtime started." in self.start_log() or self.process.poll() is not None  # noqa: E731
+        wait_for(started, "ray start", timeout, every=0.5)
+        return "Ray runtime started." in self.start_log()
 
     def session_pids(self) -> list[int]:
         """Every live process of this node: Ray's workers leave the process group but not the session."""
@@ -164,31 +161,12 @@ def local_cluster():
             node.stop()
 
 
-def latest_registered_checkpoint(storage: Path) -> int | None:
-    """The step of the newest checkpoint Ray Train has registered for the sweep's trial, if any.
-
-    Ray Train's controller writes its checkpoint list to the run's storage once it has taken a
-    checkpoint in; from then on a restarted worker group gets that checkpoint.
-    """
-    for snapshot in (storage / GRID_NAME).glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, json.JSONDecodeError):  # being written
-            continue
-        if latest:
-            return int(latest["metrics"]["step"])
-    return None
-
-
 def wait_for_checkpoint(storage: Path, sweep: subprocess.Popen, timeout: float) -> int:
-    deadline = time.time() + timeout
-    while time.time() < deadline and sweep.poll() is None:
-        step = latest_registered_checkpoint(storage)
-        if step is not None:
-            return step
-        time.sleep(0.25)
-    output = sweep.communicate(timeout=60)[0] if sweep.poll() is not None else ""
-    pytest.fail(f"no checkpoint registered (job submit exit code {sweep.poll()}):\n{output[-3000:]}")
+    def registered() -> int | None:
+        assert sweep.poll() is None, f"job submit exited ({sweep.returncode}):\n{sweep.communicate()[0][-3000:]}"
+        return latest_registered_checkpoint(storage)
+
+    return wait_for(registered, "a registered checkpoint", timeout)
 
 
 def test_trial_resumes_from_its_checkpoint_after_its_worker_node_dies(tmp_path, local_cluster):

@@ -1,4 +1,4 @@
-"""The sweep end to end: `ray job submit` on a `ray start` cluster, resume after Ctrl-C, S3 storage."""
+"""The sweep end to end: `ray job submit` on a `ray start` cluster, resume after SIGKILL, early stopping, S3 storage."""
 
 from __future__ import annotations
 
@@ -12,12 +12,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import S3_BUCKET, free_port, metric_steps
+from jobs.finetune.loop import RESUMED_TAG
+from tests.conftest import (
+    S3_BUCKET,
+    MlflowServer,
+    free_port,
+    latest_registered_checkpoint,
+    metric_steps,
+    stop_process_group,
+    wait_for,
+    wait_until_serving,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,28 +58,6 @@ def trial_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     return [r for r in runs if kind(r) == "sweep"], [r for r in runs if kind(r) == "trial"]
 
 
-def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, attempts: int = 240) -> None:
-    """Poll ``url`` every half second until it answers with one of the ``accepted`` statuses."""
-    for _ in range(attempts):
-        try:
-            if requests.get(url, timeout=1).status_code in accepted:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not start")
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-
-
 def test_dry_run_lists_trials_and_resources_without_starting_ray(tmp_path):
     result = subprocess.run(sweep_command(REPO / "grids" / "demo.yaml", "--dry-run"), capture_output=True, text=True,
                             cwd=tmp_path, timeout=300)
@@ -90,16 +78,10 @@ def test_invalid_grid_fails_before_any_compute(tmp_path):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a sqlite store; yields its URI."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{uri}/health", (200,), "mlflow server", attempts=120)
-    yield uri
-    stop_process_group(server)
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server.uri
+    server.stop()
 
 
 @pytest.fixture
@@ -132,16 +114,15 @@ def token_env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
-def wait_for_job_agent(address: str, attempts: int = 30) -> None:
+def wait_for_job_agent(address: str, timeout: float = 600) -> None:
     """Block until the head's job agent accepts a job: the dashboard answers before the agent
     registers, and submissions in between fail with "No available agent to submit job"."""
-    for _ in range(attempts):
+    def accepts() -> bool:
         probe = subprocess.run(["ray", "job", "submit", "--address", address, "--", "true"],
                                capture_output=True, text=True, env=token_env(), timeout=300)
-        if probe.returncode == 0:
-            return
-        time.sleep(2)
-    pytest.fail(f"the ray head's job agent never accepted a job:\n{probe.stderr[-2000:]}")
+        return probe.returncode == 0
+
+    wait_for(accepts, f"the ray head's job agent at {address} accepting a job", timeout, every=2)
 
 
 def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_endpoint):
@@ -176,50 +157,114 @@ def test_ray_job_submit_runs_the_ci_grid(tmp_path, mlflow_server, ray_head, s3_e
     assert any(key.startswith(f"{prefix}/ci-smoke/tune/") for key in keys)
 
 
-def wait_for_finished_trial(tracking_uri: str, experiment: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        try:
-            _, children = trial_runs(tracking_uri, experiment)
-        except Exception:  # the store is not created yet
-            children = []
-        if any(c.data.tags.get("forgetless.status") == "finished" for c in children):
-            return
-        time.sleep(1)
-    pytest.fail(f"no trial finished (sweep exit code {process.poll()})")
+def checkpoint_steps_by_trial(storage: Path) -> dict[str, int | None]:
+    """Per Ray Train run (trial) directory under a sweep's storage, its newest registered checkpoint step."""
+    return {run.name: latest_registered_checkpoint(run) for run in storage.iterdir() if run.is_dir() and run.name != "tune"}
 
 
-def test_interrupted_sweep_resumes_with_exactly_one_run_per_trial(tmp_path):
+def kill_with_its_ray(process: subprocess.Popen) -> None:
+    """SIGKILL a sweep driver and wait until the local Ray it started has died with it."""
+    spawned = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    process.wait()
+    wait_for(lambda: not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+             "the killed sweep's Ray processes to exit")
+
+
+RESUME_STEPS, RESUME_EVERY = 16, 4
+"""The killed sweep's trials: 16 steps, evaluated and checkpointed every 4."""
+
+
+def test_sweep_killed_mid_training_resumes_each_trial_from_its_checkpoint(tmp_path):
+    """SIGKILL the sweep driver while both trials are between checkpoints; the re-run resumes each
+    from its own newest checkpoint into the same MLflow run, and a third run has nothing to do."""
+    name, storage, uri = "resume-sweep", tmp_path / "sweeps", f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = write_grid(
         tmp_path / "resume.yaml",
-        name="resume-sweep",
+        name=name,
         grid={"parts": ["llm", "projector"], "method": ["full"], "lr": [1.0e-3]},
-        train={**ci_grid()["train"], "steps": 8, "eval_every": 4},
-        resources={"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        train={**ci_grid()["train"], "steps": RESUME_STEPS, "eval_every": RESUME_EVERY, "log_every": 1, "keep_last": 2},
+        resources={"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        storage=str(storage),
         report={"enabled": False},
     )
-    sweep = subprocess.Popen(sweep_command(grid), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    wait_for_finished_trial(uri, "resume-sweep", sweep, timeout=600)
-    sweep.send_signal(signal.SIGINT)
-    output, _ = sweep.communicate(timeout=300)
-    assert sweep.returncode == 130, output[-3000:]
-    assert "Resume with: python -m orchestrator.sweep" in output
+    sweep = subprocess.Popen(sweep_command(grid), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def both_mid_training() -> bool:
+        assert sweep.poll() is None, f"the sweep exited ({sweep.returncode}) before it could be killed"
+        steps = checkpoint_steps_by_trial(storage / name) if (storage / name).is_dir() else {}
+        return len(steps) == 2 and all(step is not None and 0 < step < RESUME_STEPS for step in steps.values())
+
+    try:
+        wait_for(both_mid_training, "both trials holding a checkpoint before their last step")
+    finally:
+        kill_with_its_ray(sweep)
+    at_kill = checkpoint_steps_by_trial(storage / name)
+    assert all(step < RESUME_STEPS for step in at_kill.values()), f"a trial finished before the kill: {at_kill}"
+    _, children = trial_runs(uri, name)
+    logged_at_kill = {run.info.run_id: max(metric_steps(uri, run.info.run_id, "train/loss")) for run in children}
+
+    rerun_started = time.time() * 1000
     again = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "already finished" in again.stdout
-    parents, children = trial_runs(uri, "resume-sweep")
-    assert len(parents) == 1
-    assert sorted(c.data.params["parts"] for c in children) == ["llm", "projector"]
-    assert all(c.data.tags["forgetless.status"] == "finished" for c in children)
+    assert "0 already finished, 2 to run" in again.stdout
+    parents, children = trial_runs(uri, name)
+    assert len(parents) == 1 and sorted(c.data.params["parts"] for c in children) == ["llm", "projector"]
+    client = MlflowClient(uri)
     for child in children:
-        assert metric_steps(uri, child.info.run_id, "acc/q/id_id") == [0, 4, 8]
+        run_id = child.info.run_id
+        assert child.data.tags["forgetless.status"] == "finished"
+        resumed_after = int(child.data.tags[RESUMED_TAG])
+        assert resumed_after == at_kill[f"{child.data.params['trial_name']}-{child.data.params['trial_id']}"]
+        assert metric_steps(uri, run_id, "acc/q/id_id") == list(range(0, RESUME_STEPS + 1, RESUME_EVERY))
+        assert metric_steps(uri, run_id, "train/loss") == list(range(1, RESUME_STEPS + 1))
+        # the re-run trained on from its checkpoint: its first new step is the one after what the
+        # killed run had logged, which is past the checkpoint it resumed after
+        rerun_steps = [m.step for m in client.get_metric_history(run_id, "train/loss") if m.timestamp >= rerun_started]
+        assert min(rerun_steps) == logged_at_kill[run_id] + 1 > resumed_after
 
     third = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0
     assert "2 already finished, 0 to run" in third.stdout
-    assert len(trial_runs(uri, "resume-sweep")[1]) == 2
+    assert len(trial_runs(uri, name)[1]) == 2
+
+
+EARLY_STOP_AT = 3
+"""The early-stop sweep evaluates every 3 steps; a 0.01 pp threshold stops its trial at the first."""
+
+
+def test_a_trial_stops_early_on_both_ranks_with_a_checkpoint_and_is_skipped_on_rerun(tmp_path):
+    name, storage, uri = "early-stop", tmp_path / "sweeps", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = write_grid(
+        tmp_path / "early.yaml",
+        name=name,
+        grid={"parts": ["llm"], "method": ["full"], "lr": [1.0e-3]},
+        train={**ci_grid()["train"], "steps": 12, "eval_every": EARLY_STOP_AT, "deepspeed": {"zero_stage": 2}},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        early_stop={"max_ood_drop_pp": 0.01},
+        storage=str(storage),
+        report={"enabled": False},
+    )
+    done = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = trial_runs(uri, name)[1]
+    assert run.data.tags["forgetless.status"] == "early_stopped"
+    assert run.data.tags["forgetless.early_stop_reason"].startswith("OOD drop beyond 0.01 pp vs zero-shot: ")
+    assert metric_steps(uri, run.info.run_id, "acc/q/id_id") == [0, EARLY_STOP_AT]
+    assert max(metric_steps(uri, run.info.run_id, "train/loss")) == EARLY_STOP_AT
+    summary = next(line for line in done.stdout.splitlines() if line.startswith("llm-full-"))
+    assert summary.split()[1] == "early_stopped" and run.info.run_id[:12] in summary
+    # the final checkpoint is the stop step's, with both ranks' shares of the ZeRO-2 state in it
+    run_dir = next((storage / name).glob("llm-full-*"))
+    assert latest_registered_checkpoint(run_dir) == EARLY_STOP_AT
+    (checkpoint,) = [path for path in run_dir.glob("checkpoint_*") if path.is_dir()]
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == EARLY_STOP_AT
+    assert {path.name for path in (checkpoint / "state").glob("*optim_states.pt")} == {
+        f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)}
+
+    again = subprocess.run(sweep_command(grid), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "1 already finished, 0 to run" in again.stdout
+    assert metric_steps(uri, run.info.run_id, "acc/q/id_id") == [0, EARLY_STOP_AT]
 
 
 def test_failed_trials_make_the_exit_code_non_zero(tmp_path):

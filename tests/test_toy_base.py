@@ -11,6 +11,7 @@ standard errors of a guesser above it (31.5% on id_id's 400 questions, 30.3% on 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,11 @@ def faster_pretrain_world() -> ToyWorldConfig:
     return ToyWorldConfig(size="default", pretrain_shares=FASTER_PRETRAIN_SHARES)
 
 
+def file_identities(directory: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime in ns) of every file in ``directory``: a rebuild writes new files, a cache hit none."""
+    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in directory.iterdir()}
+
+
 @pytest.fixture(scope="module")
 def fast_base(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
@@ -52,18 +58,20 @@ def fast_base(tmp_path_factory):
         suite = load_suite("toy")
         result = SuiteEvaluator(suite, loaded.processor, batch_size=64).evaluate(loaded.model)
         questions = {q: sum(suite.load(d).num_rows for d in suite.quadrants[q]) for q in QUADRANTS}
+        built = file_identities(directory)
         again = build()
-    return directory, again, result, questions
+    return directory, again, result, questions, built
 
 
 @pytest.mark.parametrize("quadrant", QUADRANTS)
 def test_pretrained_base_is_above_chance_in_every_quadrant(fast_base, quadrant):
-    _, _, result, questions = fast_base
+    _, _, result, questions, _ = fast_base
     bar = 100 * (CHANCE + STANDARD_ERRORS * math.sqrt(CHANCE * (1 - CHANCE) / questions[quadrant]))
     assert result.quadrant(quadrant) >= bar, (round(bar, 1), result.metrics)
 
 
 def test_pretraining_is_cached_and_reported(fast_base):
-    directory, again, _, _ = fast_base
+    directory, again, _, _, built = fast_base
     assert '"steps": 500' in (directory / "pretrain_report.json").read_text()
-    assert again == directory  # the second request finds the first build
+    assert again == directory
+    assert file_identities(directory) == built, "the second request rebuilt the model instead of finding it"

@@ -92,7 +92,7 @@ class ContinualWorker(TrialWorker):
             window.losses.append(loss)
             window.tokens += tokens
             window.seconds += time.perf_counter() - started
-            if self.tracker and ((step + 1) % 10 == 0 or step + 1 == steps):
+            if self.tracker and ((step + 1) % trial.log_every == 0 or step + 1 == steps):
                 self.tracker.log({**window.metrics(current_lr(self.engine)), "cl/task": stage}, first_step + step + 1)
                 window = WindowStats()
         module = self.engine.module

@@ -26,7 +26,10 @@ EVAL_MODES = ("logits", "generate")
 """Evaluation modes (see jobs.evaluate)."""
 
 RUN_FIELDS = frozenset(
-    {"storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures"}
+    {
+        "storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures",
+        "log_every", "checkpoint_every",
+    }
 )
 """Fields that say where and how a trial runs, not what it computes: not part of its identity."""
 
@@ -84,6 +87,11 @@ class TrialConfig:
     """Gradient clipping norm (0 disables)."""
     eval_every: int = 50
     """Steps between checkpoint evaluations (step 0 and the last step are always evaluated)."""
+    checkpoint_every: int | None = None
+    """Steps between checkpoints, a multiple of ``eval_every`` (None: at every evaluation); the last
+    step and an early stop always save one."""
+    log_every: int = 10
+    """Steps between logged training metrics (loss, lr, throughput); evaluation steps always log them."""
     eval_suite: str = "toy"
     """Named suite or suite YAML path."""
     eval_mode: str = "logits"
@@ -146,6 +154,11 @@ class TrialConfig:
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (
+                self.checkpoint_every is None or (self.checkpoint_every >= 1 and self.checkpoint_every % self.eval_every == 0),
+                f"checkpoint_every must be a multiple of eval_every ({self.eval_every}), got {self.checkpoint_every}",
+            ),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
             (self.eval_mode in EVAL_MODES, f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {self.eval_mode!r}"),
             (self.zero_stage in (0, 1, 2, 3), f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}"),
             (self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}"),

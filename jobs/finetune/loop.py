@@ -5,7 +5,8 @@ DeepSpeed engine; it resumes from Ray Train's latest checkpoint when there is on
 the stream covers samples [s * batch, (s + 1) * batch) whatever the number of workers, so a
 resumed or re-scaled trial sees the same data. At step 0, every ``eval_every`` steps and the
 last step, all workers evaluate a shard of the 2x2 suite, rank 0 logs to MLflow, and every
-worker reports the metrics and its part of the checkpoint to Ray Train:
+worker reports the metrics to Ray Train, with its part of a checkpoint every
+``checkpoint_every`` steps (default: at every evaluation), at the last step and on an early stop:
 
     TorchTrainer(train_loop_per_worker, train_loop_config={"trial": trial.to_dict()}, ...)
 """
@@ -47,6 +48,12 @@ RESUMED_TAG = "forgetless.resumed_after_step"
 def eval_steps(trial: TrialConfig) -> list[int]:
     """Steps after which the suite is evaluated: 0, every eval_every, and the last step."""
     return sorted({0, *range(trial.eval_every, trial.steps, trial.eval_every), trial.steps})
+
+
+def checkpoint_steps(trial: TrialConfig) -> set[int]:
+    """Evaluation steps that also save a checkpoint: every ``checkpoint_every`` steps and the last."""
+    every = trial.checkpoint_every or trial.eval_every
+    return {step for step in eval_steps(trial) if step > 0 and (step % every == 0 or step == trial.steps)}
 
 
 def early_stop_reason(deltas: dict[str, float], threshold: float | None) -> str | None:
@@ -240,7 +247,7 @@ class TrialWorker:
         if self.tracker and start == 0:
             self.tracker.log({"model/trainable_parameters": self.trainable.trainable,
                               "model/total_parameters": self.trainable.total}, step=0)
-        checkpoints = eval_steps(trial)
+        evaluations, checkpoints = eval_steps(trial), checkpoint_steps(trial)
         zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
         self.zero_shot = zero_shot.metrics if zero_shot else {}
         if start == 0:
@@ -254,10 +261,10 @@ class TrialWorker:
             window.tokens += tokens
             window.seconds += time.perf_counter() - started
             done = step + 1
-            if self.tracker and (done % 10 == 0 or done in checkpoints):
+            if self.tracker and (done % trial.log_every == 0 or done in evaluations):
                 self.tracker.log(window.metrics(current_lr(self.engine)), done)
                 window = WindowStats()
-            if done in checkpoints:
+            if done in evaluations:
                 result = self.evaluate(done)
                 integrity = {"model/frozen_tensors_changed": self.frozen_tensors_changed()}
                 metrics, reason = self.checkpoint_metrics(done, result, integrity)
@@ -265,7 +272,8 @@ class TrialWorker:
                 if self.world > 1:
                     dist.broadcast_object_list(decision, src=0)
                 stop = decision[0] is not None
-                self.report(done, {**metrics, "step": done, "early_stopped": float(stop)}, checkpoint=True)
+                self.report(done, {**metrics, "step": done, "early_stopped": float(stop)},
+                            checkpoint=stop or done in checkpoints)
                 if stop:
                     return
 

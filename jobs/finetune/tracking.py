@@ -2,7 +2,11 @@
 
 A trial killed after logging step 130 and resumed from its step-100 checkpoint replays steps
 101..130; the tracker reads what the run already holds when it starts and skips those, so
-the run ends with every step exactly once. Only rank 0 of a trial creates a tracker:
+the run ends with every step exactly once. While a tracking server is unreachable, MLflow's
+client retries each request with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, about four
+minutes by default) and training waits; a batch it never takes raises ``TrackingUnavailable``,
+which fails the worker, and Ray Train restarts it from the last checkpoint with a new tracker
+that re-reads the run. Only rank 0 of a trial creates a tracker:
 
     tracker = TrialTracker(tracking_uri, run_id)
     tracker.log({"train/loss": 0.7}, step=101)        # skipped if step 101 is already there
@@ -20,6 +24,7 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 STATUS_TAG = "forgetless.status"
@@ -51,11 +56,16 @@ def existing_metric_steps(client: MlflowClient, run_id: str) -> dict[str, set[in
     return {key: {m.step for m in client.get_metric_history(run_id, key)} for key in run.data.metrics}
 
 
+class TrackingUnavailable(RuntimeError):
+    """MLflow did not take a metric batch, even after its client's HTTP retries."""
+
+
 class TrialTracker:
     """Logs a trial's metrics, tables and status into its MLflow run, without duplicate steps."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.logged = existing_metric_steps(self.client, run_id)
 
@@ -68,7 +78,13 @@ class TrialTracker:
             if step not in self.logged.get(key, ())
         ]
         if new:
-            self.client.log_batch(self.run_id, metrics=new)
+            try:
+                self.client.log_batch(self.run_id, metrics=new)
+            except MlflowException as error:
+                raise TrackingUnavailable(
+                    f"MLflow at {self.tracking_uri} did not take step {step} of run {self.run_id} "
+                    f"(after its HTTP retries): {error.message}"
+                ) from error
             for metric in new:
                 self.logged.setdefault(metric.key, set()).add(step)
         return len(new)

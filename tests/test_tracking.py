@@ -1,0 +1,62 @@
+"""The trial tracker against a real MLflow store: each (metric, step) once, across restarts."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from jobs.finetune.tracking import EARLY_STOP_TAG, STATUS_TAG, TrackingUnavailable, TrialTracker, start_trial_run
+from tests.conftest import free_port, metric_steps
+
+
+@pytest.fixture
+def run_id(tracking_uri, request) -> str:
+    """A fresh trial run in its own experiment of the session's MLflow store."""
+    return start_trial_run(tracking_uri, f"tracker-{request.node.name}", "trial", {"lr": "1e-3"}, {"trial_id": "t"})
+
+
+def test_a_step_is_logged_once_however_often_it_is_logged(tracking_uri, run_id):
+    tracker = TrialTracker(tracking_uri, run_id)
+    assert tracker.log({"train/loss": 0.9, "train/lr": 1e-3}, step=1) == 2
+    assert tracker.log({"train/loss": 0.5, "train/lr": 1e-3}, step=1) == 0
+    assert tracker.log({"train/loss": 0.8}, step=2) == 1
+    assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2]
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, 0.8)]  # the first value stays
+    assert tracker.has_step("train/loss", 2) and not tracker.has_step("train/loss", 3)
+
+
+def test_a_restarted_tracker_skips_what_the_run_holds_and_logs_the_rest(tracking_uri, run_id):
+    """A relaunched worker replays steps 1..3 after a step-1 checkpoint; only new (metric, step) pairs land."""
+    first = TrialTracker(tracking_uri, run_id)
+    for step in (1, 2, 3):
+        first.log({"train/loss": 1.0 / step}, step)
+    first.log({"acc/q/id_id": 40.0}, step=2)
+
+    replay = TrialTracker(tracking_uri, run_id)  # what the relaunched rank 0 creates
+    assert replay.has_step("train/loss", 3) and replay.has_step("acc/q/id_id", 2)
+    assert [replay.log({"train/loss": 9.0}, step) for step in (2, 3, 4)] == [0, 0, 1]
+    assert replay.log({"acc/q/id_id": 41.0, "model/frozen_tensors_changed": 0.0}, step=2) == 1  # a key new at step 2
+    assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2, 3, 4]
+    assert metric_steps(tracking_uri, run_id, "acc/q/id_id") == [2]
+    assert metric_steps(tracking_uri, run_id, "model/frozen_tensors_changed") == [2]
+
+
+def test_status_tags(tracking_uri, run_id):
+    tracker = TrialTracker(tracking_uri, run_id)
+    assert MlflowClient(tracking_uri).get_run(run_id).data.tags[STATUS_TAG] == "running"
+    tracker.set_status("early_stopped", "OOD drop beyond 1 pp vs zero-shot: ood_id -2.0 pp")
+    tags = MlflowClient(tracking_uri).get_run(run_id).data.tags
+    assert tags[STATUS_TAG] == "early_stopped" and tags[EARLY_STOP_TAG].endswith("ood_id -2.0 pp")
+    with pytest.raises(ValueError, match="status must be one of"):
+        tracker.set_status("paused")
+
+
+def test_an_unreachable_server_is_named_with_the_step(tracking_uri, run_id, monkeypatch):
+    tracker = TrialTracker(tracking_uri, run_id)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tracker.client, tracker.tracking_uri = MlflowClient(gone), gone
+    with pytest.raises(TrackingUnavailable, match=rf"MLflow at {gone} did not take step 7 of run {run_id}"):
+        tracker.log({"train/loss": 0.1}, step=7)
+    assert not tracker.has_step("train/loss", 7)  # not marked logged: a retry logs it
