@@ -149,3 +149,38 @@ def deepspeed_file_problems(path: str, where: str = "train.deepspeed") -> list[s
             "learning-rate schedule from the grid (lr, warmup_ratio, schedule)"
         ]
     return []
+
+
+LAST_BLOCKS = re.compile(r"vision\.last(\d+)")
+"""The ``vision.last<N>`` part: the last N blocks of the vision encoder."""
+
+
+def vision_depth(model: str) -> int | None:
+    """Blocks of ``model``'s vision encoder, read from its config (None when the config is not on this machine)."""
+    if model in (TOY_BASE, TOY_INIT):
+        from recipes.models.toy import ToyModelConfig
+
+        return ToyModelConfig().vision_depth
+    try:
+        directory = resolve_model_dir(model)
+        config = json.loads((directory / "config.json").read_text())
+    except (ModelNotFoundError, OSError, ValueError):
+        return None
+    vision = config.get("vision_config") or {}
+    depth = vision.get("depth", vision.get("num_hidden_layers"))
+    return depth if isinstance(depth, int) else None
+
+
+def parts_problems(where: str, parts: str, model: str, check_paths: bool) -> list[str]:
+    """``vision.last<N>`` deeper than the model's vision encoder (when its config can be read here)."""
+    counts = [int(match.group(1)) for match in LAST_BLOCKS.finditer(parts)]
+    if not counts:
+        return []
+    depth = vision_depth(model) if check_paths or model in (TOY_BASE, TOY_INIT) else None
+    if depth is None:
+        return []
+    return [
+        f"{where}: vision.last{count}: {model}'s vision encoder has {depth} blocks, use vision.last1..{depth}"
+        for count in counts
+        if not 1 <= count <= depth
+    ]

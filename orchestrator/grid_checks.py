@@ -18,7 +18,13 @@ from pathlib import Path
 
 from jobs.finetune.config import format_lr, format_share
 from jobs.reachability import tracking_scheme_problem
-from jobs.references import dataset_problems, deepspeed_file_problems, model_problems, suite_problems
+from jobs.references import (
+    dataset_problems,
+    deepspeed_file_problems,
+    model_problems,
+    parts_problems,
+    suite_problems,
+)
 from orchestrator.expand import FLOAT_AXES, grid_cells, matches, same_value
 from orchestrator.grid_schema import (
     AXIS_KEYS,
@@ -248,6 +254,7 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
     problems = []
     if s.model is not None:
         problems += model_problems(s.model, check_paths)
+        problems += _parts_problems(s, check_paths)
     if s.train is not None:
         problems += dataset_problems("train.dataset", s.train.dataset, check_paths)
         for index, item in enumerate(s.train.mix):
@@ -265,6 +272,18 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
     if check_paths and s.storage is not None and not is_remote(s.storage) and Path(s.storage).expanduser().is_file():
         problems.append(f"storage: {s.storage!r} is a file, not a folder")
     return problems + uri_problems(s)
+
+
+def _parts_problems(s: GridSections, check_paths: bool) -> list[str]:
+    """Parts the model does not have (``vision.last<N>`` past its vision encoder)."""
+    places = [("grid.parts", s.axes.parts if s.axes else [])]
+    places += [(f"include[{i}].parts", cell.parts or []) for i, cell in enumerate(s.include or [])]
+    return [
+        problem
+        for where, values in places
+        for index, parts in enumerate(values)
+        for problem in parts_problems(f"{where}[{index}]", parts, s.model, check_paths)
+    ]
 
 
 def uri_problems(s: GridSections) -> list[str]:

@@ -35,6 +35,7 @@ from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
 from recipes.models import load_model
+from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.finetune")
 
@@ -273,5 +274,6 @@ class TrialWorker:
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    install_log_redaction()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     TrialWorker(TrialConfig.from_dict(config["trial"])).run()
