@@ -63,10 +63,9 @@ def run_tune_trial(config: dict) -> None:
 
 
 def check_data(trials: list[TrialConfig]) -> None:
-    """Read and validate every dataset the trials use, before any compute (raises MCQFormatError).
+    """Read and validate every dataset the trials use, row by row, images checked, before any compute.
 
-    Eval sets are checked row by row, images decoded; training sets are checked without decoding
-    every image (the workers decode them as they train).
+    Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows.
     """
     from recipes.data.registry import resolve_dataset
     from recipes.data.schema import read_mcq
@@ -81,7 +80,7 @@ def check_data(trials: list[TrialConfig]) -> None:
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     for name in sorted(training):
-        read_mcq(resolve_dataset(name), check_images=False)
+        read_mcq(resolve_dataset(name))
     tasks = {task for trial in trials for task in trial.continual_tasks}
     for task in sorted(tasks, key=lambda task: task.name):
         load_train_table(task)
