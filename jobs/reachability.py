@@ -112,11 +112,10 @@ def ray_address_problem() -> str | None:
 
 
 def preflight_problem(tracking_uri: str | None = None, *, ray_needed: bool = True) -> str | None:
-    """The first reason a command cannot start: an unreachable Ray cluster or tracking server; None when both answer."""
-    if ray_needed:
-        import ray
+    """The first reason a command cannot start: an unreachable tracking server or Ray cluster; None when both answer."""
+    problem = tracking_problem(tracking_uri) if tracking_uri else None
+    if problem or not ray_needed:
+        return problem
+    import ray
 
-        problem = None if ray.is_initialized() else ray_address_problem()
-        if problem:
-            return problem
-    return tracking_problem(tracking_uri) if tracking_uri else None
+    return None if ray.is_initialized() else ray_address_problem()
