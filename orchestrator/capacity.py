@@ -74,7 +74,7 @@ def node_shapes() -> list[NodeShape]:
 
 
 def _most(shapes: Sequence[NodeShape], kind: str) -> float:
-    return max((shape.resources.get(kind, 0.0) for shape in shapes), default=0.0)
+    return max((shape.resources.get(kind, 0.0) for shape in shapes if shape.count != 0), default=0.0)
 
 
 def _total(shapes: Sequence[NodeShape], kind: str) -> float:

@@ -456,3 +456,39 @@ def test_unreachable_cluster_or_tracking_server_fails_fast(argv, unreachable, tm
     assert "Traceback" not in result.stderr
     assert elapsed < 30, f"took {elapsed:.0f} s"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweeps").exists()
+
+
+GPU_NODE = {"CPU": 8.0, "GPU": 8.0}
+CPU_NODE = {"CPU": 2.0, "GPU": 0.0}
+
+
+@pytest.mark.parametrize(
+    "shapes, resources, problem",
+    [
+        ([(CPU_NODE, 1)], {"gpus_per_worker": 8}, "resources.gpus_per_worker: 8 GPUs per worker"),
+        ([(CPU_NODE, 1), (GPU_NODE, None)], {"gpus_per_worker": 8}, None),  # an autoscaler node type has them
+        ([(CPU_NODE, 1), (GPU_NODE, 0)], {"gpus_per_worker": 8}, "resources.gpus_per_worker"),  # max 0 of that type
+        ([(CPU_NODE, 1), (GPU_NODE, 1)], {"gpus_per_worker": 4, "workers_per_trial": 3},
+         "resources.workers_per_trial: 3 workers x 4 GPUs = 12"),
+        ([(CPU_NODE, 1), (GPU_NODE, 2)], {"gpus_per_worker": 4, "workers_per_trial": 3}, None),
+        ([(CPU_NODE, 2)], {"cpus_per_worker": 2, "workers_per_trial": 2}, None),
+        ([(CPU_NODE, 1)], {"cpus_per_worker": 3}, "resources.cpus_per_worker: 3 CPUs per worker"),
+    ],
+)
+def test_capacity_counts_live_nodes_and_autoscaler_node_types(shapes, resources, problem):
+    from orchestrator.capacity import NodeShape, capacity_problems
+    from orchestrator.grid_schema import Resources
+
+    problems = capacity_problems(Resources(**resources), [NodeShape(shape, count) for shape, count in shapes])
+    assert len(problems) == (problem is not None)
+    assert problem is None or problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in (REPO / "grids").glob("*.yaml")))
+def test_trial_count_bound_covers_every_shipped_grid(name):
+    from orchestrator.capacity import trial_count_bound
+    from orchestrator.expand import expand_trials
+    from orchestrator.grid import load_grid
+
+    grid = load_grid(REPO / "grids" / name, check_paths=False)
+    assert trial_count_bound(grid.axes, grid.methods, grid.include, grid.continual) >= len(expand_trials(grid))
