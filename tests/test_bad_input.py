@@ -379,6 +379,10 @@ def place(root: Path, files: dict) -> None:
             path.write_text(content, encoding="utf-8", errors="surrogateescape")
 
 
+def refuse_to_start_ray(*args, **kwargs):
+    raise AssertionError("bad input got as far as starting Ray")
+
+
 def run_main(command: str, argv: list[str], capsys) -> tuple[int, str]:
     try:
         status = command_main(command)(argv)
@@ -400,6 +404,7 @@ def test_bad_input_is_one_clear_error(case, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(EXTERNAL_IMAGES_ENV, "")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("ray.init", refuse_to_start_ray)
     place(tmp_path, case.files)
     status, output = run_main(case.command, case.argv, capsys)
     assert status == 2, output
