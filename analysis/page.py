@@ -16,6 +16,7 @@ from analysis.outcomes import Outcome
 from analysis.plots import FigureFile
 from analysis.runs import OOD_QUADRANTS, QUADRANTS, Sweep, format_percent, quadrant_name
 from analysis.tables import TABLE_CSS, Table1, format_pp, html_text, table_html
+from recipes.redaction import redact_uri
 
 PAGE_CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 2em auto; max-width: 1280px; padding: 0 1.5em; }
@@ -56,7 +57,7 @@ def report_page(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome], 
 def _facts(sweep: Sweep, outcomes: list[Outcome]) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts = (("Experiment", sweep.experiment), ("Sweep (parent run)", f"{sweep.parent_run_name} ({sweep.parent_run_id})"),
-             ("Tracking URI", sweep.tracking_uri),
+             ("Tracking URI", redact_uri(sweep.tracking_uri)),
              ("Trials analysed", f"{len(sweep.trials)} ({len(outcomes)} settings, {len(sweep.recipes)} recipes)"),
              ("Runs skipped", str(len(sweep.skipped))), ("Generated", generated))
     rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts)

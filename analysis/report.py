@@ -31,6 +31,7 @@ from analysis.page import report_page
 from analysis.plots import FigureFile, paper_style, render_figures, save_figure
 from analysis.runs import load_sweep
 from analysis.tables import build_table1, table_html_document, table_markdown
+from recipes.redaction import redact
 
 ARTIFACT_PATH = "report"
 """Artifact folder of the report on the sweep's parent run."""
@@ -133,11 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     out_dir = args.out or Path("reports") / args.experiment
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from jobs.reachability import tracking_problem
+
+    unreachable = tracking_problem(tracking_uri)
+    if unreachable:
+        print(f"error: {unreachable}", file=sys.stderr)
+        return 2
     try:
         paths = write_report(args.experiment, tracking_uri, out_dir, args.parent_run_id,
                              log_artifacts=not args.no_log)
     except AnalysisError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return 2
     print(f"report:  {paths.report_html}")
     print(f"table 1: {paths.table_markdown}, {paths.table_html}")

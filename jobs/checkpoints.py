@@ -7,11 +7,21 @@ model's). This module rebuilds the trial's model, base model + parts/method, and
 trained tensors, consolidating ZeRO shards with DeepSpeed's own ``zero_to_fp32`` utility:
 
     loaded, trial, step = load_trial_checkpoint("sweeps/demo-forgetting/llm-full-.../checkpoint_...")
+
+Checkpoints live on shared storage that others may write to, so they are read as data, never as
+code: every ``torch.load`` here, DeepSpeed's own included (its resume and its ``zero_to_fp32``
+ask for ``weights_only=False``), runs inside ``weights_only_loading()``, which loads tensors and
+plain containers only, plus the few DeepSpeed record classes its files hold
+(``DEEPSPEED_RECORD_CLASSES``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,6 +30,40 @@ CHECKPOINT_TAG = "state"
 """DeepSpeed tag (sub-directory) of the engine state inside a trial checkpoint."""
 TRAINER_STATE = "trainer_state.json"
 """Rank 0's record of the trial settings and the step a checkpoint was taken after."""
+
+
+DEEPSPEED_RECORD_CLASSES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+"""Plain record classes (numbers and names, no behaviour on load) that DeepSpeed pickles into checkpoints."""
+
+
+def _record_classes() -> list[type]:
+    classes = []
+    for path in DEEPSPEED_RECORD_CLASSES:
+        module, _, name = path.rpartition(".")
+        classes.append(getattr(importlib.import_module(module), name))
+    return classes
+
+
+@contextlib.contextmanager
+def weights_only_loading() -> Iterator[None]:
+    """Inside, every ``torch.load`` (also one asking for ``weights_only=False``) loads data only."""
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        with torch.serialization.safe_globals(_record_classes()):
+            yield
+    finally:
+        torch.load = original
 
 
 def read_trainer_state(directory: str | Path) -> dict:
@@ -33,11 +77,12 @@ def read_trainer_state(directory: str | Path) -> dict:
 def trained_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     """The trained tensors of a checkpoint (fp32), whatever ZeRO stage wrote it."""
     state_dir = Path(directory) / CHECKPOINT_TAG
-    if any(state_dir.glob("*optim_states.pt")) and any(state_dir.glob("zero_pp_rank_*")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    with weights_only_loading():
+        if any(state_dir.glob("*optim_states.pt")) and any(state_dir.glob("zero_pp_rank_*")):
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
-    states = torch.load(state_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+            return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        states = torch.load(state_dir / "mp_rank_00_model_states.pt", map_location="cpu")
     return {name: tensor.float() for name, tensor in states["module"].items()}
 
 

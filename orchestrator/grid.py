@@ -9,8 +9,9 @@
         error.problems          # the same problems as a list
 
 Each problem names its field with list indices (``grid.lr[1]: must be > 0``,
-``train.stpes: unknown key; did you mean 'steps'?``). The file is read with ``yaml.safe_load``;
-YAML syntax errors give their line and column, and a key written twice in one mapping is a
+``train.stpes: unknown key; did you mean 'steps'?``). The file is read safely and within
+bounds (``recipes.yaml_loading``: no alias bombs, no deep nesting); YAML syntax errors give their
+line and column, and a key written twice in one mapping is a
 problem too (YAML would silently keep the last one).
 
 ``check_paths`` (default True) makes the files the grid names (model directories, Hub models in
@@ -23,6 +24,7 @@ grid meant for a GPU cluster can be validated and dry-run on a laptop.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import os
 import typing
@@ -32,9 +34,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from orchestrator.capacity import DEFAULT_MAX_TRIALS, trial_count_problem
 from orchestrator.expand import expand_trials
 from orchestrator.grid_checks import GridSections, consistency_problems, reference_problems
 from orchestrator.grid_schema import Grid, shown
+from recipes.yaml_loading import YamlError, compose_yaml_text, load_yaml_text
 
 __all__ = ["Grid", "GridError", "load_grid", "parse_grid"]
 
@@ -51,15 +55,20 @@ class GridError(ValueError):
         super().__init__("\n".join([f"{source}:", *(f"  {text}" for text in self.problems)]))
 
 
-def load_grid(path: str | os.PathLike, *, check_paths: bool = True) -> Grid:
+def load_grid(path: str | os.PathLike, *, check_paths: bool = True, max_trials: int = DEFAULT_MAX_TRIALS) -> Grid:
     """The validated grid in ``path``; raises GridError listing every problem."""
     source = str(path)
     data = read_grid_file(source)
-    return parse_grid(data, source=source, check_paths=check_paths)
+    return parse_grid(data, source=source, check_paths=check_paths, max_trials=max_trials)
 
 
-def parse_grid(data: Any, *, source: str = DICT_SOURCE, check_paths: bool = True) -> Grid:
-    """The validated grid of a mapping (what the YAML file holds); raises GridError."""
+def parse_grid(
+    data: Any, *, source: str = DICT_SOURCE, check_paths: bool = True, max_trials: int = DEFAULT_MAX_TRIALS
+) -> Grid:
+    """The validated grid of a mapping (what the YAML file holds); raises GridError.
+
+    A grid that may expand to more than ``max_trials`` trials is a problem (and is never expanded).
+    """
     if not isinstance(data, dict):
         raise GridError(
             source,
@@ -67,9 +76,14 @@ def parse_grid(data: Any, *, source: str = DICT_SOURCE, check_paths: bool = True
         )
     grid, errors = _schema(data)
     problems = [schema_problem(error) for error in errors]
-    sections = GridSections.of(grid) if grid is not None else _valid_sections(_without_unknown_keys(data, errors))
-    problems += consistency_problems(sections)
-    problems += reference_problems(sections, check_paths)
+    cleaned, dropped = _without_bad_values(data, errors)
+    sections = GridSections.of(grid) if grid is not None else _valid_sections(cleaned)
+    too_many = trial_count_problem(sections.axes, sections.methods, sections.include, sections.continual, max_trials)
+    if too_many:
+        problems.append(too_many)
+        sections = dataclasses.replace(sections, exclude=None)  # checking excludes walks every cell
+    cross = consistency_problems(sections) + reference_problems(sections, check_paths)
+    problems += [text for text in cross if not any(text.startswith(path) for path in dropped)]
     if grid is not None and not problems:
         problems += _trial_problems(grid)
     if problems:
@@ -93,23 +107,15 @@ def read_grid_file(source: str) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise GridError(source, [f"cannot be read as text: {error}"]) from None
     try:
-        duplicates = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise GridError(source, [_yaml_problem(error)]) from None
+        duplicates = duplicate_keys(compose_yaml_text(text))
+        data = load_yaml_text(text)
+    except YamlError as error:
+        raise GridError(source, [str(error)]) from None
     if data is None:
         raise GridError(source, ["the file is empty"])
     if duplicates:
         raise GridError(source, duplicates)
     return data
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    what = getattr(error, "problem", None) or str(error)
-    if mark is None:
-        return f"YAML syntax error: {what}"
-    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
 def duplicate_keys(node: yaml.Node | None, path: str = "") -> list[str]:
@@ -212,13 +218,21 @@ def _valid_keys(location: tuple) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()] if model else []
 
 
-def _without_unknown_keys(data: dict, errors: list[dict]) -> dict:
-    """A copy of ``data`` without the keys the schema reported as unknown (their sections may then pass)."""
+def _without_bad_values(data: dict, errors: list[dict]) -> tuple[dict, set[str]]:
+    """A copy of ``data`` without the fields the schema rejected, and their paths.
+
+    Without them a section may pass on its own (taking defaults), so the checks across sections
+    still run; problems those checks find in a dropped field are left out (the field's own
+    problem is reported).
+    """
     cleaned = copy.deepcopy(data)
+    dropped = set()
     for error in errors:
-        if error["type"] != "extra_forbidden":
+        location = error["loc"]
+        keys = list(location[: 2 if error["type"] != "extra_forbidden" else len(location)])
+        if len(keys) < 2 or not all(isinstance(key, str) for key in keys[:2]):
             continue
-        *parents, key = error["loc"]
+        *parents, key = keys
         container: Any = cleaned
         try:
             for step in parents:
@@ -226,7 +240,8 @@ def _without_unknown_keys(data: dict, errors: list[dict]) -> dict:
             container.pop(key, None)
         except (KeyError, IndexError, TypeError, AttributeError):
             continue  # a location this grid's data does not have as written; nothing to drop
-    return cleaned
+        dropped.add(field_path(tuple(keys)))
+    return cleaned, dropped
 
 
 def _valid_sections(data: dict) -> GridSections:

@@ -6,27 +6,25 @@ runs on whatever sections are valid, so a file's problems are all reported at on
 
     problems = consistency_problems(sections) + reference_problems(sections, check_paths=True)
 
-Names are checked without building anything: a registered name is accepted as it is (toy
-models are never built here). With ``check_paths`` the files the grid names must exist on this
-machine: local model directories (with a config.json), Hub models in the local Hugging Face
-cache, dataset files, suite files (and the dataset files they list) and DeepSpeed JSONs.
-Without it, only their form is checked, so a grid meant for a GPU cluster validates anywhere.
-Relative paths are relative to the working directory, where trials run.
+Names and files are checked by ``jobs.references`` (shared with ``python -m jobs.finetune``);
+without ``check_paths`` only their form is checked, so a grid meant for a GPU cluster
+validates anywhere. Every URI the grid gives is checked for its scheme and for credentials.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import os
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 from jobs.finetune.config import format_lr, format_share
-from jobs.finetune.engine import TRIAL_OWNED_KEYS
+from jobs.reachability import tracking_scheme_problem
+from jobs.references import (
+    dataset_problems,
+    deepspeed_file_problems,
+    model_problems,
+    parts_problems,
+    suite_problems,
+)
 from orchestrator.expand import FLOAT_AXES, grid_cells, matches, same_value
 from orchestrator.grid_schema import (
     AXIS_KEYS,
@@ -43,29 +41,8 @@ from orchestrator.grid_schema import (
     TrainSettings,
     default_micro_batch_size,
 )
-from recipes.data.registry import REGISTERED_DATASETS
-from recipes.data.schema import file_suffix, is_remote
-from recipes.data.suites import NAMED_SUITES, SuiteError, load_suite
-from recipes.models.registry import (
-    HUB_MODELS,
-    REGISTERED_MODELS,
-    TOY_BASE,
-    TOY_INIT,
-    ModelNotFoundError,
-    resolve_model_dir,
-)
-
-MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
-"""File suffixes of MCQ datasets (``recipes.data.schema.read_mcq``)."""
-
-SUITE_SUFFIXES = (".yaml", ".yml")
-"""File suffixes of suite files."""
-
-SUITE_PROBLEM_SEPARATOR = re.compile(r"; (?=quadrants\.|name:)")
-"""Where ``load_suite`` joins the problems of a suite file into one message."""
-
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-"""The form of a Hugging Face Hub id (org/name)."""
+from recipes.data.schema import is_remote
+from recipes.redaction import credential_problem
 
 
 @dataclass(frozen=True)
@@ -88,19 +65,6 @@ class GridSections:
     @classmethod
     def of(cls, grid: Grid) -> GridSections:
         return cls(**{name: getattr(grid, name) for name in cls.__dataclass_fields__})
-
-
-def suggestion(value: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or nothing."""
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def unknown_name(kind: str, value: str, registered: Iterable[str], alternative: str) -> str:
-    """``unknown <kind> 'x'; did you mean 'y'? (registered: a, b; or <alternative>)``."""
-    registered = list(registered)
-    listed = ", ".join(registered)
-    return f"unknown {kind} {value!r}{suggestion(value, registered)} (registered: {listed}; or {alternative})"
 
 
 # -- consistency -------------------------------------------------------------------------------
@@ -290,6 +254,7 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
     problems = []
     if s.model is not None:
         problems += model_problems(s.model, check_paths)
+        problems += _parts_problems(s, check_paths)
     if s.train is not None:
         problems += dataset_problems("train.dataset", s.train.dataset, check_paths)
         for index, item in enumerate(s.train.mix):
@@ -306,107 +271,25 @@ def reference_problems(s: GridSections, check_paths: bool) -> list[str]:
                     problems += dataset_problems(where, getattr(task, key), check_paths)
     if check_paths and s.storage is not None and not is_remote(s.storage) and Path(s.storage).expanduser().is_file():
         problems.append(f"storage: {s.storage!r} is a file, not a folder")
-    problems += credential_problems("storage", s.storage)
-    problems += credential_problems("tracking.uri", s.tracking.uri if s.tracking else None)
-    return problems
+    return problems + uri_problems(s)
 
 
-SECRET_QUERY_KEYS = ("token", "key", "secret", "password", "signature", "sig", "credential")
-"""Query parameters that carry credentials in URIs (access tokens, signed-URL signatures)."""
+def _parts_problems(s: GridSections, check_paths: bool) -> list[str]:
+    """Parts the model does not have (``vision.last<N>`` past its vision encoder)."""
+    places = [("grid.parts", s.axes.parts if s.axes else [])]
+    places += [(f"include[{i}].parts", cell.parts or []) for i, cell in enumerate(s.include or [])]
+    return [
+        problem
+        for where, values in places
+        for index, parts in enumerate(values)
+        for problem in parts_problems(f"{where}[{index}]", parts, s.model, check_paths)
+    ]
 
 
-def credential_problems(where: str, uri: str | None) -> list[str]:
-    """A URI with credentials in it would reach logs and MLflow; they belong in the environment."""
-    if not uri or "://" not in uri:
-        return []
-    parts = urlsplit(uri)
-    query_keys = [key.lower() for key, _ in parse_qsl(parts.query)]
-    if parts.password or parts.username or any(secret in key for key in query_keys for secret in SECRET_QUERY_KEYS):
-        return [
-            f"{where}: contains credentials; remove them and use the environment instead "
-            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN; AWS keys, a profile or an "
-            "instance role for s3://)"
-        ]
-    return []
-
-
-def looks_like_path(value: str) -> bool:
-    """Whether a name is written as a path (absolute, ./, ../, ~, file://, or several folders)."""
-    return value.startswith(("/", "./", "../", "~", "file://")) or value.count("/") > 1
-
-
-def _local_path(value: str) -> Path:
-    return Path(value.removeprefix("file://")).expanduser()
-
-
-def _missing_file(where: str, value: str) -> str:
-    place = "" if _local_path(value).is_absolute() else f" (relative to {os.getcwd()})"
-    return f"{where}: no such file {value!r}{place}"
-
-
-def model_problems(model: str, check_paths: bool) -> list[str]:
-    """A registered model name, a local model directory, or a Hub id (org/name)."""
-    if model in REGISTERED_MODELS and model not in HUB_MODELS:
-        return []  # a toy model: built on first use, never here
-    if model not in REGISTERED_MODELS and not looks_like_path(model) and not HUB_ID.fullmatch(model):
-        return [
-            "model: " + unknown_name("model", model, REGISTERED_MODELS, "a local model directory or a Hub id org/name")
-        ]
-    if not check_paths or model in (TOY_BASE, TOY_INIT):
-        return []
-    try:
-        resolve_model_dir(model)
-    except ModelNotFoundError as error:
-        return [f"model: {error}"]
-    return []
-
-
-def dataset_problems(where: str, value: str, check_paths: bool) -> list[str]:
-    """A registered dataset name or an MCQ file (local or URL)."""
-    if value in REGISTERED_DATASETS:
-        return []
-    if not (file_suffix(value) in MCQ_SUFFIXES or looks_like_path(value) or "/" in value or is_remote(value)):
-        alternative = f"the path of an MCQ file: {', '.join(MCQ_SUFFIXES)}"
-        return [f"{where}: " + unknown_name("dataset", value, REGISTERED_DATASETS, alternative)]
-    if file_suffix(value) not in MCQ_SUFFIXES:
-        return [f"{where}: {value!r} is not an MCQ file; expected {', '.join(MCQ_SUFFIXES)}"]
-    if check_paths and not is_remote(value) and not _local_path(value).is_file():
-        return [_missing_file(where, value)]
-    return []
-
-
-def suite_problems(value: str, check_paths: bool) -> list[str]:
-    """A named suite, or a suite YAML that loads, with its datasets on this machine (with ``check_paths``)."""
-    if value in NAMED_SUITES:
-        return []
-    if file_suffix(value) not in SUITE_SUFFIXES:
-        return ["eval.suite: " + unknown_name("suite", value, NAMED_SUITES, "the path of a suite YAML file")]
-    if not check_paths or is_remote(value):
-        return []
-    if not _local_path(value).is_file():
-        return [_missing_file("eval.suite", value)]
-    try:
-        load_suite(value)
-    except SuiteError as error:
-        message = str(error).removeprefix(f"{value}: ")
-        return [f"eval.suite: {value}: {item}" for item in SUITE_PROBLEM_SEPARATOR.split(message)]
-    return []
-
-
-def deepspeed_file_problems(path: str) -> list[str]:
-    """A DeepSpeed JSON that exists, holds an object, and leaves the optimizer and schedule to the trial."""
-    if not _local_path(path).is_file():
-        return [_missing_file("train.deepspeed", path)]
-    try:
-        config = json.loads(_local_path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return [f"train.deepspeed: {path}: not valid JSON ({error})"]
-    if not isinstance(config, dict):
-        return [f"train.deepspeed: {path}: expected a JSON object, got {type(config).__name__}"]
-    owned = [key for key in TRIAL_OWNED_KEYS if key in config]
-    if owned:
-        return [
-            f"train.deepspeed: {path}: remove {', '.join(owned)}; the trial sets AdamW and the "
-            "learning-rate schedule from the grid (lr, warmup_ratio, schedule)"
-        ]
-    return []
+def uri_problems(s: GridSections) -> list[str]:
+    """Credentials in any URI the grid gives, and schemes nothing here can read."""
+    problems = [credential_problem("storage", s.storage)]
+    if s.tracking is not None:
+        scheme = tracking_scheme_problem(s.tracking.uri)
+        problems += [f"tracking.uri: {scheme}" if scheme else credential_problem("tracking.uri", s.tracking.uri)]
+    return [text for text in problems if text]

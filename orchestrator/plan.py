@@ -1,4 +1,4 @@
-"""python -m orchestrator.plan GRID.yaml [--no-check-paths]
+"""python -m orchestrator.plan GRID.yaml [--no-check-paths] [--max-trials N]
 
 What ``python -m orchestrator.sweep GRID.yaml --dry-run`` prints: the validated grid's trials and
 the resources they need, with nothing started (this module's command prints the same).
@@ -13,7 +13,10 @@ would not fit a 2-core laptop. The concurrency is how many such trials fit at on
 cluster's resources, capped by the grid's ``resources.max_concurrent_trials``.
 
 Cluster resources come from the Ray cluster ``RAY_ADDRESS`` names, or else from this machine
-(``os.cpu_count()`` CPUs, ``torch.cuda.device_count()`` GPUs) without starting Ray.
+(``os.cpu_count()`` CPUs, ``torch.cuda.device_count()`` GPUs) without starting Ray. An
+unreachable cluster, or a worker no node (or autoscaler node type) can ever hold, is an error
+(exit status 2) before anything runs; with ``--no-check-paths`` this machine is not held
+against the grid (it is meant for another one).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from jobs.finetune.config import TrialConfig, format_lr, format_share
+from jobs.reachability import preflight_problem
+from orchestrator.capacity import DEFAULT_MAX_TRIALS, capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import Grid
+from recipes.redaction import redact, redact_uri
 
 PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
 """Texts of the problems that only say a file is missing on this machine."""
@@ -71,6 +77,26 @@ def cluster_resources() -> dict[str, float]:
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     return {key: float(value) for key, value in ray.cluster_resources().items()}
+
+
+def add_max_trials_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-trials N``: the most trials a grid may expand to."""
+    parser.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS, metavar="N",
+                        help=f"refuse grids that expand to more than N trials (default {DEFAULT_MAX_TRIALS})")
+
+
+def cluster_problems(grid: Grid, *, check_local: bool = True, tracking: bool = False) -> list[str]:
+    """Why the grid cannot run here: an unreachable Ray cluster (or tracking server, with ``tracking``),
+    or a trial no node of the cluster can ever hold (checked on this machine only with ``check_local``)."""
+    problem = preflight_problem(grid.tracking_uri if tracking else None)
+    if problem:
+        return [problem]
+    cluster_resources()  # connects to the cluster RAY_ADDRESS names
+    import ray
+
+    if not ray.is_initialized() and not check_local:
+        return []
+    return capacity_problems(grid.resources, node_shapes())
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -145,7 +171,7 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
         f"sweep {grid.name} ({grid.source}): {len(trials)} trials",
         f"model {grid.model}; {data}",
         f"eval suite {grid.eval.suite} ({grid.eval.mode}); checkpoints in {grid.sweep_storage}",
-        f"MLflow {grid.tracking_uri}, experiment {grid.experiment}",
+        f"MLflow {redact_uri(grid.tracking_uri)}, experiment {grid.experiment}",
         "",
         format_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
         "",
@@ -164,13 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not look for the model, dataset, suite and DeepSpeed files on this machine (a grid for another one)",
     )
+    add_max_trials_flag(parser)
     args = parser.parse_args(argv)
     try:
-        grid = load_grid(args.grid, check_paths=not args.no_check_paths)
+        grid = load_grid(args.grid, check_paths=not args.no_check_paths, max_trials=args.max_trials)
     except GridError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         if not args.no_check_paths and any(text in problem for problem in error.problems for text in PATH_PROBLEMS):
             print("(a grid for another machine? --no-check-paths checks everything but its files)", file=sys.stderr)
+        return 2
+    problems = cluster_problems(grid, check_local=not args.no_check_paths)
+    if problems:
+        print(f"error: {grid.source}:\n" + "\n".join(f"  {text}" for text in problems), file=sys.stderr)
         return 2
     print(render_plan(grid, expand_trials(grid), cluster_resources()))
     return 0

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from recipes.redaction import redact
+
 OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
 
 
@@ -30,13 +32,14 @@ def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
 class SweepProgress(Callback):
     """Prints one line per trial evaluation and per trial end."""
 
-    def __init__(self, total: int, already_done: int = 0, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, total: int, already_done: int = 0, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = already_done
         self.failed = 0
         self.best_id_gain: tuple[str, float] | None = None
         self.worst_ood_drop: tuple[str, float] | None = None
         self.stream = stream
+        """Where lines go (None: this process's current stdout; Tune pickles the callback, a stream it cannot)."""
         self.started = time.monotonic()
 
     def _name(self, trial) -> str:
@@ -44,7 +47,7 @@ class SweepProgress(Callback):
 
     def _print(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.0f}s {self.done}/{self.total} done] {text}", file=self.stream, flush=True)
+        print(f"[{elapsed:6.0f}s {self.done}/{self.total} done] {redact(text)}", file=self.stream or sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._print(f"{self._name(trial)}: started")

@@ -1,7 +1,7 @@
 """The sweep's MLflow bookkeeping: one parent run per sweep, one child run per trial, no duplicates.
 
 Running a grid again finds what the previous runs left: the newest parent run of the sweep is
-reused (its ``grid.yaml`` and ``trials.csv`` artifacts are refreshed), trials whose child run
+reused (its ``grid.yaml`` (redacted: ``recipes.redaction``) and ``trials.csv`` artifacts are refreshed), trials whose child run
 is finished or early-stopped are skipped, and unfinished trials keep their child run and resume
 from their checkpoints:
 
@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import KIND_TAG, STATUS_TAG, experiment_id, start_trial_run
 from jobs.finetune.trainer import find_trial_run
+from recipes.redaction import redact
 
 DONE_STATUSES = ("finished", "early_stopped")
 """Child-run states that a re-run skips."""
@@ -72,7 +73,7 @@ def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[
     client.log_batch(run_id, tags=[RunTag("forgetless.trials", str(len(trials)))])
     with tempfile.TemporaryDirectory() as directory:
         grid_copy = Path(directory) / "grid.yaml"
-        grid_copy.write_text(Path(grid_file).read_text())
+        grid_copy.write_text(redact(Path(grid_file).read_text()))
         (Path(directory) / "trials.csv").write_text(trials_csv(trials))
         client.log_artifact(run_id, str(grid_copy))
         client.log_artifact(run_id, str(Path(directory) / "trials.csv"))

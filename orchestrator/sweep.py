@@ -1,4 +1,4 @@
-"""python -m orchestrator.sweep GRID.yaml [--dry-run] [--no-report] [--no-check-paths]
+"""python -m orchestrator.sweep GRID.yaml [--dry-run] [--no-report] [--no-check-paths] [--max-trials N]
 
 The product's front door: a grid file becomes validated trials, Ray Tune runs them (each trial a
 Ray Train + DeepSpeed fine-tune evaluated on the 2x2 suite at every checkpoint), MLflow gets one
@@ -15,7 +15,8 @@ cluster holds (``resources.max_concurrent_trials`` caps it; an autoscaling clust
 the cap). Running the same grid again resumes: finished trials are skipped, unfinished ones
 continue from their last checkpoint, and no MLflow run is duplicated. Ctrl-C stops cleanly.
 Exit status: 0 when every trial finished (or stopped early by ``early_stop``), 1 when a trial
-failed, 2 for an invalid grid, 130 when interrupted.
+failed, 2 for an invalid grid (or an unreachable Ray cluster or MLflow server, or trials no node
+can ever hold: all found before any trial or MLflow run is created), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from mlflow.tracking import MlflowClient
 from jobs.finetune.config import TrialConfig
 from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.expand import expand_trials
-from orchestrator.plan import max_concurrent_trials, render_plan
+from jobs.reachability import preflight_problem
+from orchestrator.capacity import capacity_problems, node_shapes
+from orchestrator.plan import add_max_trials_flag, cluster_problems, cluster_resources, max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
 from orchestrator.runs import (
     DONE_STATUSES,
@@ -41,6 +44,7 @@ from orchestrator.runs import (
     plan_children,
     runs_page_hint,
 )
+from recipes.redaction import install_log_redaction, redact, redact_uri
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
@@ -62,15 +66,14 @@ def run_tune_trial(config: dict) -> None:
     trial = TrialConfig.from_dict(config["cell"]["trial"])
     outcome = run_trial(trial, callbacks=[TuneReportCallback()])
     if outcome.status == "failed":
-        raise RuntimeError(f"trial {trial.name} failed: {outcome.error}")
+        raise RuntimeError(redact(f"trial {trial.name} failed: {outcome.error}"))
     tune.report({"trial_status": outcome.status})
 
 
 def check_data(trials: list[TrialConfig]) -> None:
-    """Read and validate every dataset the trials use, before any compute (raises MCQFormatError).
+    """Read and validate every dataset the trials use, row by row, images checked, before any compute.
 
-    Eval sets are checked row by row, images decoded; training sets are checked without decoding
-    every image (the workers decode them as they train).
+    Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows.
     """
     from recipes.data.registry import resolve_dataset
     from recipes.data.schema import read_mcq
@@ -85,7 +88,7 @@ def check_data(trials: list[TrialConfig]) -> None:
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     for name in sorted(training):
-        read_mcq(resolve_dataset(name), check_images=False)
+        read_mcq(resolve_dataset(name))
     tasks = {task for trial in trials for task in trial.continual_tasks}
     for task in sorted(tasks, key=lambda task: task.name):
         load_train_table(task)
@@ -160,7 +163,7 @@ def write_report(grid: Grid, parent_run_id: str) -> None:
     try:
         paths = write_analysis_report(grid.name, grid.tracking_uri, out_dir, parent_run_id=parent_run_id)
     except AnalysisError as error:
-        print(f"report skipped: {error}", file=sys.stderr)
+        print(f"report skipped: {redact(str(error))}", file=sys.stderr)
         return
     print(f"report: {paths.report_html} (also on the parent run in MLflow under report/)")
 
@@ -177,43 +180,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     parser.add_argument("--no-check-paths", action="store_true",
                         help="validate names and path shapes only (for a grid meant for another machine)")
+    add_max_trials_flag(parser)
     return parser
+
+
+def invalid(source: str, problems: list[str]) -> int:
+    """Print ``problems`` of ``source`` as one error (redacted); the exit status of invalid input."""
+    lines = [f"error: {source}:", *(f"  {text}" for text in problems)] if len(problems) > 1 else [
+        f"error: {problems[0]}"
+    ]
+    print(redact("\n".join(lines)), file=sys.stderr)
+    return EXIT_INVALID
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    install_log_redaction()
     try:
-        grid = load_grid(args.grid, check_paths=not args.no_check_paths)
+        grid = load_grid(args.grid, check_paths=not args.no_check_paths, max_trials=args.max_trials)
     except GridError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_INVALID
+    if args.dry_run:
+        problems = cluster_problems(grid, check_local=not args.no_check_paths)
+        if problems:
+            return invalid(grid.source, problems)
+        print(render_plan(grid, expand_trials(grid), cluster_resources()))
+        return 0
+    unreachable = preflight_problem(grid.tracking_uri)
+    if unreachable:
+        return invalid(grid.source, [unreachable])
     trials = expand_trials(grid)
-    if not args.dry_run and not args.no_check_paths:
+    if not args.no_check_paths:
         from recipes.data.schema import MCQFormatError
         from recipes.data.suites import SuiteError
 
         try:
             check_data(trials)
         except (MCQFormatError, SuiteError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_INVALID
-
-    if args.dry_run:
-        from orchestrator.plan import cluster_resources
-
-        print(render_plan(grid, trials, cluster_resources()))
-        return 0
+            return invalid(grid.source, [str(error)])
 
     import ray
 
     ray.init(ignore_reinit_error=True, log_to_driver=False)
+    capacity = capacity_problems(grid.resources, node_shapes())
+    if capacity:
+        return invalid(grid.source, capacity)
     cluster = {key: value for key, value in ray.cluster_resources().items() if key in ("CPU", "GPU")}
     concurrency = max(1, max_concurrent_trials(grid, cluster))
     parent = open_parent_run(grid.tracking_uri, grid.name, str(args.grid), trials)
     plan = plan_children(trials, parent)
     print(
         f"sweep {grid.name}: {len(trials)} trials ({len(plan.done)} already finished, {len(plan.pending)} to run), "
-        f"up to {concurrency} at once on {cluster}; MLflow {grid.tracking_uri} (parent run {parent[:12]})"
+        f"up to {concurrency} at once on {cluster}; MLflow {redact_uri(grid.tracking_uri)} (parent run {parent[:12]})"
     )
     failed = 0
     try:
@@ -225,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summary_rows(grid.tracking_uri, trials)
     print()
     print(summary_table(rows))
-    print(runs_page_hint(grid.tracking_uri, parent_experiment_id(grid.tracking_uri, parent)))
+    print(runs_page_hint(redact_uri(grid.tracking_uri), parent_experiment_id(grid.tracking_uri, parent)))
     unfinished = [row.name for row in rows if row.status not in DONE_STATUSES + ("failed",)]
     if unfinished:
         close_parent_run(grid.tracking_uri, parent, "KILLED")

@@ -117,7 +117,7 @@ def test_imagewikiqa_bad_rows_name_file_line_and_problem(tmp_path, imagewikiqa_f
     assert str(caught.value).splitlines() == [
         f"{imagewikiqa_file}: 3 bad rows (pass skip_bad=True (--skip-bad) to skip them)",
         "  line 3: text has no lettered option lines ('A. ...', 'B. ...')",
-        f"  line 4: image file 'images/missing.JPEG' cannot be read ({missing}): [Errno 2] No such file or directory: '{missing}'",
+        f"  line 4: image file 'images/missing.JPEG' cannot be read ({missing}): No such file or directory",
         "  line 5 (id 'imagewikiqa-5'): answer 'D' is not a letter of the options (A-B)",
     ]
     out = tmp_path / "wiki.parquet"
@@ -225,7 +225,7 @@ def test_mmmu_bad_options_literal(tmp_path):
         ),
         path,
     )
-    with pytest.raises(MCQFormatError, match=r"row 0 \(id 'x1'\): options is not a Python list literal"):
+    with pytest.raises(MCQFormatError, match=r"row 1 \(id 'x1'\): options is not a Python list literal"):
         adapt_file("mmmu", path)
 
 

@@ -156,7 +156,7 @@ BAD_ROWS = {
     "meta not an object": ({"meta": "[1, 2]"}, "meta is JSON but not an object (got list)"),
     "image not decodable": ({"image": b"not a png at all"}, "image cannot be decoded by PIL"),
     "truncated png": ({"image": png_bytes()[:40]}, "image cannot be decoded by PIL"),
-    "duplicate id": ({"id": "q0"}, "id 'q0' is also used by row 0"),
+    "duplicate id": ({"id": "q0"}, "id 'q0' is also used by row 1"),
 }
 
 
@@ -168,13 +168,13 @@ def test_bad_parquet_row_names_file_row_and_problem(tmp_path, change, problem):
     expected_id = change.get("id", "q2")
     header, detail = str(caught.value).splitlines()
     assert header == f"{path}: 1 bad row (pass skip_bad=True (--skip-bad) to skip them)"
-    assert detail.startswith(f"  row 2 (id {expected_id!r}): {problem}")
+    assert detail.startswith(f"  row 3 (id {expected_id!r}): {problem}")
     assert caught.value.bad_rows[0].problem.startswith(problem)
 
 
 def test_empty_id_is_bad(tmp_path):
     path = write_raw_parquet(tmp_path / "bad.parquet", [mcq_record(0, id="")])
-    with pytest.raises(MCQFormatError, match=r"row 0 \(id ''\): id is empty"):
+    with pytest.raises(MCQFormatError, match=r"row 1 \(id ''\): id is empty"):
         read_mcq(path)
 
 
@@ -262,7 +262,7 @@ def test_write_refuses_to_overwrite(tmp_path):
 
 def test_write_of_bad_rows_writes_nothing(tmp_path):
     with pytest.raises(
-        MCQFormatError, match=r"out\.parquet: 1 bad row \(nothing was written\)\n  row 1 \(id 'q1'\): answer 'X'"
+        MCQFormatError, match=r"out\.parquet: 1 bad row \(nothing was written\)\n  row 2 \(id 'q1'\): answer 'X'"
     ):
         write_mcq([mcq_record(0), mcq_record(1, answer="X")], tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from recipes.redaction import CREDENTIAL_HINT
 from orchestrator.grid import GridError, load_grid, parse_grid
 from recipes.data.registry import REGISTERED_DATASETS
 from recipes.models.registry import REGISTERED_MODELS
@@ -36,10 +37,7 @@ def problems_of(path, check_paths: bool = True) -> list[str]:
     return caught.value.problems
 
 
-CREDENTIALS_PROBLEM = (
-    "contains credentials; remove them and use the environment instead (MLFLOW_TRACKING_USERNAME/"
-    "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN; AWS keys, a profile or an instance role for s3://)"
-)
+CREDENTIALS_PROBLEM = f"contains credentials; {CREDENTIAL_HINT}"
 
 BROKEN = [
     ("negative lr", "name: t\nmodel: toy-qwen2.5-vl-init\ngrid: {lr: [1.0e-4, -1]}\n", ["grid.lr[1]: must be > 0"]),

@@ -42,6 +42,7 @@ from recipes.data.continual import stage_training_table, task_names
 from recipes.data.registry import dataset_name
 from recipes.data.stream import TrainingStream
 from recipes.methods import merge_lora
+from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.continual")
 
@@ -178,5 +179,6 @@ class ContinualWorker(TrialWorker):
 def continual_loop_per_worker(config: dict) -> None:
     """Ray Train entry point of continual trials: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    install_log_redaction()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ContinualWorker(TrialConfig.from_dict(config["trial"])).run()

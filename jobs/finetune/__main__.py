@@ -17,6 +17,9 @@ import typing
 from dataclasses import MISSING, fields
 
 from jobs.finetune.config import TrialConfig
+from jobs.finetune.flag_checks import trial_flag_problems
+from jobs.reachability import preflight_problem
+from recipes.redaction import install_log_redaction, redact
 from recipes.data.stream import MixSource
 
 CLI_HIDDEN = {"mix", "run_id", "sweep"}
@@ -88,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trial = TrialConfig(**args)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        return 2
+    install_log_redaction()
+    problems = trial_flag_problems(trial) or [text for text in [preflight_problem(trial.tracking_uri)] if text]
+    if problems:
+        print("\n".join(f"error: {text}" for text in problems), file=sys.stderr)
         return 2
 
     import ray
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in sorted(quadrants):
         print(f"  {key:<18} {quadrants[key]:8.2f}")
     if outcome.error:
-        print(f"error: {outcome.error}", file=sys.stderr)
+        print(f"error: {redact(outcome.error)}", file=sys.stderr)
     return 0 if outcome.status != "failed" else 1
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from jobs import storage
-from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state
+from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state, weights_only_loading
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
@@ -36,6 +36,7 @@ from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
 from recipes.models import load_model
+from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.finetune")
 
@@ -209,10 +210,11 @@ class TrialWorker:
 
     def load_state(self, directory: Path, state: dict) -> None:
         """Load this rank's share of a checkpoint written by ``save`` (its ``trainer_state.json`` is ``state``)."""
-        self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
+        with weights_only_loading():
+            self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
         rng = directory / f"rng_rank{self.rank}.pt"
         if rng.is_file():
-            torch.set_rng_state(torch.load(rng))
+            torch.set_rng_state(torch.load(rng, weights_only=True))
 
     def report(self, step: int, metrics: dict[str, float], checkpoint: bool) -> None:
         """Report metrics (and this rank's checkpoint files) to Ray Train; every rank calls it."""
@@ -281,5 +283,6 @@ class TrialWorker:
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    install_log_redaction()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     TrialWorker(TrialConfig.from_dict(config["trial"])).run()

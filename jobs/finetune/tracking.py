@@ -27,6 +27,8 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from recipes.redaction import redact
+
 STATUS_TAG = "forgetless.status"
 """Tag holding a trial's state: running, finished, early_stopped or failed."""
 EARLY_STOP_TAG = "forgetless.early_stop_reason"
@@ -104,7 +106,7 @@ class TrialTracker:
         self.client.log_dict(self.run_id, record, artifact_file)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(key, redact(str(value))) for key, value in tags.items()])
 
     def set_status(self, status: str, reason: str | None = None) -> None:
         """Record the trial's state (and why it stopped early)."""
@@ -129,6 +131,6 @@ def start_trial_run(
     run_tags = {KIND_TAG: "trial", STATUS_TAG: "running", **tags}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=run_tags)
-    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags={k: redact(v) for k, v in run_tags.items()})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, redact(v)) for k, v in params.items()])
     return run.info.run_id

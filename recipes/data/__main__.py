@@ -5,18 +5,23 @@ python -m recipes.data inspect FILE [--samples N] [--skip-bad]
 
 Command line of the dataset tools: generate the toy world, build ImageNet-VQA from a class
 folder, adapt public benchmarks to the MCQ contract, and inspect an MCQ file. ``--help`` after
-a command lists its options.
+a command lists its options. Images that data files name by path must lie inside the file's
+folder (or ``--image-root``); ``--allow-external-images`` (before the command) also reads
+absolute paths and URLs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
 from recipes.data.adapters import FORMATS
+from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
 from recipes.data.schema import MCQFormatError
+from recipes.redaction import install_log_redaction, redact
 
 
 def _toy(args: argparse.Namespace) -> int:
@@ -87,6 +92,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipes.data", description=__doc__.split("\n\n")[1])
+    parser.add_argument(
+        "--allow-external-images",
+        action="store_true",
+        help="let data files name images by absolute path or URL (default: only paths inside the file's folder "
+        "or --image-root)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     toy = commands.add_parser("toy", help="generate the toy world (all datasets, suite.yaml, manifest.json)")
@@ -146,10 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    if args.allow_external_images:
+        os.environ[EXTERNAL_IMAGES_ENV] = "1"
     try:
         return args.run(args)
-    except (MCQFormatError, FileExistsError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (MCQFormatError, OSError, ValueError) as error:
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return 2
 
 

@@ -120,7 +120,7 @@ def iter_source_rows(path: str) -> Iterator[tuple[str, dict | ValueError]]:
             row = 0
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=256):
                 for record in batch.to_pylist():
-                    yield f"row {row}", record
+                    yield f"row {row + 1}", record
                     row += 1
     elif suffix in (".jsonl", ".ndjson"):
         with open_binary(path) as handle:
@@ -135,7 +135,7 @@ def iter_source_rows(path: str) -> Iterator[tuple[str, dict | ValueError]]:
             data = json.load(handle)
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records")
-        yield from ((f"item {index}", record) for index, record in enumerate(data))
+        yield from ((f"item {index}", record) for index, record in enumerate(data, start=1))
     elif suffix == ".tsv":
         csv.field_size_limit(sys.maxsize)
         with open_binary(path) as handle:
@@ -246,6 +246,8 @@ def vmcbench_record(row: dict, location: str, *, source: str, base_dir: str) -> 
         raise ValueError("fewer than 2 options in columns A, B, ...")
     if _missing(row.get("question")):
         raise ValueError("question is empty")
+    if _missing(row.get("answer")):
+        raise ValueError("answer is missing (VMCBench rows give the correct letter in column answer)")
     index = row.get("index")
     meta = {"category": row.get("category"), "index": index}
     meta.update(_extra_meta(row, {"question", "answer", "category", "index", "image", *LETTERS[: len(options)]}))
@@ -395,6 +397,8 @@ def adapt_file(
         except (ValueError, OSError) as error:
             row_id = row.get("id") if isinstance(row, dict) else None
             bad.append(BadRow(location, None if row_id is None else str(row_id), str(error)))
+    if not records and not bad:
+        raise MCQFormatError(path, problem="has no rows" + (f" to adapt ({_excluded_text(excluded)} left out)" if excluded else ""))
     table = records_to_table(records)
     contract_bad = RowValidator().check(table, 0, locations)
     bad += contract_bad
@@ -404,6 +408,10 @@ def adapt_file(
         dropped = {b.row for b in contract_bad}
         table = table.filter(pa.array([row not in dropped for row in range(table.num_rows)]))
     return Adapted(path, table, table.num_rows, tuple(bad), dict(excluded))
+
+
+def _excluded_text(excluded: Counter) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in excluded.items())
 
 
 def adapt(

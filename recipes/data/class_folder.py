@@ -43,6 +43,9 @@ IMAGENET_QUESTION = "What is the main object in this image?"
 FOLDER_QUESTION = "What is this?"
 """The default question of the class-folder adapter."""
 
+CLASSES_FILE = "classes.txt"
+"""A names file beside the class folders, used when no other is given."""
+
 WRITE_BATCH_ROWS = 512
 """Rows read and written per batch."""
 
@@ -62,6 +65,9 @@ def read_class_names(path: str | os.PathLike, class_dirs: Sequence[str]) -> dict
         if isinstance(data, dict):
             return {str(key): str(value) for key, value in data.items()}
         raise ValueError(f"{path}: expected a JSON object or list of class names, got {type(data).__name__}")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and len(lines) == len(class_dirs) and not any(line.split()[0] in class_dirs for line in lines):
+        return dict(zip(class_dirs, lines, strict=True))  # one name per line, in class order
     names = {}
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -106,7 +112,11 @@ class ClassFolder:
 
     @classmethod
     def scan(cls, root: str | os.PathLike, names_file: str | os.PathLike | None = None) -> "ClassFolder":
-        """Read ``root/<class_dir>/<files>`` (subfolders of a class dir are included)."""
+        """Read ``root/<class_dir>/<files>`` (subfolders of a class dir are included).
+
+        Without ``names_file``, a ``classes.txt`` in ``root`` names the classes when there is one.
+        A class dir without images is an error (it would still be offered as a distractor).
+        """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: not a directory of class folders")
@@ -119,6 +129,12 @@ class ClassFolder:
                 for filename in sorted(filenames, key=_natural_key):
                     if filename.lower().endswith(IMAGE_EXTENSIONS):
                         files.append((os.path.relpath(os.path.join(dirpath, filename), root), index))
+        empty = [class_dir for index, class_dir in enumerate(class_dirs) if not any(i == index for _, i in files)]
+        if files and empty:
+            listed = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            raise ValueError(f"{root}: class folder(s) without images ({', '.join(IMAGE_EXTENSIONS)}): {listed}")
+        if names_file is None and (root / CLASSES_FILE).is_file():
+            names_file = root / CLASSES_FILE
         return cls(root, class_dirs, cls._names(class_dirs, names_file), tuple(files))
 
     @classmethod
@@ -166,7 +182,6 @@ def class_mcq_records(
     num_options: int = 4,
 ) -> Iterator[list[dict]]:
     """Batches of MCQ records, one per image of ``folder`` (deterministic given ``seed``)."""
-    num_options = min(num_options, len(folder.class_dirs))
     rng = np.random.default_rng([seed, 1])
     positions = balanced_answer_positions(len(folder.files), num_options, rng)
     batch = []
@@ -215,6 +230,11 @@ def build_class_mcq(
     """
     if num_options < 2:
         raise ValueError(f"num_options must be >= 2, got {num_options}")
+    if len(folder.class_dirs) < num_options:
+        raise ValueError(
+            f"{folder.root}: {len(folder.class_dirs)} classes cannot make {num_options}-option questions "
+            f"(each option is a class); add classes"
+        )
     if clip_path is not None and pool_size < num_options - 1:
         raise ValueError(f"pool_size ({pool_size}) must be >= num_options - 1 ({num_options - 1})")
     check_writable(out, overwrite)

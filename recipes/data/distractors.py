@@ -41,8 +41,15 @@ def clip_text_similarity(
     import torch
     from transformers import AutoTokenizer, CLIPModel
 
-    tokenizer = AutoTokenizer.from_pretrained(clip_path)
-    model = CLIPModel.from_pretrained(clip_path).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(clip_path, local_files_only=True)
+        model = CLIPModel.from_pretrained(clip_path, local_files_only=True).eval()
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"--clip {clip_path!r}: not a CLIP model on this machine ({type(error).__name__}); nothing is downloaded "
+            "at run time: fetch one first (e.g. `hf download openai/clip-vit-base-patch32 --local-dir DIR`) "
+            "and pass --clip DIR"
+        ) from None
     texts = [template.format(name) for name in class_names]
     chunks = []
     with torch.inference_mode():

@@ -35,6 +35,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from recipes.data.image_paths import image_location
+from recipes.redaction import redact_uri
+
 logger = logging.getLogger("forgetless.data")
 
 MCQ_SCHEMA = pa.schema(
@@ -89,7 +92,7 @@ class BadRow:
     """One row that breaks the contract."""
 
     location: str
-    """Where it is in the file: "row 3" (0-based table row) or "line 4" (1-based jsonl line)."""
+    """Where it is in the file, counted from 1: "row 3" (parquet row) or "line 4" (jsonl line)."""
     row_id: str | None
     """Its id when it has one."""
     problem: str
@@ -252,7 +255,7 @@ class RowValidator:
 
     def __init__(self, check_images: bool = True):
         self.check_images = check_images
-        self._first_row_of_id: dict[str, int] = {}
+        self._location_of_id: dict[str, str] = {}
 
     def check(
         self, batch: pa.Table | pa.RecordBatch, first_row: int, locations: Sequence[str] | None = None
@@ -269,21 +272,21 @@ class RowValidator:
         bad: list[BadRow] = []
         for offset, row_id in enumerate(ids):
             row = first_row + offset
+            location = locations[offset] if locations is not None else f"row {row + 1}"
             problem = self._row_problem(
-                row, row_id, questions[offset], options_list[offset], answers[offset], sources[offset], metas[offset]
+                location, row_id, questions[offset], options_list[offset], answers[offset], sources[offset], metas[offset]
             )
             if problem is None and self.check_images and images[offset].is_valid:
                 problem = image_problem(images[offset].as_buffer())
             if problem is not None:
-                location = locations[offset] if locations is not None else f"row {row}"
                 bad.append(BadRow(location, row_id, problem, row))
         return bad
 
-    def _row_problem(self, row, row_id, question, options, answer, source, meta) -> str | None:
+    def _row_problem(self, location, row_id, question, options, answer, source, meta) -> str | None:
         if row_id is None or not row_id.strip():
             return "id is empty"
-        if row_id in self._first_row_of_id:
-            return f"id {row_id!r} is also used by row {self._first_row_of_id[row_id]}"
+        if row_id in self._location_of_id:
+            return f"id {row_id!r} is also used by {self._location_of_id[row_id]}"
         problem = (
             ("question is empty" if question is None or not question.strip() else None)
             or _options_problem(options)
@@ -292,7 +295,7 @@ class RowValidator:
             or _meta_problem(meta)
         )
         if problem is None:
-            self._first_row_of_id[row_id] = row
+            self._location_of_id[row_id] = location
         return problem
 
 
@@ -374,11 +377,23 @@ def _read_parquet(path: str, skip_bad: bool, check_images: bool) -> MCQReadRepor
     return _finish(table, bad, path, skip_bad, skipped_rows)
 
 
+def _is_base64_image(value: str) -> bool:
+    """Whether ``value`` reads as base64 image text rather than a path (JPEG's base64 starts with '/')."""
+    if "." in value or "://" in value or value.startswith(("~", "./", "../")):
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return not value.startswith("/")
+    return True
+
+
 def image_from_text(value: Any, base_dir: str) -> bytes | None:
     """Image bytes from a text field: null, a file path (relative to ``base_dir``) or base64 text.
 
-    A value containing "." is a file path (base64 text never contains "."); otherwise base64,
-    optionally as a ``data:...;base64,`` URI. Raises ValueError naming the problem.
+    A value with a "." or a "/" that is not base64 is a file path, which must stay inside
+    ``base_dir`` unless the user opted in (``recipes.data.image_paths``); anything else is
+    base64, optionally as a ``data:...;base64,`` URI. Raises ValueError naming the problem.
     """
     if value is None:
         return None
@@ -386,13 +401,13 @@ def image_from_text(value: Any, base_dir: str) -> bytes | None:
         raise ValueError(f"image must be base64 text, a file path or null, got {type(value).__name__}")
     if value.startswith("data:"):
         value = value.split(",", 1)[1] if "," in value else ""
-    elif "." in value:
-        location = join_path(base_dir, value)
+    elif not _is_base64_image(value):
+        location = image_location(value, base_dir)
         try:
             with open_binary(location) as handle:
                 return handle.read()
         except OSError as error:
-            raise ValueError(f"image file {value!r} cannot be read ({location}): {error}") from error
+            raise ValueError(f"image file {value!r} cannot be read ({redact_uri(location)}): {error.strerror or error}") from None
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as error:
@@ -463,10 +478,14 @@ def read_mcq_report(path: str | os.PathLike, *, skip_bad: bool = False, check_im
     if not path_exists(text):
         raise FileNotFoundError(f"{text}: no such MCQ file")
     if suffix in (".parquet", ".pq"):
-        return _read_parquet(text, skip_bad, check_images)
-    if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(text, skip_bad, check_images)
-    raise MCQFormatError(text, problem=f"unknown extension {suffix!r}; MCQ files are .parquet or .jsonl")
+        report = _read_parquet(text, skip_bad, check_images)
+    elif suffix in (".jsonl", ".ndjson"):
+        report = _read_jsonl(text, skip_bad, check_images)
+    else:
+        raise MCQFormatError(text, problem=f"unknown extension {suffix!r}; MCQ files are .parquet or .jsonl")
+    if report.table.num_rows == 0 and not report.skipped:
+        raise MCQFormatError(text, problem="has no questions (an empty file)")
+    return report
 
 
 def read_mcq(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> pa.Table:

@@ -29,11 +29,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
-import yaml
 
 from recipes.data.registry import REGISTERED_DATASETS, dataset_name, load_dataset, resolve_dataset
 from recipes.data.schema import is_remote, join_path, open_binary, parent_dir, path_exists
 from recipes.data.toy_world import QUADRANTS, suite_spec
+from recipes.redaction import redact
+from recipes.uri_checks import data_uri_problem
+from recipes.yaml_loading import YamlError, load_yaml_text
 
 __all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "toy_suite"]
 
@@ -151,14 +153,22 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
             )
         content = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(content)
-    except yaml.YAMLError as error:
-        raise SuiteError(f"{text}: not valid YAML: {error}") from error
+        data = load_yaml_text(content)
+    except YamlError as error:
+        raise SuiteError(f"{redact(text)}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{text}: expected a mapping with keys name and quadrants, got {type(data).__name__}")
     unknown = sorted(set(data) - {"name", "quadrants"})
     problems = [f"{key}: unknown key (a suite has name and quadrants)" for key in unknown]
     problems += suite_problems(data.get("name"), data.get("quadrants"))
+    if problems:
+        raise SuiteError(f"{text}: " + "; ".join(problems))
+    problems = [
+        problem
+        for q in QUADRANTS
+        for i, entry in enumerate(data["quadrants"][q])
+        if (problem := data_uri_problem(f"quadrants.{q}[{i}]", entry))
+    ]
     if problems:
         raise SuiteError(f"{text}: " + "; ".join(problems))
     base_dir = parent_dir(text if is_remote(text) else str(Path(text).expanduser()))
