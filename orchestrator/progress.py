@@ -30,21 +30,23 @@ def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
 class SweepProgress(Callback):
     """Prints one line per trial evaluation and per trial end."""
 
-    def __init__(self, total: int, already_done: int = 0, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, total: int, already_done: int = 0, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = already_done
         self.failed = 0
         self.best_id_gain: tuple[str, float] | None = None
         self.worst_ood_drop: tuple[str, float] | None = None
-        self.stream = stream
+        self.stream = stream  # None: sys.stdout when printing (Tune pickles its callbacks)
         self.started = time.monotonic()
 
-    def _name(self, trial) -> str:
-        return trial.config.get("cell", {}).get("name", trial.trial_id)
+    def _name(self, trial, result: dict | None = None) -> str:
+        """The trial's name: from its grid cell, or (a sampled trial) from its reports."""
+        reported = result or trial.last_result or {}
+        return trial.config.get("cell", {}).get("name") or reported.get("trial_name", trial.trial_id)
 
     def _print(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.0f}s {self.done}/{self.total} done] {text}", file=self.stream, flush=True)
+        print(f"[{elapsed:6.0f}s {self.done}/{self.total} done] {text}", file=self.stream or sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._print(f"{self._name(trial)}: started")
@@ -52,7 +54,7 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "acc/q/id_id" not in result:
             return
-        name = self._name(trial)
+        name = self._name(trial, result)
         gain = result.get("delta/q/id_id", 0.0)
         if self.best_id_gain is None or gain > self.best_id_gain[1]:
             self.best_id_gain = (name, gain)
