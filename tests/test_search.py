@@ -9,7 +9,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import torch
+
 from analysis.pareto import front_indices, hypervolume
+from jobs.finetune.interpolate import blend, interpolation_key
 from analysis.report import write_report
 from orchestrator import sweep
 from orchestrator.grid import GridError, parse_grid
@@ -43,6 +46,18 @@ def test_front_indices(points, front):
 ])
 def test_hypervolume(points, reference, volume):
     assert hypervolume(points, reference) == pytest.approx(volume)
+
+
+# -- WiSE-FT blends -------------------------------------------------------------------------------
+
+
+def test_blend_is_exactly_each_end_at_0_and_1():
+    generator = torch.Generator().manual_seed(0)
+    zero_shot, tuned = (torch.randn(64, 64, generator=generator) * 1e3 for _ in range(2))
+    assert torch.equal(blend(zero_shot, tuned, 0.0), zero_shot)
+    assert torch.equal(blend(zero_shot, tuned, 1.0), tuned)
+    assert torch.allclose(blend(zero_shot, tuned, 0.25), 0.75 * zero_shot + 0.25 * tuned)
+    assert interpolation_key(0.5, "acc/q/id_id") == "wiseft/0.5/acc/q/id_id"
 
 
 # -- the search section --------------------------------------------------------------------------
