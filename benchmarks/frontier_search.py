@@ -40,7 +40,8 @@ QUICK = {
 
 def variant(grid: dict, search: str, out: Path, quick: bool) -> dict:
     """The grid as one search of the benchmark: its own name, store and storage, no report."""
-    grid = {**grid, **{k: ({**grid.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (QUICK if quick else {}).items()}}
+    changes = QUICK if quick else {}
+    grid = {**grid, **{k: {**grid.get(k, {}), **v} if isinstance(v, dict) else v for k, v in changes.items()}}
     cells = 1
     for values in grid["grid"].values():
         cells *= len(values) if isinstance(values, list) else 1

@@ -307,7 +307,8 @@ def search_trials(grid: Grid, parent_run_id: str) -> list[TrialConfig]:
     """Every trial of the search (for the summary table): the grid's cells, or the Optuna samples."""
     if grid.search.method != "optuna":
         return expand_trials(grid)
-    return list({t.trial_id: t for t in (sampled_trial_config(grid, p) for p, _ in sampled_runs(grid, parent_run_id))}.values())
+    trials = [sampled_trial_config(grid, params) for params, _ in sampled_runs(grid, parent_run_id)]
+    return list({trial.trial_id: trial for trial in trials}.values())
 
 
 def tag_parent_run(grid: Grid, trials: list[TrialConfig], parent_run_id: str) -> None:

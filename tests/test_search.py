@@ -16,7 +16,9 @@ from jobs.finetune.interpolate import blend, interpolation_key
 from analysis.report import write_report
 from orchestrator import sweep
 from orchestrator.grid import GridError, parse_grid
-from orchestrator.search import SEARCH_PARAMS_TAG
+from orchestrator.expand import expand_trials
+from orchestrator.runs import plan_children
+from orchestrator.search import ID_GAIN, SEARCH_PARAMS_TAG, WORST_OOD_DROP, make_asha
 from tests.conftest import metric_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +105,30 @@ def trial_runs(tracking_uri: str, experiment: str) -> list:
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     return client.search_runs([experiment_id], "tags.`forgetless.kind` = 'trial'")
+
+
+@pytest.mark.parametrize("step, id_gain, worst_drop, decision, reason", [
+    (2, 9.0, 6.0, "STOP", "ASHA at step 2: worst OOD drop 6.0 pp beyond 5 pp"),   # past the threshold at the rung
+    (4, 9.0, 5.5, "STOP", "ASHA at step 4: worst OOD drop 5.5 pp beyond 5 pp"),   # ... or at a later evaluation
+    (1, 9.0, 9.0, "CONTINUE", None),                                               # before the first rung
+    (2, 9.0, 4.0, "CONTINUE", None),                                               # within the threshold
+    (6, 9.0, 9.0, "CONTINUE", None),                                               # the last step is never a stop
+])
+def test_asha_rung_decision_for_one_trial(tmp_path, tracking_uri, step, id_gain, worst_drop, decision, reason):
+    from ray.tune.experiment import Trial
+
+    grid = parse_grid(grid_with(name=f"asha-rule-{tmp_path.name}", tracking={"uri": tracking_uri},
+                                storage=str(tmp_path), train={**grid_with()["train"], "steps": 6, "eval_every": 2},
+                                search={"method": "asha", "max_ood_drop_pp": 5, "grace_steps": 2}), check_paths=False)
+    [trial] = plan_children(expand_trials(grid)[:1], parent_run_id="").pending
+    scheduler = make_asha(grid)
+    tune_trial = Trial("run_search_trial", config={"cell": {"trial": trial.to_dict()}}, stub=True)
+    scheduler.on_trial_add(None, tune_trial)
+    result = {"step": step, ID_GAIN: id_gain, WORST_OOD_DROP: worst_drop}
+    assert scheduler.on_trial_result(None, tune_trial, result) == getattr(scheduler, decision)
+    tags = MlflowClient(tracking_uri).get_run(trial.run_id).data.tags
+    assert tags["forgetless.status"] == ("early_stopped" if reason else "running")
+    assert tags.get("forgetless.early_stop_reason") == reason
 
 
 def test_asha_stops_a_trial_whose_ood_drop_crosses_the_threshold_at_a_rung(tmp_path, tracking_uri, ray_cluster):
