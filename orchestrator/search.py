@@ -221,9 +221,11 @@ def optuna_setup(grid: Grid, parent_run_id: str, remaining: int, concurrency: in
     from ray.tune.search.optuna import OptunaSearch
 
     space = optuna_space(grid)
-    searcher = OptunaSearch(
-        metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=grid.search.seed,
-        storage=resumed_study(grid, space, parent_run_id), study_name=STUDY_NAME,
+    storage = resumed_study(grid, space, parent_run_id)
+    told = len(storage.get_all_trials(storage.get_study_id_from_name(STUDY_NAME)))
+    searcher = OptunaSearch(  # a resumed search seeds its sampler past the trials it already has
+        metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=grid.search.seed + told,
+        storage=storage, study_name=STUDY_NAME,
     )
     return space, tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=concurrency,
                                   reuse_actors=False)
