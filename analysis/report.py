@@ -2,7 +2,9 @@
 
 Writes the report of one sweep: figures (PNG + SVG: trajectories, accuracy per step, and the
 data-fraction / mix-ratio curves when the sweep varies them), Table 1 (table1.md, table1.html),
-for a continual-learning sweep Table 3 (table3.md) and the accuracy matrices, and one
+for a continual-learning sweep Table 3 (table3.md) and the accuracy matrices, otherwise the
+no-forgetting frontier (frontier.md and its figure: trials and WiSE-FT blends by ID gain and
+worst OOD drop, with the compute the search spent), and one
 self-contained report.html; then logs them as artifacts of the sweep's parent run under
 `report/` so the MLflow UI shows them. Defaults: tracking URI from MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db; out dir ./reports/<experiment>; the experiment's latest sweep.
@@ -30,6 +32,7 @@ from analysis.outcomes import summarize
 from analysis.page import report_page
 from analysis.plots import FigureFile, paper_style, render_figures, save_figure
 from analysis.runs import load_sweep
+from analysis.search_frontier import frontier_report
 from analysis.tables import build_table1, table_html_document, table_markdown
 from recipes.redaction import redact
 
@@ -76,9 +79,11 @@ def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_i
     table_md.write_text(table_markdown(table), encoding="utf-8")
     table_page.write_text(table_html_document(table), encoding="utf-8")
     continual_files, continual_section = _continual_report(sweep, out_dir, figures)
-    page.write_text(report_page(sweep, outcomes, frontier, table, figures, continual_section), encoding="utf-8")
+    frontier_files, frontier_section = frontier_report(sweep, out_dir, figures) if not continual_files else ((), "")
+    page.write_text(report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section),
+                    encoding="utf-8")
     paths = ReportPaths(out_dir=out_dir, report_html=page, table_markdown=table_md, table_html=table_page,
-                        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files,
+                        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files + frontier_files,
                         parent_run_id=sweep.parent_run_id, artifact_uri=None)
     if not log_artifacts:
         return paths

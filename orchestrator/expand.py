@@ -140,6 +140,7 @@ def trial_config(grid: Grid, cell: Cell, include: IncludeCell | None = None) -> 
         eval_mode=grid.eval.mode,
         eval_batch_size=grid.eval.batch_size,
         max_new_tokens=grid.eval.max_new_tokens,
+        interpolate=tuple(grid.eval.interpolate),
         zero_stage=deepspeed.zero_stage,
         deepspeed_config=deepspeed.config,
         max_ood_drop_pp=grid.max_ood_drop_pp,

@@ -37,6 +37,7 @@ from orchestrator.grid_schema import (
     IncludeCell,
     MethodSettings,
     Resources,
+    SearchSettings,
     Tracking,
     TrainSettings,
     default_micro_batch_size,
@@ -61,6 +62,7 @@ class GridSections:
     storage: str | None
     tracking: Tracking | None
     continual: ContinualSettings | None
+    search: SearchSettings | None
 
     @classmethod
     def of(cls, grid: Grid) -> GridSections:
@@ -79,6 +81,7 @@ def consistency_problems(s: GridSections) -> list[str]:
         *_exclude_problems(s),
         *_deepspeed_problems(s),
         *_continual_problems(s),
+        *search_problems(s),
     ]
 
 
@@ -212,6 +215,29 @@ def _values_outside_axes(where: str, given: dict[str, list], axes: Axes, methods
                 problems.append(
                     f"{where}.{key}[{position}]: {shown_value} is not a value of the grid's {key} axis ({listed})"
                 )
+    return problems
+
+
+def search_problems(s: GridSections) -> list[str]:
+    """An adaptive search or weight interpolation needs single-task trials; ranges and rungs must fit."""
+    problems = []
+    method = s.search.method if s.search is not None else "grid"
+    if s.continual is not None and method != "grid":
+        problems.append(f"search.method: {method} needs a single-task grid; continual sweeps run method grid")
+    if s.eval is not None and s.eval.interpolate:
+        if s.continual is not None:
+            problems.append("eval.interpolate: applies to single-task grids only (remove it or continual)")
+        if s.train is not None and s.train.deepspeed.zero_stage == 3:
+            problems.append("eval.interpolate: needs ZeRO stage 0-2 (it blends whole weights)")
+    if s.search is None or method == "grid":
+        return problems
+    if method == "asha" and s.train is not None and (s.search.grace_steps or 0) > s.train.steps:
+        problems.append(f"search.grace_steps: {s.search.grace_steps} is beyond train.steps ({s.train.steps})")
+    space = s.search.space
+    if method == "optuna" and space.mix_ratio is not None and s.train is not None and len(s.train.mix) != 1:
+        problems.append(f"search.space.mix_ratio: needs exactly one dataset in train.mix, found {len(s.train.mix)}")
+    if method == "optuna" and space.lora_r is not None and "lora" not in (space.method or (s.axes.method if s.axes else [])):
+        problems.append("search.space.lora_r: applies to method lora only; the search's methods do not include lora")
     return problems
 
 

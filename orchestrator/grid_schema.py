@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig
@@ -276,6 +286,9 @@ class EvalSettings(Section):
     """Questions per evaluation batch."""
     max_new_tokens: PositiveInteger = TRIAL_DEFAULTS["max_new_tokens"]
     """Generation budget in generate mode."""
+    interpolate: list[Annotated[Number, Ge(0), Le(1)]] = []
+    """WiSE-FT: blends of zero-shot and final weights of the tuned parts evaluated at the last checkpoint
+    (0 = zero-shot, 1 = fine-tuned), logged as ``wiseft/<alpha>/...`` metrics of the trial."""
 
 
 class Axes(Section):
@@ -469,6 +482,74 @@ class ReportSettings(Section):
     """Run ``analysis.report`` on the sweep's experiment when the sweep ends."""
 
 
+SEARCH_METHODS = ("grid", "asha", "optuna")
+"""How a sweep picks its trials: every cell, ASHA over the cells, or Optuna's multi-objective sampler."""
+
+
+class Range(Section):
+    """A continuous interval an Optuna search samples from."""
+
+    low: PositiveNumber
+    """Lower end (included)."""
+    high: PositiveNumber
+    """Upper end (included); greater than ``low``."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.high <= self.low:
+            raise problem(f"high ({self.high:g}) must be greater than low ({self.low:g})")
+        return self
+
+
+def choices_or_range(choices: Any) -> Any:
+    """Either an axis of ``choices`` or a ``{low, high}`` Range (problems read ``key.range.low``)."""
+    return Annotated[
+        Annotated[choices, Tag("choices")] | Annotated[Range, Tag("range")],
+        Discriminator(lambda value: "range" if isinstance(value, (dict, Range)) else "choices"),
+    ]
+
+
+ShareRange = choices_or_range(MixRatioAxis)
+FractionRange = choices_or_range(FractionAxis)
+
+
+class OptunaSpace(Section):
+    """What an Optuna search samples; an axis left out takes the grid's values as categories."""
+
+    lr: Range | None = None
+    """Peak learning rate, sampled log-uniformly from ``{low, high}`` (default: the grid's smallest to largest lr)."""
+    parts: PartsAxis | None = None
+    """Trainable parts to choose from (default: ``grid.parts``)."""
+    method: MethodAxis | None = None
+    """Tuning methods to choose from (default: ``grid.method``)."""
+    lora_r: axis(PositiveInteger) | None = None
+    """LoRA ranks to choose from for method lora (default: ``methods.lora.r``)."""
+    data_fraction: FractionRange | None = None
+    """Data fractions: a list of choices or a ``{low, high}`` range (default: ``grid.data_fraction``)."""
+    mix_ratio: ShareRange | None = None
+    """Mix ratios: a list of choices or a ``{low, high}`` range (default: ``grid.mix_ratio``, if any)."""
+
+
+class SearchSettings(Section):
+    """How the sweep explores its recipes (DESIGN's grid is ``method: grid``, every cell once)."""
+
+    method: Annotated[Text, one_of(*SEARCH_METHODS)] = "grid"
+    """``grid`` (every cell), ``asha`` (every cell, unpromising ones stopped at rungs) or ``optuna``."""
+    max_ood_drop_pp: PositiveNumber | None = None
+    """ASHA: a trial whose worst OOD quadrant is this many points below zero-shot at a rung stops there
+    (default: ``early_stop.max_ood_drop_pp``; none: the rung score is the ID gain alone)."""
+    grace_steps: PositiveInteger | None = None
+    """ASHA: training steps before the first rung (default: ``train.eval_every``)."""
+    reduction_factor: Annotated[Number, Gt(1)] = 3.0
+    """ASHA: at each rung only the best 1/reduction_factor of the trials (by ID gain) go on."""
+    num_samples: PositiveInteger = 8
+    """Optuna: trials in the whole search (a resumed search counts the ones already done)."""
+    seed: NonNegativeInteger = 0
+    """Optuna: seed of the TPE sampler."""
+    space: OptunaSpace = OptunaSpace()
+    """Optuna: the axes it samples (the grid's own axes by default)."""
+
+
 class Grid(Section):
     """A sweep: the model, how trials train and are evaluated, the axes and the resources."""
 
@@ -500,6 +581,8 @@ class Grid(Section):
     """The analysis report at the end of the sweep."""
     continual: ContinualSettings | None = None
     """Continual learning: train every trial on a task sequence instead of ``train.dataset``."""
+    search: SearchSettings = SearchSettings()
+    """How trials are picked: the full grid (default), ASHA over its cells, or an Optuna search."""
 
     _source: str = PrivateAttr("<grid>")
 

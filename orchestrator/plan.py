@@ -155,6 +155,19 @@ def resource_lines(grid: Grid, trial_count: int, cluster: Mapping[str, float]) -
     return lines + [f"max concurrency: {concurrent} trial{'s' if concurrent != 1 else ''} at once{cap}"]
 
 
+def search_line(grid: Grid) -> str:
+    """How the sweep picks its trials, in one line."""
+    search = grid.search
+    if search.method == "asha":
+        threshold = search.max_ood_drop_pp if search.max_ood_drop_pp is not None else grid.max_ood_drop_pp
+        stop = f"; a trial past {threshold:g} pp of OOD drop stops at its rung" if threshold is not None else ""
+        return (f"search asha: rungs from step {search.grace_steps or grid.train.eval_every}, the best "
+                f"1/{search.reduction_factor:g} by ID gain go on{stop}")
+    if search.method == "optuna":
+        return f"search optuna: {search.num_samples} trials sampled over search.space (the grid's cells below)"
+    return "search grid: every trial below"
+
+
 def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str, float]) -> str:
     """The dry-run text: the sweep, its trial table, and the resources the trials need."""
     train = grid.train
@@ -172,6 +185,7 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
         f"model {grid.model}; {data}",
         f"eval suite {grid.eval.suite} ({grid.eval.mode}); checkpoints in {grid.sweep_storage}",
         f"MLflow {redact_uri(grid.tracking_uri)}, experiment {grid.experiment}",
+        search_line(grid),
         "",
         format_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
         "",

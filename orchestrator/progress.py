@@ -42,8 +42,10 @@ class SweepProgress(Callback):
         """Where lines go (None: this process's current stdout; Tune pickles the callback, a stream it cannot)."""
         self.started = time.monotonic()
 
-    def _name(self, trial) -> str:
-        return trial.config.get("cell", {}).get("name", trial.trial_id)
+    def _name(self, trial, result: dict | None = None) -> str:
+        """The trial's name: from its grid cell, or (a sampled trial) from its reports."""
+        reported = result or trial.last_result or {}
+        return trial.config.get("cell", {}).get("name") or reported.get("trial_name", trial.trial_id)
 
     def _print(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -55,7 +57,7 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "acc/q/id_id" not in result:
             return
-        name = self._name(trial)
+        name = self._name(trial, result)
         gain = result.get("delta/q/id_id", 0.0)
         if self.best_id_gain is None or gain > self.best_id_gain[1]:
             self.best_id_gain = (name, gain)

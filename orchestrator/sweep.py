@@ -22,7 +22,6 @@ can ever hold: all found before any trial or MLflow run is created), 130 when in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -35,15 +34,8 @@ from jobs.reachability import preflight_problem
 from orchestrator.capacity import capacity_problems, node_shapes
 from orchestrator.plan import add_max_trials_flag, cluster_problems, cluster_resources, max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
-from orchestrator.runs import (
-    DONE_STATUSES,
-    TrialPlan,
-    close_parent_run,
-    open_parent_run,
-    parent_experiment_id,
-    plan_children,
-    runs_page_hint,
-)
+from orchestrator.runs import DONE_STATUSES, close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
+from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
 from recipes.redaction import install_log_redaction, redact, redact_uri
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
@@ -53,21 +45,6 @@ and a place on the head node. The trial driver and the Ray Train controller it s
 puts on the driver's node) must outlive the worker nodes: when a spot GPU node is reclaimed, Ray
 Train restarts the trial's workers from their last checkpoint, but only if the controller
 survives. ``node:__internal_head__`` is the resource Ray gives the head node alone."""
-
-
-def run_tune_trial(config: dict) -> None:
-    """Ray Tune function trainable: fit one trial's TorchTrainer, forwarding its reports to Tune."""
-    os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))  # relative paths are the user's
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from jobs.finetune.trainer import run_trial
-
-    trial = TrialConfig.from_dict(config["cell"]["trial"])
-    outcome = run_trial(trial, callbacks=[TuneReportCallback()])
-    if outcome.status == "failed":
-        raise RuntimeError(redact(f"trial {trial.name} failed: {outcome.error}"))
-    tune.report({"trial_status": outcome.status})
 
 
 def check_data(trials: list[TrialConfig]) -> None:
@@ -101,31 +78,6 @@ def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
 
     for model in sorted({trial.model for trial in trials}):
         resolve_model_dir(model)
-
-
-def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
-    """Run the pending trials with Ray Tune; returns how many failed."""
-    from ray import tune
-
-    from jobs import storage
-
-    filesystem, root = storage.storage_filesystem(grid.storage_uri)
-    progress = SweepProgress(total=len(plan.pending) + len(plan.done), already_done=len(plan.done))
-    cells = [{"trial": trial.to_dict(), "name": trial.name} for trial in plan.pending]
-    tuner = tune.Tuner(
-        tune.with_resources(run_tune_trial, TRIAL_DRIVER_RESOURCES),
-        param_space={"cell": tune.grid_search(cells)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=f"{root}/{grid.name}",
-            storage_filesystem=filesystem,
-            callbacks=[progress],
-            verbose=0,
-        ),
-    )
-    results = tuner.fit()
-    return sum(1 for result in results if result.error is not None)
 
 
 def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRow]:
@@ -229,19 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     cluster = {key: value for key, value in ray.cluster_resources().items() if key in ("CPU", "GPU")}
     concurrency = max(1, max_concurrent_trials(grid, cluster))
     parent = open_parent_run(grid.tracking_uri, grid.name, str(args.grid), trials)
-    plan = plan_children(trials, parent)
+    tag_parent_run(grid, trials, parent)
+    plan = plan_search(grid, trials, parent)
+    to_run = trials_to_run(grid, plan)
     print(
-        f"sweep {grid.name}: {len(trials)} trials ({len(plan.done)} already finished, {len(plan.pending)} to run), "
+        f"sweep {grid.name} ({grid.search.method} search): {len(plan.done) + to_run} trials "
+        f"({len(plan.done)} already finished, {to_run} to run), "
         f"up to {concurrency} at once on {cluster}; MLflow {redact_uri(grid.tracking_uri)} (parent run {parent[:12]})"
     )
     failed = 0
     try:
-        if plan.pending:
-            prepare_shared_inputs(plan.pending)
-            failed = run_trials(grid, plan, concurrency)
+        if to_run:
+            prepare_shared_inputs(plan.pending or trials)
+            progress = SweepProgress(total=to_run + len(plan.done), already_done=len(plan.done))
+            failed = run_search(grid, plan, concurrency, parent, [progress], TRIAL_DRIVER_RESOURCES)
     except KeyboardInterrupt:
         pass  # Tune stops its trials on Ctrl-C; what finished is in MLflow
-    rows = summary_rows(grid.tracking_uri, trials)
+    rows = summary_rows(grid.tracking_uri, search_trials(grid, parent))
     print()
     print(summary_table(rows))
     print(runs_page_hint(redact_uri(grid.tracking_uri), parent_experiment_id(grid.tracking_uri, parent)))

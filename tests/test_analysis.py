@@ -157,7 +157,8 @@ def test_report_html_is_self_contained_and_lists_every_trial(report: ReportPaths
     for skipped in SKIPPED:
         assert skipped.name in text.split("<h2>Skipped runs</h2>")[1]
     assert "<td class=\"text\">early_stopped (ood_id fell 15.0 pp)</td>" in text
-    assert text.count('src="data:image/svg+xml;base64,') == 2
+    assert text.count('src="data:image/svg+xml;base64,') == 3   # trajectory, steps, frontier
+    assert "No-forgetting frontier" in text
     for external in ("http://", "https://", "<link", "<script"):
         assert external not in text
 
@@ -168,8 +169,8 @@ def test_artifacts_are_logged_on_the_parent_run(report: ReportPaths, uri: str):
     assert parent.data.tags["forgetless.kind"] == "sweep"
     top = {a.path for a in client.list_artifacts(report.parent_run_id, "report")}
     figures = {a.path for a in client.list_artifacts(report.parent_run_id, "report/figures")}
-    assert top == {"report/report.html", "report/table1.md", "report/table1.html", "report/figures"}
-    assert figures == {f"report/figures/{stem}.{suffix}" for stem in ("trajectory", "steps")
+    assert top == {"report/report.html", "report/table1.md", "report/table1.html", "report/frontier.md", "report/figures"}
+    assert figures == {f"report/figures/{stem}.{suffix}" for stem in ("trajectory", "steps", "frontier")
                        for suffix in ("png", "svg")}
     assert report.artifact_uri.endswith("/report")
 
@@ -206,5 +207,5 @@ def test_cli_writes_the_report_to_the_default_folder(store: Path, uri: str, tmp_
     assert done.returncode == 0, done.stderr
     out = tmp_path / "reports" / EXPERIMENT
     assert f"report:  reports/{EXPERIMENT}/report.html" in done.stdout
-    assert {p.name for p in out.iterdir()} == {"report.html", "table1.md", "table1.html", "figures"}
+    assert {p.name for p in out.iterdir()} == {"report.html", "table1.md", "table1.html", "frontier.md", "figures"}
     assert "logged:" not in done.stdout

@@ -19,6 +19,7 @@ EXPECTED = {
     "demo-fraction.yaml": ("demo-fraction", 6),
     "demo-hybrid.yaml": ("demo-hybrid", 5),
     "demo-continual.yaml": ("demo-continual", 4),
+    "demo-search.yaml": ("demo-search", 9),
     "ci.yaml": ("ci-smoke", 2),
     "paper-continual.yaml": ("paper-continual", 4),
     "paper-table1.yaml": ("paper-table1", 7),
@@ -27,7 +28,7 @@ EXPECTED = {
 }
 """Grid file -> (sweep name, number of trials)."""
 
-TOY_GRIDS = ("demo.yaml", "demo-fraction.yaml", "demo-hybrid.yaml", "demo-continual.yaml", "ci.yaml")
+TOY_GRIDS = ("demo.yaml", "demo-fraction.yaml", "demo-hybrid.yaml", "demo-continual.yaml", "demo-search.yaml", "ci.yaml")
 """Grids that name only registered toy names: they validate with paths checked on any machine."""
 
 PAPER_GRIDS = sorted(set(EXPECTED) - set(TOY_GRIDS))

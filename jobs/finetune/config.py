@@ -132,6 +132,8 @@ class TrialConfig:
     """Epochs over each continual task's training data (with replay); one per task."""
     replay_per_task: int = 0
     """Continual learning: samples of every earlier task replayed with each later task (0: none)."""
+    interpolate: tuple[float, ...] = ()
+    """WiSE-FT blend weights evaluated at the last checkpoint (0 = zero-shot, 1 = fine-tuned weights)."""
 
     def __post_init__(self) -> None:
         split_parts(self.parts)
@@ -139,6 +141,7 @@ class TrialConfig:
         object.__setattr__(self, "mix", tuple(m if isinstance(m, MixSource) else MixSource(**m) for m in self.mix))
         object.__setattr__(self, "continual_tasks", tuple(resolve_task(t) for t in self.continual_tasks))
         object.__setattr__(self, "continual_epochs", tuple(float(e) for e in self.continual_epochs))
+        object.__setattr__(self, "interpolate", tuple(float(a) for a in self.interpolate))
         checks = [
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 < self.data_fraction <= 1, f"data_fraction must be in (0, 1], got {self.data_fraction}"),
@@ -167,6 +170,9 @@ class TrialConfig:
                 self.max_ood_drop_pp is None or self.max_ood_drop_pp > 0,
                 f"max_ood_drop_pp must be > 0, got {self.max_ood_drop_pp}",
             ),
+            (all(0 <= a <= 1 for a in self.interpolate), f"interpolate weights must be in [0, 1], got {list(self.interpolate)}"),
+            (not self.interpolate or (self.zero_stage < 3 and not self.continual),
+             "interpolate needs a single-task trial on ZeRO stage 0-2 (it blends whole weights)"),
             *self._continual_checks(),
         ]
         problems = [message for ok, message in checks if not ok]
@@ -229,6 +235,10 @@ class TrialConfig:
         if self.method != "lora":
             for name in ("lora_r", "lora_alpha", "lora_dropout"):
                 settings.pop(name)
+        if self.interpolate:
+            settings["interpolate"] = list(self.interpolate)
+        else:
+            settings.pop("interpolate")
         return settings
 
     @property
@@ -294,6 +304,7 @@ class TrialConfig:
         data["mix"] = [asdict(m) for m in self.mix]
         data["continual_tasks"] = [task.to_dict() for task in self.continual_tasks]
         data["continual_epochs"] = list(self.continual_epochs)
+        data["interpolate"] = list(self.interpolate)
         return data
 
     @classmethod

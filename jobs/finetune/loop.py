@@ -31,6 +31,7 @@ from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
+from jobs.finetune.interpolate import evaluate_interpolations
 from jobs.finetune.tracking import TrialTracker
 from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
@@ -274,6 +275,8 @@ class TrialWorker:
                 if self.world > 1:
                     dist.broadcast_object_list(decision, src=0)
                 stop = decision[0] is not None
+                if trial.interpolate and (stop or done == trial.steps):
+                    evaluate_interpolations(self, done)
                 self.report(done, {**metrics, "step": done, "early_stopped": float(stop)},
                             checkpoint=stop or done in checkpoints)
                 if stop:
