@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early
 from jobs.finetune.trainer import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
-from tests.conftest import MlflowServer, WorkerKiller, metric_steps, wait_for
+from tests.conftest import WorkerKiller, metric_steps
 
 
 PARTS = "llm.attn+lm_head"
@@ -285,33 +284,3 @@ def test_trial_identity_ignores_where_it_runs(tmp_path):
     assert moved.trial_id == trial.trial_id
     assert make_trial(tmp_path, "sqlite://", lr=1e-4).trial_id != trial.trial_id
     assert trial.name == "llm.attn-full-lr2e-03-f1.0-s0"
-
-
-def worker_logs_mention(ray, *texts: str) -> bool:
-    """Whether one log file of the session's Ray workers contains every one of ``texts``."""
-    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
-    return any(all(text in path.read_text(errors="replace") for text in texts) for path in logs.glob("worker-*.err"))
-
-
-def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster):
-    """The tracking server is stopped once the trial has logged a few steps and started again later
-    (same port and store): rank 0's MLflow client retries, the trial finishes, every step is there once."""
-    server = MlflowServer(tmp_path)
-    server.start()
-    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=12, eval_every=4, log_every=1))
-    outcome: list = []
-    training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
-    training.start()
-    try:
-        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, "train/loss"), "the trial logging step 2")
-        server.stop()
-        wait_for(lambda: worker_logs_mention(ray_cluster, "Retrying", "Connection refused"), "rank 0 retrying MLflow")
-    finally:
-        server.start()
-    training.join(timeout=1200)
-    try:
-        assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
-        assert metric_steps(server.uri, trial.run_id, "train/loss") == list(range(1, 13))
-        assert metric_steps(server.uri, trial.run_id, "acc/q/id_id") == [0, 4, 8, 12]
-    finally:
-        server.stop()
