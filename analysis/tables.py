@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from analysis.errors import AnalysisError
 from analysis.outcomes import Outcome
-from analysis.runs import OOD_QUADRANTS, Sweep, quadrant_name
+from analysis.runs import Sweep, quadrant_name
+from contract.layout import OOD_QUADRANTS
 
 MARGIN_PP = 3.0
 """Changes within ±MARGIN_PP count as kept (blue); drops beyond it as forgetting (red)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from jobs.finetune.config import format_lr, format_share
+from contract.layout import format_lr, format_share
 from jobs.finetune.engine import TRIAL_OWNED_KEYS
 from orchestrator.expand import FLOAT_AXES, grid_cells, matches, same_value
 from orchestrator.grid_schema import (

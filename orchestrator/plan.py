@@ -24,7 +24,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from jobs.finetune.config import TrialConfig, format_lr, format_share
+from contract.layout import format_lr, format_share
+from jobs.finetune.config import TrialConfig
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import Grid

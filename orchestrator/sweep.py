@@ -27,12 +27,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
 from jobs.finetune.config import TrialConfig
 from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.expand import expand_trials
 from orchestrator.plan import max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
-from orchestrator.runs import DONE_STATUSES, TrialPlan, close_parent_run, open_parent_run, plan_children
+from orchestrator.runs import TrialPlan, close_parent_run, open_parent_run, plan_children
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
@@ -134,8 +135,8 @@ def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRo
             SummaryRow(
                 trial.name,
                 found[1],
-                metrics.get("acc/q/id_id"),
-                metrics.get("delta/q/id_id"),
+                metrics.get(accuracy_metric(TARGET_QUADRANT)),
+                metrics.get(delta_metric(TARGET_QUADRANT)),
                 worst_ood(metrics),
                 found[0],
             )

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric
 from jobs.evaluate.scoring import MODES
-from recipes.data.suites import QUADRANTS
 
 PROBES = ("classname", "counting")
 DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
@@ -33,7 +33,7 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
     """Rows: quadrants then datasets; one column per evaluated model, deltas vs the first."""
     names = list(columns)
     base = columns[names[0]]
-    keys = [f"acc/q/{q}" for q in QUADRANTS] + sorted(k for k in base if not k.startswith("acc/q/"))
+    keys = [accuracy_metric(q) for q in QUADRANTS] + sorted(k for k in base if not k.startswith(QUADRANT_ACCURACY_PREFIX))
     header = ["metric (%)", *names]
     rows = []
     for key in keys:
@@ -41,7 +41,7 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
         for name in names[1:]:
             value = columns[name][key]
             cells.append(f"{value:.1f} ({value - base[key]:+.1f})")
-        rows.append([key.removeprefix("acc/"), *cells])
+        rows.append([key.removeprefix(DATASET_ACCURACY_PREFIX), *cells])
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))

@@ -16,6 +16,7 @@ import sys
 import typing
 from dataclasses import MISSING, fields
 
+from contract.layout import QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX
 from jobs.finetune.config import TrialConfig
 from recipes.data.stream import MixSource
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
           f"evaluating every {trial.eval_every} steps on suite {trial.eval_suite!r}")
     outcome = run_trial(trial)
     print(f"trial {trial.name}: {outcome.status}; MLflow run {outcome.run_id} in experiment {trial.experiment!r}")
-    quadrants = {k: v for k, v in outcome.metrics.items() if k.startswith(("acc/q/", "delta/q/"))}
+    quadrants = {k: v for k, v in outcome.metrics.items() if k.startswith((QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX))}
     for key in sorted(quadrants):
         print(f"  {key:<18} {quadrants[key]:8.2f}")
     if outcome.error:

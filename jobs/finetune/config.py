@@ -12,13 +12,14 @@ result (``trial_id``), so re-running a grid finds its trials again instead of du
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from contract.layout import continual_recipe_label, format_lr, format_share, recipe_label
 from recipes.cache import content_key
 from recipes.data.continual import ContinualTask, resolve_task
 from recipes.data.stream import MixSource
-from recipes.methods import METHODS, MethodConfig
+from recipes.methods import MethodConfig
 from recipes.parts import split_parts
 from recipes.schedules import SCHEDULES
 
@@ -29,17 +30,6 @@ RUN_FIELDS = frozenset(
     {"storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures"}
 )
 """Fields that say where and how a trial runs, not what it computes: not part of its identity."""
-
-
-def format_lr(lr: float) -> str:
-    """``1e-05`` style learning-rate text, exact to 7 digits (``1.5e-05``, never ``2e-05``)."""
-    mantissa, exponent = f"{lr:.6e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-
-
-def format_share(value: float) -> str:
-    """A fraction or ratio as short exact text: ``1.0``, ``0.025``, ``0.3``."""
-    return repr(round(float(value), 6))
 
 
 @dataclass(frozen=True)
@@ -240,9 +230,8 @@ class TrialConfig:
     def recipe(self) -> str:
         """Readable recipe label: ``llm · full · lr 1e-05`` (``seqfull · llm · lr 1e-06 · replay 20``)."""
         if self.continual:
-            replay = f" · replay {self.replay_per_task}" if self.replay_per_task else ""
-            return f"{self.continual_method} · {self.parts} · lr {format_lr(self.lr)}{replay}"
-        return f"{self.parts} · {self.method} · lr {format_lr(self.lr)}"
+            return continual_recipe_label(self.continual_method, self.parts, format_lr(self.lr), self.replay_per_task)
+        return recipe_label(self.parts, self.method, format_lr(self.lr))
 
     @property
     def run_name(self) -> str:

@@ -22,13 +22,16 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-STATUS_TAG = "forgetless.status"
-"""Tag holding a trial's state: running, finished, early_stopped or failed."""
-EARLY_STOP_TAG = "forgetless.early_stop_reason"
-"""Tag holding why a trial was stopped early."""
-KIND_TAG = "forgetless.kind"
-"""Tag telling sweep (parent) runs from trial (child) runs."""
-STATUSES = ("running", "finished", "early_stopped", "failed")
+from contract.layout import (
+    EARLY_STOP_TAG,
+    KIND_TAG,
+    LAYOUT_TAG,
+    LAYOUT_VERSION,
+    PARENT_TAG,
+    STATUS_TAG,
+    STATUSES,
+    TRIAL_KIND,
+)
 
 
 def existing_metric_steps(client: MlflowClient, run_id: str) -> dict[str, set[int]]:
@@ -98,9 +101,9 @@ def start_trial_run(
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_obj = client.get_experiment_by_name(experiment)
     experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
-    run_tags = {KIND_TAG: "trial", STATUS_TAG: "running", **tags}
+    run_tags = {KIND_TAG: TRIAL_KIND, STATUS_TAG: "running", LAYOUT_TAG: str(LAYOUT_VERSION), **tags}
     if parent_run_id:
-        run_tags["mlflow.parentRunId"] = parent_run_id
+        run_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
     return run.info.run_id

@@ -19,11 +19,12 @@ from typing import Any, Sequence
 
 from mlflow.tracking import MlflowClient
 
+from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
 from jobs import storage
 from jobs.finetune.config import TrialConfig
 from jobs.continual.loop import continual_loop_per_worker
 from jobs.finetune.loop import train_loop_per_worker
-from jobs.finetune.tracking import STATUS_TAG, TrialTracker, start_trial_run
+from jobs.finetune.tracking import TrialTracker, start_trial_run
 from recipes.models import resolve_model_dir
 
 
@@ -78,7 +79,7 @@ def find_trial_run(trial: TrialConfig) -> tuple[str, str] | None:
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.trial_id = '{trial.trial_id}' and tags.`forgetless.kind` = 'trial'",
+        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial.trial_id}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -92,7 +93,7 @@ def ensure_trial_run(trial: TrialConfig, parent_run_id: str | None = None) -> Tr
     existing = find_trial_run(trial)
     if existing and existing[1] != "finished":
         return trial.with_run(run_id=existing[0])
-    tags = {"trial_id": trial.trial_id, **({"sweep": trial.sweep} if trial.sweep else {})}
+    tags = {TRIAL_ID_TAG: trial.trial_id, **({SWEEP_TAG: trial.sweep} if trial.sweep else {})}
     run_id = start_trial_run(trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id)
     return trial.with_run(run_id=run_id)
 

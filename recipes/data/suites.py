@@ -31,9 +31,10 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from contract.layout import QUADRANTS
 from recipes.data.registry import REGISTERED_DATASETS, dataset_name, load_dataset, resolve_dataset
 from recipes.data.schema import is_remote, join_path, open_binary, parent_dir, path_exists
-from recipes.data.toy_world import QUADRANTS, suite_spec
+from recipes.data.toy_world import suite_spec
 
 __all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "toy_suite"]
 
