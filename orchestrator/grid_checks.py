@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from contract.layout import format_lr, format_share
-from jobs.finetune.engine import TRIAL_OWNED_KEYS
+from jobs.finetune.config import TRIAL_OWNED_KEYS
 from orchestrator.expand import FLOAT_AXES, grid_cells, matches, same_value
 from orchestrator.grid_schema import (
     AXIS_KEYS,

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig
+from recipes.data.continual import TOY_DOMAINS
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
@@ -375,8 +376,6 @@ class ContinualTaskFiles(Section):
 
 def _continual_task(value: Any) -> str | ContinualTaskFiles:
     """A toy domain name, or a ``{name, train, test}`` mapping of strings."""
-    from recipes.data.continual import TOY_DOMAINS
-
     if isinstance(value, str):
         if value.strip() not in TOY_DOMAINS:
             raise problem(

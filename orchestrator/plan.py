@@ -24,6 +24,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+import ray
+import torch
+
 from contract.layout import format_lr, format_share
 from jobs.finetune.config import TrialConfig
 from orchestrator.expand import expand_trials
@@ -57,8 +60,6 @@ def max_concurrent_trials(grid: Grid, cluster: Mapping[str, float]) -> int:
 
 def local_resources() -> dict[str, float]:
     """This machine's CPUs and GPUs, without starting Ray."""
-    import torch
-
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
@@ -67,8 +68,6 @@ def cluster_resources() -> dict[str, float]:
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         return local_resources()
-    import ray
-
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     return {key: float(value) for key, value in ray.cluster_resources().items()}

@@ -33,7 +33,7 @@ from contract.layout import (
 )
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import start_trial_run
-from jobs.finetune.trainer import find_trial_run
+from jobs.trial import find_trial_run
 
 TRIALS_COLUMNS = ("trial_id", "name", "parts", "method", "lr", "data_fraction", "seed", "mix_ratio", "recipe")
 

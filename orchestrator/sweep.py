@@ -25,15 +25,27 @@ import os
 import sys
 from pathlib import Path
 
+import ray
 from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
 
+from analysis.errors import AnalysisError
+from analysis.report import write_report as write_analysis_report
 from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
+from jobs import storage
 from jobs.finetune.config import TrialConfig
-from orchestrator.grid import Grid, GridError, load_grid
+from jobs.trial import find_trial_run, run_trial
 from orchestrator.expand import expand_trials
-from orchestrator.plan import max_concurrent_trials, render_plan
+from orchestrator.grid import Grid, GridError, load_grid
+from orchestrator.plan import cluster_resources, max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
 from orchestrator.runs import TrialPlan, close_parent_run, open_parent_run, plan_children
+from recipes.data.continual import load_train_table
+from recipes.data.registry import resolve_dataset
+from recipes.data.schema import MCQFormatError, read_mcq
+from recipes.data.suites import SuiteError, load_suite
+from recipes.models import resolve_model_dir
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
@@ -47,11 +59,6 @@ survives. ``node:__internal_head__`` is the resource Ray gives the head node alo
 def run_tune_trial(config: dict) -> None:
     """Ray Tune function trainable: fit one trial's TorchTrainer, forwarding its reports to Tune."""
     os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))  # relative paths are the user's
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from jobs.finetune.trainer import run_trial
-
     trial = TrialConfig.from_dict(config["cell"]["trial"])
     outcome = run_trial(trial, callbacks=[TuneReportCallback()])
     if outcome.status == "failed":
@@ -65,16 +72,10 @@ def check_data(trials: list[TrialConfig]) -> None:
     Eval sets are checked row by row, images decoded; training sets are checked without decoding
     every image (the workers decode them as they train).
     """
-    from recipes.data.registry import resolve_dataset
-    from recipes.data.schema import read_mcq
-    from recipes.data.suites import load_suite
-
     for name in sorted({trial.eval_suite for trial in trials}):
         suite = load_suite(name)
         for _, dataset in suite.entries():
             suite.load(dataset)
-    from recipes.data.continual import load_train_table
-
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     for name in sorted(training):
@@ -87,18 +88,12 @@ def check_data(trials: list[TrialConfig]) -> None:
 
 def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
     """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start."""
-    from recipes.models import resolve_model_dir
-
     for model in sorted({trial.model for trial in trials}):
         resolve_model_dir(model)
 
 
 def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
     """Run the pending trials with Ray Tune; returns how many failed."""
-    from ray import tune
-
-    from jobs import storage
-
     filesystem, root = storage.storage_filesystem(grid.storage_uri)
     progress = SweepProgress(total=len(plan.pending) + len(plan.done), already_done=len(plan.done))
     cells = [{"trial": trial.to_dict(), "name": trial.name} for trial in plan.pending]
@@ -120,8 +115,6 @@ def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
 
 def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRow]:
     """Each trial's final state, read back from MLflow."""
-    from jobs.finetune.trainer import find_trial_run
-
     client = MlflowClient(tracking_uri=tracking_uri)
     rows = []
     for trial in trials:
@@ -146,9 +139,6 @@ def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRo
 
 def write_report(grid: Grid, parent_run_id: str) -> None:
     """The analysis report of the sweep, logged on its parent run; problems are warnings here."""
-    from analysis.errors import AnalysisError
-    from analysis.report import write_report as write_analysis_report
-
     out_dir = Path("reports") / grid.name
     try:
         paths = write_analysis_report(grid.name, grid.tracking_uri, out_dir, parent_run_id=parent_run_id)
@@ -182,9 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     trials = expand_trials(grid)
     if not args.dry_run and not args.no_check_paths:
-        from recipes.data.schema import MCQFormatError
-        from recipes.data.suites import SuiteError
-
         try:
             check_data(trials)
         except (MCQFormatError, SuiteError, FileNotFoundError) as error:
@@ -192,12 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INVALID
 
     if args.dry_run:
-        from orchestrator.plan import cluster_resources
-
         print(render_plan(grid, trials, cluster_resources()))
         return 0
-
-    import ray
 
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     cluster = {key: value for key, value in ray.cluster_resources().items() if key in ("CPU", "GPU")}

@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
+from recipes.models import load_model
 from recipes.models.families import ModelFamily
 
 PART_NAMES = ("vision", "projector", "llm", "llm.attn", "llm.mlp_gate_up", "lm_head", "vision.last<N>")
@@ -154,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="registry name (toy-qwen2.5-vl, qwen2.5-vl-3b, ...), local dir or cached Hub id")
     parser.add_argument("--parts", action="append", help="part or '+' combination to show (repeatable); default: all")
     args = parser.parse_args(argv)
-
-    from recipes.models import load_model
 
     try:
         loaded = load_model(args.model)

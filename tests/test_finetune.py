@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import RESUMED_TAG, early_stop_reason, eval_steps
-from jobs.finetune.trainer import run_trial
+from jobs.trial import run_trial
 from recipes.models import load_model
 from recipes.parts import resolve_parts
 from tests.conftest import metric_steps

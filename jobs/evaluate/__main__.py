@@ -23,7 +23,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric
+from jobs.checkpoints import load_trial_checkpoint
+from jobs.evaluate.probing import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
+from jobs.evaluate.suite_eval import SuiteEvaluator
+from recipes.data.registry import load_dataset
+from recipes.data.suites import load_suite
+from recipes.models import load_model
 
 PROBES = ("classname", "counting")
 DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
@@ -66,12 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from jobs.checkpoints import load_trial_checkpoint
-    from jobs.evaluate.probing import classname_probe, counting_probe
-    from jobs.evaluate.suite_eval import SuiteEvaluator
-    from recipes.data.registry import load_dataset
-    from recipes.data.suites import load_suite
-    from recipes.models import load_model
 
     try:
         suite = load_suite(args.suite)

@@ -16,8 +16,11 @@ import sys
 import typing
 from dataclasses import MISSING, fields
 
+import ray
+
 from contract.layout import QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX
 from jobs.finetune.config import TrialConfig
+from jobs.trial import find_trial_run, run_trial
 from recipes.data.stream import MixSource
 
 CLI_HIDDEN = {"mix", "run_id", "sweep"}
@@ -91,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-    import ray
-
-    from jobs.finetune.trainer import find_trial_run, run_trial
 
     existing = find_trial_run(trial)
     if existing and existing[1] == "finished":

@@ -26,6 +26,9 @@ from recipes.schedules import SCHEDULES
 EVAL_MODES = ("logits", "generate")
 """Evaluation modes (see jobs.evaluate)."""
 
+TRIAL_OWNED_KEYS = ("optimizer", "scheduler")
+"""DeepSpeed JSON sections the trial sets itself (from the grid): a user's JSON must not hold them."""
+
 RUN_FIELDS = frozenset(
     {"storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures"}
 )

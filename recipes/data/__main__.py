@@ -15,13 +15,14 @@ import logging
 import sys
 import time
 
-from recipes.data.adapters import FORMATS
-from recipes.data.schema import MCQFormatError
+from recipes.data.adapters import FORMATS, adapt
+from recipes.data.imagenet_vqa import build_imagenet_vqa
+from recipes.data.schema import MCQFormatError, read_mcq_report
+from recipes.data.summary import summarize
+from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
 
 
 def _toy(args: argparse.Namespace) -> int:
-    from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
-
     started = time.perf_counter()
     manifest = generate_toy_world(
         args.out, ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size), overwrite=args.overwrite
@@ -33,8 +34,6 @@ def _toy(args: argparse.Namespace) -> int:
 
 
 def _imagenet_vqa(args: argparse.Namespace) -> int:
-    from recipes.data.imagenet_vqa import build_imagenet_vqa
-
     rows = build_imagenet_vqa(
         args.images,
         args.clip,
@@ -51,8 +50,6 @@ def _imagenet_vqa(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from recipes.data.adapters import adapt
-
     adapted = adapt(
         args.format,
         args.input,
@@ -73,9 +70,6 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from recipes.data.schema import read_mcq_report
-    from recipes.data.summary import summarize
-
     report = read_mcq_report(args.file, skip_bad=args.skip_bad)
     print(summarize(report.table, samples=args.samples, title=args.file))
     if report.skipped:

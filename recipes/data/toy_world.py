@@ -55,8 +55,8 @@ import yaml
 
 from contract.layout import QUADRANTS
 from recipes.data.distractors import AnswerSlotDealer
+from recipes.data.sampling import block_slots
 from recipes.data.schema import write_mcq
-from recipes.data.stream import block_slots
 from recipes.data.toy_images import STYLES
 from recipes.data.toy_tasks import (
     NUM_SLOTS,

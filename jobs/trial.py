@@ -1,5 +1,8 @@
 """Launch one trial as a Ray Train ``TorchTrainer`` and record how it ended in MLflow.
 
+The launcher stands above the two kinds of trial workers: ``jobs.finetune.loop`` (one task)
+and ``jobs.continual.loop`` (a task sequence); both import only what is below them.
+
 The trainer's run lives at ``<storage>/<experiment>/<trial name>-<trial id>``; Ray Train V2
 restores the latest checkpoint of a run with that name by itself, so launching an unfinished
 trial again resumes it, and worker failures restart the worker group from the last checkpoint
@@ -18,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mlflow.tracking import MlflowClient
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
 from jobs import storage
-from jobs.finetune.config import TrialConfig
 from jobs.continual.loop import continual_loop_per_worker
+from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import train_loop_per_worker
 from jobs.finetune.tracking import TrialTracker, start_trial_run
 from recipes.models import resolve_model_dir
@@ -46,9 +51,6 @@ class TrialOutcome:
 
 def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     """The ``TorchTrainer`` that runs ``trial`` (``workers`` ranks, CPU+gloo or GPU+NCCL)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     # Workers keep the working directory Ray gave them (the job's working dir), so relative
     # dataset, suite and DeepSpeed paths in the trial mean what the user meant.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
