@@ -25,11 +25,11 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
-from jobs import storage
 from jobs.continual.loop import continual_loop_per_worker
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import train_loop_per_worker
 from jobs.finetune.tracking import TrialTracker, start_trial_run
+from recipes import storage
 from recipes.models import resolve_model_dir
 
 
@@ -56,7 +56,7 @@ def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     use_gpu = trial.gpus_per_worker > 0
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
-    filesystem, root = storage.storage_filesystem(trial.storage)
+    filesystem, root = storage.arrow_filesystem(trial.storage)
     return TorchTrainer(
         continual_loop_per_worker if trial.continual else train_loop_per_worker,
         train_loop_config={"trial": trial.to_dict()},

@@ -44,7 +44,6 @@ from orchestrator.grid_schema import (
     default_micro_batch_size,
 )
 from recipes.data.registry import REGISTERED_DATASETS
-from recipes.data.schema import file_suffix, is_remote
 from recipes.data.suites import NAMED_SUITES, SuiteError, load_suite
 from recipes.models.registry import (
     HUB_MODELS,
@@ -54,6 +53,7 @@ from recipes.models.registry import (
     ModelNotFoundError,
     resolve_model_dir,
 )
+from recipes.storage import file_suffix, is_remote
 
 MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
 """File suffixes of MCQ datasets (``recipes.data.schema.read_mcq``)."""

@@ -28,6 +28,7 @@ from recipes.data.continual import TOY_DOMAINS
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
+from recipes.storage import S3_PREFIX
 
 TRIAL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
@@ -41,7 +42,6 @@ MICRO_BATCH_CAP = 8
 NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 """Characters a grid name may use (it names an MLflow experiment and a storage folder)."""
 
-S3_PREFIX = "s3://"
 
 
 def problem(message: str) -> PydanticCustomError:

@@ -33,7 +33,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from analysis.errors import AnalysisError
 from analysis.report import write_report as write_analysis_report
 from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
-from jobs import storage
 from jobs.finetune.config import TrialConfig
 from jobs.trial import find_trial_run, run_trial
 from orchestrator.expand import expand_trials
@@ -41,6 +40,7 @@ from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.plan import cluster_resources, max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
 from orchestrator.runs import TrialPlan, close_parent_run, open_parent_run, plan_children
+from recipes import storage
 from recipes.data.continual import load_train_table
 from recipes.data.registry import resolve_dataset
 from recipes.data.schema import MCQFormatError, read_mcq
@@ -94,7 +94,7 @@ def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
 
 def run_trials(grid: Grid, plan: TrialPlan, concurrency: int) -> int:
     """Run the pending trials with Ray Tune; returns how many failed."""
-    filesystem, root = storage.storage_filesystem(grid.storage_uri)
+    filesystem, root = storage.arrow_filesystem(grid.storage_uri)
     progress = SweepProgress(total=len(plan.pending) + len(plan.done), already_done=len(plan.done))
     cells = [{"trial": trial.to_dict(), "name": trial.name} for trial in plan.pending]
     tuner = tune.Tuner(

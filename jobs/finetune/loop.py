@@ -37,13 +37,13 @@ from contract.layout import (
     delta_metric,
     predictions_artifact,
 )
-from jobs import storage
 from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
 from jobs.finetune.tracking import TrialTracker
+from recipes import storage
 from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite

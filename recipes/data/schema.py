@@ -27,13 +27,14 @@ import posixpath
 import string
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
+
+from recipes.storage import exists, file_suffix, filesystem, is_remote, local_path, open_binary, parent_dir, resolve
 
 logger = logging.getLogger("forgetless.data")
 
@@ -143,64 +144,6 @@ class MCQReadReport:
     @property
     def skipped_count(self) -> int:
         return len(self.skipped)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: local paths or URLs (s3://, gs://, memory:// ...) through fsspec.
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """True for URLs with a scheme other than file:// (handled by fsspec)."""
-    text = str(path)
-    return "://" in text and not text.startswith("file://")
-
-
-def _remote(path: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(path)
-
-
-def path_exists(path: str | os.PathLike) -> bool:
-    """Whether a local path or URL exists."""
-    if is_remote(path):
-        fs, inner = _remote(str(path))
-        return fs.exists(inner)
-    return Path(_local(path)).exists()
-
-
-def _local(path: str | os.PathLike) -> str:
-    text = str(path)
-    return text[len("file://") :] if text.startswith("file://") else text
-
-
-def open_binary(path: str | os.PathLike):
-    """A readable binary file object for a local path or URL."""
-    if is_remote(path):
-        fs, inner = _remote(str(path))
-        return fs.open(inner, "rb")
-    return open(_local(path), "rb")
-
-
-def file_suffix(path: str | os.PathLike) -> str:
-    return posixpath.splitext(str(path).split("?")[0])[1].lower()
-
-
-def parent_dir(path: str | os.PathLike) -> str:
-    """The folder of a local file (absolute) or URL."""
-    text = str(path)
-    if is_remote(text):
-        return posixpath.dirname(text)
-    return os.path.dirname(os.path.abspath(_local(text)))
-
-
-def join_path(base_dir: str, relative: str) -> str:
-    """``relative`` resolved against ``base_dir`` (a local folder or URL prefix)."""
-    if is_remote(relative) or os.path.isabs(relative):
-        return relative
-    if is_remote(base_dir):
-        return posixpath.join(base_dir, relative)
-    return os.path.join(base_dir, relative)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,10 +300,10 @@ def _finish(
 
 def _read_parquet(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
     if is_remote(path):
-        fs, inner = _remote(path)
+        fs, inner = filesystem(path)
         raw = pq.read_table(inner, filesystem=fs)
     else:
-        raw = pq.read_table(_local(path), memory_map=True)
+        raw = pq.read_table(local_path(path), memory_map=True)
     table = _conform(raw, path)
     validator = RowValidator(check_images=check_images)
     bad: list[BadRow] = []
@@ -387,7 +330,7 @@ def image_from_text(value: Any, base_dir: str) -> bytes | None:
     if value.startswith("data:"):
         value = value.split(",", 1)[1] if "," in value else ""
     elif "." in value:
-        location = join_path(base_dir, value)
+        location = resolve(base_dir, value)
         try:
             with open_binary(location) as handle:
                 return handle.read()
@@ -460,7 +403,7 @@ def read_mcq_report(path: str | os.PathLike, *, skip_bad: bool = False, check_im
     """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``."""
     text = str(path)
     suffix = file_suffix(text)
-    if not path_exists(text):
+    if not exists(text):
         raise FileNotFoundError(f"{text}: no such MCQ file")
     if suffix in (".parquet", ".pq"):
         return _read_parquet(text, skip_bad, check_images)
@@ -515,7 +458,7 @@ def records_to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
     """FileExistsError when ``path`` exists and ``overwrite`` is False (call before expensive work)."""
-    if not overwrite and path_exists(path):
+    if not overwrite and exists(path):
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
@@ -539,7 +482,7 @@ class MCQWriter:
         self._validator = RowValidator(check_images=check_images)
         self._rows = 0
         directory = (
-            tempfile.gettempdir() if is_remote(self.path) else os.path.dirname(os.path.abspath(_local(self.path)))
+            tempfile.gettempdir() if is_remote(self.path) else os.path.dirname(os.path.abspath(local_path(self.path)))
         )
         os.makedirs(directory, exist_ok=True)
         handle, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=directory)
@@ -572,11 +515,11 @@ class MCQWriter:
         self._writer.close()
         try:
             if is_remote(self.path):
-                fs, inner = _remote(self.path)
+                fs, inner = filesystem(self.path)
                 fs.put_file(self._tmp, inner)
             else:
                 os.chmod(self._tmp, 0o644)  # mkstemp makes it private; a dataset is for everyone
-                os.replace(self._tmp, _local(self.path))
+                os.replace(self._tmp, local_path(self.path))
         finally:
             self.closed = True
             if os.path.exists(self._tmp):
