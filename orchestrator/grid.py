@@ -32,7 +32,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from orchestrator.expand import expand_trials
+from jobs.finetune.config import problem_message
+from orchestrator.expand import grid_axes, grid_cells, matches
 from orchestrator.grid_checks import GridSections, consistency_problems, reference_problems
 from orchestrator.grid_schema import Grid, shown
 
@@ -71,7 +72,7 @@ def parse_grid(data: Any, *, source: str = DICT_SOURCE, check_paths: bool = True
     problems += consistency_problems(sections)
     problems += reference_problems(sections, check_paths)
     if grid is not None and not problems:
-        problems += _trial_problems(grid)
+        problems += _empty_grid_problems(grid)
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))
     grid._source = source
@@ -164,15 +165,9 @@ def field_path(location: tuple) -> str:
 
 def schema_problem(error: dict) -> str:
     """One pydantic error as ``<field path>: <problem>``."""
-    location, kind, context = error["loc"], error["type"], error.get("ctx", {})
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    location, kind = error["loc"], error["type"]
     if kind == "extra_forbidden":
         message = _unknown_key(location)
-    elif kind == "missing":
-        message = "missing required key"
-    elif kind in bounds:
-        limit = next(iter(context.values()))
-        message = f"must be {bounds[kind]} {limit}"
     elif kind == "too_short":
         message = "must not be empty"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -180,7 +175,7 @@ def schema_problem(error: dict) -> str:
     elif kind == "list_type":
         message = f"expected a list, got {shown(error['input'])}"
     else:
-        message = error["msg"]
+        message = problem_message(error)
     return f"{field_path(location)}: {message}" if location else message
 
 
@@ -247,12 +242,9 @@ def _valid_sections(data: dict) -> GridSections:
     return GridSections(**values)
 
 
-def _trial_problems(grid: Grid) -> list[str]:
-    """Problems only building the trials shows (none expected after the checks; a safety net)."""
-    try:
-        trials = expand_trials(grid)
-    except ValueError as error:
-        return [f"trials: {error}"]
-    if not trials:
-        return ["exclude: removes every trial of the grid and there are no include cells"]
-    return []
+def _empty_grid_problems(grid: Grid) -> list[str]:
+    """A grid whose excludes remove every cell and that has no include cells has no trials."""
+    cells = grid_cells(grid_axes(grid), grid.methods)
+    if grid.include or any(not any(matches(cell, partial) for partial in grid.exclude) for cell in cells):
+        return []
+    return ["exclude: removes every trial of the grid and there are no include cells"]

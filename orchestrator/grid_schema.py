@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +29,7 @@ from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
 from recipes.storage import S3_PREFIX
 
-TRIAL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
+TRIAL_DEFAULTS: dict[str, Any] = {name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
 
 AXIS_KEYS = ("parts", "method", "lr", "data_fraction", "mix_ratio", "seed")

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -89,7 +88,7 @@ class ContinualWorker(TrialWorker):
         self.stream = TrainingStream([(self.names[stage], table)], [1.0], seed=trial.seed + stage)
         self.loaded.model = self.model
         torch.manual_seed(trial.seed * 1000 + stage)
-        self.engine, self.trainable = build_engine(replace(trial, steps=steps), self.loaded, self.world, self.use_gpu)
+        self.engine, self.trainable = build_engine(trial.changed(steps=steps), self.loaded, self.world, self.use_gpu)
         if self.rank == 0:
             log.info("task %d/%d %s: %d rows, %d steps", stage + 1, len(self.tasks), self.names[stage], table.num_rows, steps)
         window = WindowStats()
