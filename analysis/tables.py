@@ -103,11 +103,6 @@ class Table1:
             if len(row.cells) != len(self.columns):
                 raise AnalysisError(f"row {row.label}: {len(row.cells)} cells for {len(self.columns)} columns")
 
-    def cell(self, label: str, column: str) -> Cell:
-        """The cell of the row named `label` in the column whose Markdown header is `column`."""
-        index = [c.markdown for c in self.columns].index(column)
-        return next(row.cells[index] for row in self.rows if row.label == label)
-
 
 def delta_tone(delta_pp: float) -> str | None:
     """`drop` below -MARGIN_PP, `stable` within ±MARGIN_PP, None for larger gains (as shown, 2 decimals)."""

@@ -1,4 +1,4 @@
-"""Read and validate a grid file: every problem at once, before any compute (DESIGN §3).
+"""Read and validate a grid file (``orchestrator/grid_schema.py``): every problem at once, before any compute.
 
     from orchestrator.grid import GridError, load_grid
     try:

@@ -1,4 +1,4 @@
-"""The grid file's schema (DESIGN §3): typed sections with a docstring on every field.
+"""The grid file's schema (examples in ``grids/``): typed sections with a docstring on every field.
 
 ``orchestrator.grid.load_grid`` reads a YAML file into a ``Grid`` and reports every problem at
 once; this module only says what each section may hold. The field types convert what YAML

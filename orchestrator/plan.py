@@ -32,6 +32,7 @@ from jobs.finetune.config import TrialConfig
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import Grid
+from recipes.text_table import text_table
 
 PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
 """Texts of the problems that only say a file is missing on this machine."""
@@ -71,17 +72,6 @@ def cluster_resources() -> dict[str, float]:
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     return {key: float(value) for key, value in ray.cluster_resources().items()}
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width text table with a rule under the header."""
-    widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def trial_row(trial: TrialConfig) -> tuple[str, ...]:
@@ -147,7 +137,7 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
         f"eval suite {grid.eval.suite} ({grid.eval.mode}); checkpoints in {grid.sweep_storage}",
         f"MLflow {grid.tracking_uri}, experiment {grid.experiment}",
         "",
-        format_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
+        text_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
         "",
         *resource_lines(grid, len(trials), cluster),
     ]

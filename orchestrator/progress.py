@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, accuracy_metric, delta_metric
+from recipes.text_table import text_table
 
 
 def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
@@ -110,7 +111,4 @@ def summary_table(rows: list[SummaryRow]) -> str:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table(header, body)

@@ -155,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("grid", help="grid YAML file (see grids/demo.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and the resources they need, run nothing")
-    parser.add_argument("--resume", action="store_true",
-                        help="resume the sweep (the default: finished trials are always skipped)")
     parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     parser.add_argument("--no-check-paths", action="store_true",
                         help="validate names and path shapes only (for a grid meant for another machine)")

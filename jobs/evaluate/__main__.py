@@ -30,6 +30,7 @@ from jobs.evaluate.suite_eval import SuiteEvaluator
 from recipes.data.registry import load_dataset
 from recipes.data.suites import load_suite
 from recipes.models import load_model
+from recipes.text_table import text_table
 
 PROBES = ("classname", "counting")
 DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
@@ -48,10 +49,8 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
             value = columns[name][key]
             cells.append(f"{value:.1f} ({value - base[key]:+.1f})")
         rows.append([key.removeprefix(DATASET_ACCURACY_PREFIX), *cells])
-    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.insert(6, "")
+    lines = text_table(header, rows).split("\n")
+    lines.insert(2 + len(QUADRANTS), "")  # a blank line between the quadrants and the datasets
     return "\n".join(lines)
 
 

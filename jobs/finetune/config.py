@@ -257,7 +257,7 @@ class TrialConfig(BaseModel):
         return f"{self.name}-{self.trial_id}"
 
     def mlflow_params(self) -> dict[str, str]:
-        """Params of the trial's MLflow run (strings, per the DESIGN §5 contract)."""
+        """Params of the trial's MLflow run (strings; the layout is ``contract.layout``)."""
         params = {
             key: value
             for key, value in self.identity().items()

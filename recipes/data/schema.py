@@ -1,4 +1,4 @@
-"""The MCQ table: the data contract every forgetless dataset follows (DESIGN §4).
+"""The MCQ table: the data contract every forgetless dataset follows (``MCQ_SCHEMA`` below).
 
 A dataset is a parquet table of multiple-choice questions with the columns of ``MCQ_SCHEMA``:
 ``id`` (unique), ``image`` (PNG/JPEG bytes or null), ``question``, ``options`` (letters A, B, ...
