@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
 from analysis.runs import Sweep, Trial
+from contract.layout import continual_recipe_label, task_accuracy_metric
 
 METHOD_LABELS = {"inclora": "IncLoRA", "seqfull": "SeqFull"}
 """Display names of the continual-learning methods."""
@@ -79,7 +80,7 @@ def _continual_run(client: MlflowClient, trial: Trial, show_seed: bool) -> Conti
         raise AnalysisError(f"continual trial {trial.name} ({trial.run_id}): bad params ({error})") from error
     histories = {}
     for task in tasks:
-        points = sorted(client.get_metric_history(trial.run_id, f"cl/acc/{task}"), key=lambda m: (m.step, m.timestamp))
+        points = sorted(client.get_metric_history(trial.run_id, task_accuracy_metric(task)), key=lambda m: (m.step, m.timestamp))
         histories[task] = {m.step: m.value for m in points}
     steps = sorted(set.intersection(*(set(h) for h in histories.values())))
     if not steps or steps[0] != 0 or len(steps) != len(tasks) + 1:
@@ -88,9 +89,9 @@ def _continual_run(client: MlflowClient, trial: Trial, show_seed: bool) -> Conti
             f"{len(tasks)} tasks, found steps {steps}"
         )
     rows = [tuple(histories[task][step] for task in tasks) for step in steps]
-    recipe = f"{trial.setting.recipe.parts} · lr {trial.setting.recipe.lr}"
+    recipe = trial.setting.recipe
     seed = f" · seed {trial.seed}" if show_seed else ""
-    label = f"{METHOD_LABELS.get(method, method)} · {recipe}{seed}"
+    label = continual_recipe_label(METHOD_LABELS.get(method, method), recipe.parts, recipe.lr) + seed
     return ContinualRun(trial.name, method, label, replay, tasks, rows[0], tuple(rows[1:]))
 
 

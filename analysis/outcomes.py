@@ -15,7 +15,8 @@ from statistics import mean
 from typing import Iterable, Mapping
 
 from analysis.errors import AnalysisError
-from analysis.runs import OOD_QUADRANTS, QUADRANTS, Setting, Trial
+from analysis.runs import Setting, Trial
+from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class Outcome:
     @property
     def final_id(self) -> float:
         """Final target-task accuracy, acc/q/id_id (percent)."""
-        return self.final["id_id"]
+        return self.final[TARGET_QUADRANT]
 
     @property
     def id_gain(self) -> float:
         """Change of the ID accuracy vs zero-shot (pp)."""
-        return self.deltas["id_id"]
+        return self.deltas[TARGET_QUADRANT]
 
     @property
     def ood_retention(self) -> float:

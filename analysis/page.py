@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from analysis.continual import TABLE3_CSS
 from analysis.outcomes import Outcome
 from analysis.plots import FigureFile
-from analysis.runs import OOD_QUADRANTS, QUADRANTS, Sweep, format_percent, quadrant_name
+from analysis.runs import Sweep, format_percent, quadrant_name
+from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 from analysis.tables import TABLE_CSS, Table1, format_pp, html_text, table_html
 from recipes.redaction import redact_uri
 
@@ -89,7 +90,7 @@ def _trials_table(sweep: Sweep) -> str:
     for trial in sweep.trials:
         values = [trial.name, trial.run_id, trial.setting.recipe.label, trial.seed,
                   format_percent(trial.setting.data_fraction), trial.setting.mix_label, trial.status_text,
-                  str(max(trial.history["id_id"])), f"{trial.final('id_id'):.2f}",
+                  str(max(trial.history[TARGET_QUADRANT])), f"{trial.final(TARGET_QUADRANT):.2f}",
                   *(format_pp(trial.delta(q)) for q in QUADRANTS)]
         cells = "".join(f"<td{_TEXT if i < text_columns else ''}>{html.escape(v)}</td>"
                         for i, v in enumerate(values))

@@ -33,7 +33,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from analysis.errors import AnalysisError
 from analysis.outcomes import Outcome
-from analysis.runs import OOD_QUADRANTS, QUADRANTS, Recipe, Setting, Sweep, Trial, format_percent, quadrant_name
+from analysis.runs import Recipe, Setting, Sweep, Trial, format_percent, quadrant_name
+from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
@@ -217,7 +218,7 @@ def steps_figure(sweep: Sweep) -> Figure:
             steps = trial.steps(quadrant)
             axes.plot(steps, [trial.history[quadrant][s] for s in steps], color=colours[trial.setting.recipe],
                       linestyle=styles[condition_of(trial.setting)], linewidth=1.6, marker="o", markersize=3.2)
-        target = " (target task)" if quadrant == "id_id" else ""
+        target = " (target task)" if quadrant == TARGET_QUADRANT else ""
         axes.set(title=f"{quadrant_name(quadrant, 'tex')}{target}", xlabel="Training step",
                  ylabel=f"{quadrant_name(quadrant, 'tex')} accuracy (%)")
         axes.margins(x=0.02, y=0.08)
@@ -253,7 +254,7 @@ def fraction_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
     lines = _group_lines(outcomes, lambda s: (s.recipe, s.mix_ratio, s.mix_sources), lambda s: s.data_fraction)
     for (recipe, *mix), points in lines.items():
         axes.errorbar([100 * o.setting.data_fraction for o in points], [o.final_id for o in points],
-                      yerr=[_spread(o, lambda t: t.final("id_id")) for o in points], color=colours[recipe],
+                      yerr=[_spread(o, lambda t: t.final(TARGET_QUADRANT)) for o in points], color=colours[recipe],
                       linestyle=style_of[tuple(mix)], marker="o", markersize=5, linewidth=1.8, capsize=3)
     fractions = sorted({100 * o.setting.data_fraction for o in outcomes})
     axes.set_xscale("log")
@@ -297,18 +298,18 @@ def mix_ratio_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
                + [Line2D([], [], color="0.35", linestyle=ZERO_SHOT_LEVEL, linewidth=1.2,
                          label=f"zero-shot {quadrant_name('ood_id', 'tex')} accuracy")])
     figure = _figure(11.5, 4.2, len(handles), columns=3)
-    for axes, quadrant in zip(figure.subplots(1, 2), ("id_id", "ood_id")):
+    for axes, quadrant in zip(figure.subplots(1, 2), (TARGET_QUADRANT, "ood_id")):
         for (recipe, fraction, sources), mixed in lines.items():
             points = [o for o in unmixed if (o.setting.recipe, o.setting.data_fraction) == (recipe, fraction)] + mixed
             axes.errorbar([100 * o.setting.mix_ratio for o in points], [o.final[quadrant] for o in points],
                           yerr=[_spread(o, lambda t: t.final(quadrant)) for o in points], color=colours[recipe],
                           linestyle=style_of[(fraction, sources)], marker="o", markersize=5, linewidth=1.8,
                           capsize=3)
-            if quadrant != "id_id":
+            if quadrant != TARGET_QUADRANT:
                 zero_shot = mean(t.zero_shot(quadrant) for o in points for t in o.trials)
                 axes.axhline(zero_shot, color=colours[recipe], linestyle=ZERO_SHOT_LEVEL, linewidth=1.2)
         name = quadrant_name(quadrant, "tex")
-        if quadrant == "id_id":
+        if quadrant == TARGET_QUADRANT:
             axes.set(ylabel="Final ID accuracy (%)", title=f"{name} (target task) vs mix ratio")
         else:
             axes.set(ylabel=f"Final {name} accuracy (%)", title=f"{name} vs mix ratio")

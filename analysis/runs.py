@@ -5,7 +5,7 @@
         trial.setting.recipe.label, trial.final("id_id"), trial.delta("ood_id")
 
 Reads MLflow only, through `MlflowClient` (search_runs, get_metric_history), following the
-layout in the team contracts: parent run tagged `forgetless.kind=sweep`, child runs tagged
+layout of `contract.layout`: parent run tagged `forgetless.kind=sweep`, child runs tagged
 `forgetless.kind=trial` and `mlflow.parentRunId`, accuracies as `acc/q/<quadrant>` in percent
 with step 0 = the zero-shot model. Problems a user can fix raise `AnalysisError`.
 """
@@ -22,14 +22,22 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
-
-QUADRANTS = ("id_id", "id_ood", "ood_id", "ood_ood")
-OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
-FINISHED_STATUSES = ("finished", "early_stopped")
-KIND_TAG = "forgetless.kind"
-STATUS_TAG = "forgetless.status"
-PARENT_TAG = "mlflow.parentRunId"
-EARLY_STOP_TAG = "forgetless.early_stop_reason"
+from contract.layout import (
+    DONE_STATUSES,
+    EARLY_STOP_TAG,
+    KIND_TAG,
+    LAYOUT_TAG,
+    LAYOUT_VERSION,
+    OOD_QUADRANTS,
+    PARENT_TAG,
+    QUADRANTS,
+    STATUS_TAG,
+    SWEEP_KIND,
+    TARGET_QUADRANT,
+    TRIAL_KIND,
+    accuracy_metric,
+    recipe_label,
+)
 _MLFLOW_STATUS_TO_TRIAL_STATUS = {
     "FINISHED": "finished",
     "FAILED": "failed",
@@ -52,11 +60,6 @@ def quadrant_name(quadrant: str, style: str = "plain") -> str:
     return _QUADRANT_NAME_FORMATS[style].format(text=text, image=image)
 
 
-def accuracy_metric(quadrant: str) -> str:
-    """The MLflow metric name of a quadrant's accuracy, e.g. `acc/q/ood_id`."""
-    return f"acc/q/{quadrant}"
-
-
 @dataclass(frozen=True, order=True)
 class Recipe:
     """What is tuned and how: trials of one recipe share a colour; seeds are its repeats."""
@@ -73,7 +76,7 @@ class Recipe:
     @property
     def label(self) -> str:
         """Readable name, the same as the trial param `recipe`: `llm · full · lr 1e-05`."""
-        return f"{self.parts} · {self.method} · lr {self.lr}"
+        return recipe_label(self.parts, self.method, self.lr)
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,15 @@ class Trial:
 
     def trajectory(self, quadrant: str) -> list[tuple[int, float, float]]:
         """(step, ID accuracy, quadrant accuracy) at the steps where both were evaluated."""
-        id_history = self.history["id_id"]
+        id_history = self.history[TARGET_QUADRANT]
         return [(s, id_history[s], self.history[quadrant][s])
                 for s in self.steps(quadrant) if s in id_history]
 
     def mean_ood_trajectory(self) -> list[tuple[int, float, float]]:
         """(step, ID accuracy, mean of the three OOD quadrants) where all four were evaluated."""
-        steps = set(self.history["id_id"]).intersection(*(self.history[q] for q in OOD_QUADRANTS))
-        return [(s, self.history["id_id"][s],
+        id_history = self.history[TARGET_QUADRANT]
+        steps = set(id_history).intersection(*(self.history[q] for q in OOD_QUADRANTS))
+        return [(s, id_history[s],
                  sum(self.history[q][s] for q in OOD_QUADRANTS) / len(OOD_QUADRANTS))
                 for s in sorted(steps)]
 
@@ -251,10 +255,10 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
     experiment_id = _experiment_id(client, experiment, tracking_uri)
     parent = _parent_run(client, experiment_id, experiment, parent_run_id)
     children = [run for run in _all_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-                if run.data.tags.get(KIND_TAG, "trial") == "trial"]
-    finished = [run for run in children if _trial_status(run) in FINISHED_STATUSES]
+                if run.data.tags.get(KIND_TAG, TRIAL_KIND) == TRIAL_KIND]
+    finished = [run for run in children if _trial_status(run) in DONE_STATUSES]
     skipped = tuple(SkippedRun(run.info.run_id, run.info.run_name, _trial_status(run))
-                    for run in children if _trial_status(run) not in FINISHED_STATUSES)
+                    for run in children if _trial_status(run) not in DONE_STATUSES)
     sweep_name = parent.info.run_name
     if not finished:
         counts = Counter(s.status for s in skipped)
@@ -262,7 +266,7 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
         raise AnalysisError(
             f"experiment '{experiment}', sweep {sweep_name} (run {parent.info.run_id}) has no "
             f"finished trials ({found}); a report needs at least one trial with "
-            f"{STATUS_TAG} in {{{', '.join(FINISHED_STATUSES)}}}")
+            f"{STATUS_TAG} in {{{', '.join(DONE_STATUSES)}}}")
     histories = {run.info.run_id: _histories(client, run) for run in finished}
     _require_metrics(finished, histories, experiment)
     trials = sorted((_trial(run, histories[run.info.run_id]) for run in finished),
@@ -294,19 +298,28 @@ def _experiment_id(client: MlflowClient, experiment: str, tracking_uri: str) -> 
 
 def _parent_run(client: MlflowClient, experiment_id: str, experiment: str,
                 parent_run_id: str | None) -> Run:
-    parents = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = 'sweep'",
+    parents = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'",
                                  order_by=["attributes.start_time DESC"])
     if not parents:
         raise AnalysisError(
-            f"experiment '{experiment}' has no sweep parent run (a run tagged {KIND_TAG}=sweep)")
+            f"experiment '{experiment}' has no sweep parent run (a run tagged {KIND_TAG}={SWEEP_KIND})")
     if parent_run_id is None:
-        return parents[0]
+        return _readable(parents[0])
     for run in parents:
         if run.info.run_id == parent_run_id:
-            return run
+            return _readable(run)
     listing = ", ".join(f"{run.info.run_id} ({run.info.run_name})" for run in parents)
     raise AnalysisError(f"experiment '{experiment}' has no sweep parent run {parent_run_id}; "
                         f"its sweep runs, latest first: {listing}")
+
+
+def _readable(parent: Run) -> Run:
+    """The parent run, if this analysis reads its layout version (runs without the tag are version 1)."""
+    version = parent.data.tags.get(LAYOUT_TAG, "1")
+    if version != str(LAYOUT_VERSION):
+        raise AnalysisError(f"sweep {parent.info.run_name} ({parent.info.run_id}) was logged with layout version "
+                            f"{version}; this analysis reads version {LAYOUT_VERSION}")
+    return parent
 
 
 def _all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:

@@ -24,12 +24,30 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
-from analysis.runs import EARLY_STOP_TAG, KIND_TAG, PARENT_TAG, QUADRANTS, STATUS_TAG, accuracy_metric
+from contract.layout import (
+    EARLY_STOP_TAG,
+    KIND_TAG,
+    LAYOUT_TAG,
+    LAYOUT_VERSION,
+    PARENT_TAG,
+    QUADRANTS,
+    STATUS_TAG,
+    STATUSES,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    TARGET_QUADRANT,
+    TRAIN_LOSS,
+    TRIAL_ID_TAG,
+    TRIAL_KIND,
+    accuracy_metric,
+    dataset_metric,
+    delta_metric,
+    recipe_label,
+)
 
 SUITE_DATASETS = {"id_id": ("toy-target-val",), "id_ood": ("toy-styles", "digits"),
                   "ood_id": ("toy-questions",), "ood_ood": ("toy-text-qa",)}
 """Dataset names per quadrant logged as acc/<dataset> (each equals its quadrant's accuracy)."""
-TRIAL_STATUSES = ("running", "finished", "early_stopped", "failed")
 _MLFLOW_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "failed": "FAILED"}
 
 
@@ -64,8 +82,8 @@ class SyntheticTrial:
     """12-hex id; derived from the name when empty."""
 
     def __post_init__(self) -> None:
-        if self.status not in TRIAL_STATUSES:
-            raise AnalysisError(f"trial {self.name}: status must be one of {TRIAL_STATUSES}, got {self.status!r}")
+        if self.status not in STATUSES:
+            raise AnalysisError(f"trial {self.name}: status must be one of {STATUSES}, got {self.status!r}")
         unknown = set(self.accuracy) - set(QUADRANTS)
         if unknown:
             raise AnalysisError(f"trial {self.name}: accuracy has unknown quadrants {sorted(unknown)}")
@@ -96,7 +114,7 @@ class SyntheticTrial:
             "mix_ratio": str(self.mix_ratio), "dataset": "toy-imagenet-vqa", "steps": str(steps),
             "batch_size": "16", "warmup_ratio": "0.1", "schedule": "cosine", "zero_stage": "2",
             "workers": "2", "eval_mode": "logits", "suite": "toy",
-            "recipe": f"{self.parts} · {self.method} · lr {self.lr}",
+            "recipe": recipe_label(self.parts, self.method, self.lr),
             "trial_id": self.resolved_trial_id, "trial_name": self.name,
         }
         if self.method == "lora":
@@ -115,11 +133,11 @@ class SyntheticTrial:
             step = index * self.eval_every
             for quadrant, values in self.accuracy.items():
                 logged.append(Metric(accuracy_metric(quadrant), values[index], timestamp_ms, step))
-                logged.append(Metric(f"delta/q/{quadrant}", values[index] - values[0], timestamp_ms, step))
-                logged.extend(Metric(f"acc/{dataset}", values[index], timestamp_ms, step)
+                logged.append(Metric(delta_metric(quadrant), values[index] - values[0], timestamp_ms, step))
+                logged.extend(Metric(dataset_metric(dataset), values[index], timestamp_ms, step)
                               for dataset in SUITE_DATASETS[quadrant])
             if step:
-                logged.append(Metric("train/loss", 2.0 / math.sqrt(step), timestamp_ms, step))
+                logged.append(Metric(TRAIN_LOSS, 2.0 / math.sqrt(step), timestamp_ms, step))
         return logged
 
 
@@ -134,11 +152,11 @@ def log_sweep(tracking_uri: str, experiment: str, trials: Iterable[SyntheticTria
     name = sweep_name or experiment
     start = start_time_ms if start_time_ms is not None else int(time.time() * 1000)
     parent = client.create_run(experiment_id, start_time=start, run_name=name,
-                               tags={"sweep": name, KIND_TAG: "sweep"})
+                               tags={SWEEP_TAG: name, KIND_TAG: SWEEP_KIND, LAYOUT_TAG: str(LAYOUT_VERSION)})
     parent_id = parent.info.run_id
     for offset, trial in enumerate(trials, start=1):
-        tags = {"sweep": name, "trial_id": trial.resolved_trial_id, PARENT_TAG: parent_id,
-                KIND_TAG: "trial", STATUS_TAG: trial.status}
+        tags = {SWEEP_TAG: name, TRIAL_ID_TAG: trial.resolved_trial_id, PARENT_TAG: parent_id,
+                KIND_TAG: TRIAL_KIND, STATUS_TAG: trial.status, LAYOUT_TAG: str(LAYOUT_VERSION)}
         if trial.status == "early_stopped":
             tags[EARLY_STOP_TAG] = trial.early_stop_reason
         run = client.create_run(experiment_id, start_time=start + offset, run_name=trial.name, tags=tags)
@@ -183,7 +201,7 @@ def trajectory(final_id: float, ood_deltas: Sequence[float], *, checkpoints: int
     """Accuracy per checkpoint for all quadrants: ID saturates fast, OOD changes follow later."""
     rng = random.Random(zlib.crc32(f"{key}/{seed}".encode()))
     seed_shift = 0.25 * seed
-    paths = {"id_id": curve(ZERO_SHOT["id_id"], final_id - seed_shift, checkpoints, speed, 0.12, rng)}
+    paths = {TARGET_QUADRANT: curve(ZERO_SHOT[TARGET_QUADRANT], final_id - seed_shift, checkpoints, speed, 0.12, rng)}
     for quadrant, delta in zip(QUADRANTS[1:], ood_deltas):
         paths[quadrant] = curve(ZERO_SHOT[quadrant], ZERO_SHOT[quadrant] + delta + seed_shift,
                                 checkpoints, speed * 0.6, 0.2, rng)

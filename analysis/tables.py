@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from analysis.errors import AnalysisError
 from analysis.outcomes import Outcome
-from analysis.runs import OOD_QUADRANTS, Sweep, quadrant_name
+from analysis.runs import Sweep, quadrant_name
+from contract.layout import OOD_QUADRANTS
 
 MARGIN_PP = 3.0
 """Changes within ±MARGIN_PP count as kept (blue); drops beyond it as forgetting (red)."""
@@ -101,11 +102,6 @@ class Table1:
         for row in self.rows:
             if len(row.cells) != len(self.columns):
                 raise AnalysisError(f"row {row.label}: {len(row.cells)} cells for {len(self.columns)} columns")
-
-    def cell(self, label: str, column: str) -> Cell:
-        """The cell of the row named `label` in the column whose Markdown header is `column`."""
-        index = [c.markdown for c in self.columns].index(column)
-        return next(row.cells[index] for row in self.rows if row.label == label)
 
 
 def delta_tone(delta_pp: float) -> str | None:

@@ -12,7 +12,15 @@ import argparse
 import os
 import time
 
+import ray
+import ray.train
 import torch
+from ray.train import ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from jobs.finetune.config import TrialConfig
+from jobs.finetune.loop import TrialWorker
+from recipes.models import resolve_model_dir
 
 PEAK_SIZE = 2048
 """Side of the square matrices multiplied to measure the machine's peak FLOP/s."""
@@ -35,11 +43,6 @@ def _timed(fn) -> float:
 
 def measure_on_workers(config: dict) -> dict | None:
     """Ray Train worker: build the trial's worker state, time ``steps`` optimizer steps."""
-    import ray.train
-
-    from jobs.finetune.config import TrialConfig
-    from jobs.finetune.loop import TrialWorker
-
     worker = TrialWorker(TrialConfig.from_dict(config["trial"]))
     worker.train_step(0)  # warm-up (allocations, first collective)
     tokens, started = 0, time.perf_counter()
@@ -53,11 +56,6 @@ def measure_on_workers(config: dict) -> dict | None:
 
 
 def run_setup(model: str, workers: int, zero_stage: int, steps: int, batch_size: int) -> dict:
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from jobs.finetune.config import TrialConfig
-
     trial = TrialConfig(model=model, parts="llm", lr=1e-4, steps=steps + 1, batch_size=batch_size,
                         micro_batch_size=batch_size // workers, workers=workers, zero_stage=zero_stage)
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
@@ -76,10 +74,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-
-    import ray
-
-    from recipes.models import resolve_model_dir
 
     resolve_model_dir(args.model)
     peak = matmul_peak_flops()

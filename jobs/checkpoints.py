@@ -25,6 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+from recipes.methods import MethodConfig, apply_method
+from recipes.models import load_model
 
 CHECKPOINT_TAG = "state"
 """DeepSpeed tag (sub-directory) of the engine state inside a trial checkpoint."""
@@ -79,8 +83,6 @@ def trained_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     state_dir = Path(directory) / CHECKPOINT_TAG
     with weights_only_loading():
         if any(state_dir.glob("*optim_states.pt")) and any(state_dir.glob("zero_pp_rank_*")):
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
             return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
         states = torch.load(state_dir / "mp_rank_00_model_states.pt", map_location="cpu")
     return {name: tensor.float() for name, tensor in states["module"].items()}
@@ -88,9 +90,6 @@ def trained_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
 
 def load_trial_checkpoint(directory: str | Path):
     """(LoadedModel with the trained weights, trial settings dict, step) of a trial checkpoint."""
-    from recipes.methods import MethodConfig, apply_method
-    from recipes.models import load_model
-
     state = read_trainer_state(directory)
     trial = state["trial"]
     loaded = load_model(trial["model"])

@@ -23,9 +23,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from jobs.finetune.engine import TRIAL_OWNED_KEYS
+from jobs.finetune.config import TRIAL_OWNED_KEYS
 from recipes.data.registry import REGISTERED_DATASETS
-from recipes.data.schema import file_suffix, is_remote
+from recipes.storage import file_suffix, is_remote
 from recipes.data.suites import NAMED_SUITES, SuiteError, load_suite
 from recipes.models.registry import (
     HUB_MODELS,

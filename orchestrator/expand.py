@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import replace
 from itertools import product
 from typing import Any
 
@@ -173,7 +172,7 @@ def expand_trials(grid: Grid) -> list[TrialConfig]:
     ]
     if grid.continual is not None:
         replays = grid.continual.replay_per_task
-        trials = [replace(trial, replay_per_task=replay) for trial in trials for replay in replays]
+        trials = [trial.changed(replay_per_task=replay) for trial in trials for replay in replays]
     unique: dict[str, TrialConfig] = {}
     for trial in trials:
         unique.setdefault(trial.trial_id, trial)

@@ -1,4 +1,4 @@
-"""Read and validate a grid file: every problem at once, before any compute (DESIGN §3).
+"""Read and validate a grid file (``orchestrator/grid_schema.py``): every problem at once, before any compute.
 
     from orchestrator.grid import GridError, load_grid
     try:
@@ -34,8 +34,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from jobs.finetune.config import problem_message
 from orchestrator.capacity import DEFAULT_MAX_TRIALS, trial_count_problem
-from orchestrator.expand import expand_trials
+from orchestrator.expand import grid_axes, grid_cells, matches
 from orchestrator.grid_checks import GridSections, consistency_problems, reference_problems
 from orchestrator.grid_schema import Grid, shown
 from recipes.yaml_loading import YamlError, compose_yaml_text, load_yaml_text
@@ -85,7 +86,7 @@ def parse_grid(
     cross = consistency_problems(sections) + reference_problems(sections, check_paths)
     problems += [text for text in cross if not any(text.startswith(path) for path in dropped)]
     if grid is not None and not problems:
-        problems += _trial_problems(grid)
+        problems += _empty_grid_problems(grid)
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))
     grid._source = source
@@ -170,15 +171,9 @@ def field_path(location: tuple) -> str:
 
 def schema_problem(error: dict) -> str:
     """One pydantic error as ``<field path>: <problem>``."""
-    location, kind, context = error["loc"], error["type"], error.get("ctx", {})
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    location, kind = error["loc"], error["type"]
     if kind == "extra_forbidden":
         message = _unknown_key(location)
-    elif kind == "missing":
-        message = "missing required key"
-    elif kind in bounds:
-        limit = next(iter(context.values()))
-        message = f"must be {bounds[kind]} {limit}"
     elif kind == "too_short":
         message = "must not be empty"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -186,7 +181,7 @@ def schema_problem(error: dict) -> str:
     elif kind == "list_type":
         message = f"expected a list, got {shown(error['input'])}"
     else:
-        message = error["msg"]
+        message = problem_message(error)
     return f"{field_path(location)}: {message}" if location else message
 
 
@@ -262,12 +257,9 @@ def _valid_sections(data: dict) -> GridSections:
     return GridSections(**values)
 
 
-def _trial_problems(grid: Grid) -> list[str]:
-    """Problems only building the trials shows (none expected after the checks; a safety net)."""
-    try:
-        trials = expand_trials(grid)
-    except ValueError as error:
-        return [f"trials: {error}"]
-    if not trials:
-        return ["exclude: removes every trial of the grid and there are no include cells"]
-    return []
+def _empty_grid_problems(grid: Grid) -> list[str]:
+    """A grid whose excludes remove every cell and that has no include cells has no trials."""
+    cells = grid_cells(grid_axes(grid), grid.methods)
+    if grid.include or any(not any(matches(cell, partial) for partial in grid.exclude) for cell in cells):
+        return []
+    return ["exclude: removes every trial of the grid and there are no include cells"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.finetune.config import format_lr, format_share
+from contract.layout import format_lr, format_share
 from jobs.reachability import tracking_scheme_problem
 from jobs.references import (
     dataset_problems,
@@ -42,8 +42,8 @@ from orchestrator.grid_schema import (
     TrainSettings,
     default_micro_batch_size,
 )
-from recipes.data.schema import is_remote
 from recipes.redaction import credential_problem
+from recipes.storage import is_remote
 
 
 @dataclass(frozen=True)

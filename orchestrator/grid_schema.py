@@ -1,4 +1,4 @@
-"""The grid file's schema (DESIGN §3): typed sections with a docstring on every field.
+"""The grid file's schema (examples in ``grids/``): typed sections with a docstring on every field.
 
 ``orchestrator.grid.load_grid`` reads a YAML file into a ``Grid`` and reports every problem at
 once; this module only says what each section may hold. The field types convert what YAML
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,11 +33,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig
+from recipes.data.continual import TOY_DOMAINS
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
+from recipes.storage import S3_PREFIX
 
-TRIAL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
+TRIAL_DEFAULTS: dict[str, Any] = {name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
 
 AXIS_KEYS = ("parts", "method", "lr", "data_fraction", "mix_ratio", "seed")
@@ -50,7 +51,6 @@ MICRO_BATCH_CAP = 8
 NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 """Characters a grid name may use (it names an MLflow experiment and a storage folder)."""
 
-S3_PREFIX = "s3://"
 
 
 def problem(message: str) -> PydanticCustomError:
@@ -390,8 +390,6 @@ class ContinualTaskFiles(Section):
 
 def _continual_task(value: Any) -> str | ContinualTaskFiles:
     """A toy domain name, or a ``{name, train, test}`` mapping of strings."""
-    from recipes.data.continual import TOY_DOMAINS
-
     if isinstance(value, str):
         if value.strip() not in TOY_DOMAINS:
             raise problem(

@@ -27,13 +27,18 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from jobs.finetune.config import TrialConfig, format_lr, format_share
+import ray
+import torch
+
+from contract.layout import format_lr, format_share
+from jobs.finetune.config import TrialConfig
 from jobs.reachability import preflight_problem
 from orchestrator.capacity import DEFAULT_MAX_TRIALS, capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import Grid
 from recipes.redaction import redact, redact_uri
+from recipes.text_table import text_table
 
 PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
 """Texts of the problems that only say a file is missing on this machine."""
@@ -62,8 +67,6 @@ def max_concurrent_trials(grid: Grid, cluster: Mapping[str, float]) -> int:
 
 def local_resources() -> dict[str, float]:
     """This machine's CPUs and GPUs, without starting Ray."""
-    import torch
-
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
@@ -72,8 +75,6 @@ def cluster_resources() -> dict[str, float]:
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         return local_resources()
-    import ray
-
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     return {key: float(value) for key, value in ray.cluster_resources().items()}
@@ -92,22 +93,9 @@ def cluster_problems(grid: Grid, *, check_local: bool = True, tracking: bool = F
     if problem:
         return [problem]
     cluster_resources()  # connects to the cluster RAY_ADDRESS names
-    import ray
-
     if not ray.is_initialized() and not check_local:
         return []
     return capacity_problems(grid.resources, node_shapes())
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width text table with a rule under the header."""
-    widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def trial_row(trial: TrialConfig) -> tuple[str, ...]:
@@ -187,7 +175,7 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
         f"MLflow {redact_uri(grid.tracking_uri)}, experiment {grid.experiment}",
         search_line(grid),
         "",
-        format_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
+        text_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
         "",
         *resource_lines(grid, len(trials), cluster),
     ]

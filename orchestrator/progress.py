@@ -18,14 +18,14 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, accuracy_metric, delta_metric
 from recipes.redaction import redact
-
-OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
+from recipes.text_table import text_table
 
 
 def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
     """(quadrant, delta) of the OOD quadrant that fell the most, if deltas are present."""
-    deltas = [(q, metrics[f"delta/q/{q}"]) for q in OOD_QUADRANTS if f"delta/q/{q}" in metrics]
+    deltas = [(q, metrics[delta_metric(q)]) for q in OOD_QUADRANTS if delta_metric(q) in metrics]
     return min(deltas, key=lambda item: item[1]) if deltas else None
 
 
@@ -55,10 +55,10 @@ class SweepProgress(Callback):
         self._print(f"{self._name(trial)}: started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if "acc/q/id_id" not in result:
+        if accuracy_metric(TARGET_QUADRANT) not in result:
             return
         name = self._name(trial, result)
-        gain = result.get("delta/q/id_id", 0.0)
+        gain = result.get(delta_metric(TARGET_QUADRANT), 0.0)
         if self.best_id_gain is None or gain > self.best_id_gain[1]:
             self.best_id_gain = (name, gain)
         worst = worst_ood(result)
@@ -69,7 +69,7 @@ class SweepProgress(Callback):
         if self.best_id_gain and self.worst_ood_drop:
             sweep_text = f" | sweep: best ID gain {self.best_id_gain[1]:+.1f}, worst OOD {self.worst_ood_drop[1]:+.1f}"
         self._print(
-            f"{name} step {int(result.get('step', 0))}: ID {result['acc/q/id_id']:.1f}% ({gain:+.1f} pp), "
+            f"{name} step {int(result.get('step', 0))}: ID {result[accuracy_metric(TARGET_QUADRANT)]:.1f}% ({gain:+.1f} pp), "
             f"{worst_text}{sweep_text}"
         )
 
@@ -115,7 +115,4 @@ def summary_table(rows: list[SummaryRow]) -> str:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table(header, body)

@@ -20,13 +20,22 @@ from pathlib import Path
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from contract.layout import (
+    DONE_STATUSES,
+    KIND_TAG,
+    LAYOUT_TAG,
+    LAYOUT_VERSION,
+    STATUS_TAG,
+    SWEEP_KIND,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    TRIALS_TAG,
+)
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.tracking import KIND_TAG, STATUS_TAG, experiment_id, start_trial_run
-from jobs.finetune.trainer import find_trial_run
+from jobs.finetune.tracking import experiment_id, start_trial_run
+from jobs.trial import find_trial_run
 from recipes.redaction import redact
 
-DONE_STATUSES = ("finished", "early_stopped")
-"""Child-run states that a re-run skips."""
 RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 """The MLflow UI's runs table of an experiment (MLflow 3's UI opens on its GenAI view otherwise)."""
 TRIALS_COLUMNS = ("trial_id", "name", "parts", "method", "lr", "data_fraction", "seed", "mix_ratio", "recipe")
@@ -59,7 +68,7 @@ def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[
     sweep_experiment = experiment_id(client, sweep)
     runs = client.search_runs(
         [sweep_experiment],
-        filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep = '{sweep}'",
+        filter_string=f"tags.`{KIND_TAG}` = '{SWEEP_KIND}' and tags.`{SWEEP_TAG}` = '{sweep}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -67,10 +76,11 @@ def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[
         run_id = runs[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        run = client.create_run(sweep_experiment, run_name=sweep, tags={KIND_TAG: "sweep", "sweep": sweep})
+        tags = {KIND_TAG: SWEEP_KIND, SWEEP_TAG: sweep, LAYOUT_TAG: str(LAYOUT_VERSION)}
+        run = client.create_run(sweep_experiment, run_name=sweep, tags=tags)
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param("grid_file", grid_file), Param("trials", str(len(trials)))])
-    client.log_batch(run_id, tags=[RunTag("forgetless.trials", str(len(trials)))])
+    client.log_batch(run_id, tags=[RunTag(TRIALS_TAG, str(len(trials)))])
     with tempfile.TemporaryDirectory() as directory:
         grid_copy = Path(directory) / "grid.yaml"
         grid_copy.write_text(redact(Path(grid_file).read_text()))
@@ -91,7 +101,7 @@ def plan_children(trials: list[TrialConfig], parent_run_id: str) -> TrialPlan:
         if existing:
             run_id = existing[0]
         else:
-            tags = {"trial_id": trial.trial_id, "sweep": trial.sweep or trial.experiment}
+            tags = {TRIAL_ID_TAG: trial.trial_id, SWEEP_TAG: trial.sweep or trial.experiment}
             run_id = start_trial_run(
                 trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id
             )

@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from typing import Any
 
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
+from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from contract.layout import STATUS_TAG
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.tracking import STATUS_TAG, TrialTracker
+from jobs.finetune.tracking import TrialTracker
+from jobs.trial import run_trial
 from orchestrator.expand import expand_trials, trial_config
 from orchestrator.grid_schema import Grid, Range
 from orchestrator.progress import worst_ood
 from orchestrator.runs import DONE_STATUSES, TrialPlan, plan_children
+from recipes.storage import arrow_filesystem
 from recipes.redaction import redact
 
 ID_GAIN = "search/id_gain"
@@ -81,10 +84,6 @@ class SearchReportCallback(TuneReportCallback):
 def run_search_trial(config: dict, grid: Grid, parent_run_id: str) -> None:
     """Ray Tune function trainable: one trial of any search, forwarding its reports to Tune."""
     os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))  # relative paths are the user's
-    from ray import tune
-
-    from jobs.finetune.trainer import run_trial
-
     if "cell" in config:
         trial = TrialConfig.from_dict(config["cell"]["trial"])
     else:
@@ -124,7 +123,7 @@ def sampled_trial_config(grid: Grid, params: dict[str, Any]) -> TrialConfig:
     """The ``TrialConfig`` of values Optuna proposed (LoRA rank from ``lora_r`` for method lora)."""
     trial = trial_config(grid, sampled_cell(grid, params))
     if trial.method == "lora" and "lora_r" in params:
-        trial = replace(trial, lora_r=int(params["lora_r"]))
+        trial = trial.changed(lora_r=int(params["lora_r"]))
     return trial
 
 
@@ -141,8 +140,6 @@ def sampled_trial(grid: Grid, params: dict[str, Any], parent_run_id: str) -> tup
 
 def _domain(values: list | Range, log: bool = False):
     """A Tune search domain: a categorical choice of ``values``, or a (log-)uniform Range."""
-    from ray import tune
-
     if isinstance(values, Range):
         return (tune.loguniform if log else tune.uniform)(values.low, values.high)
     return tune.choice(list(values))
@@ -190,7 +187,7 @@ def sampled_runs(grid: Grid, parent_run_id: str) -> list[tuple[dict, Any]]:
 
 def resumed_study(grid: Grid, space: dict[str, Any], parent_run_id: str):
     """An in-memory Optuna study holding this sweep's finished trials; unfinished ones are queued first."""
-    import optuna
+    import optuna  # only an optuna search needs it (and Tune's wrapper, which imports it)
     from ray.tune.search.optuna import OptunaSearch
 
     storage = optuna.storages.InMemoryStorage()
@@ -218,8 +215,7 @@ def optuna_done(grid: Grid, parent_run_id: str) -> list[tuple[TrialConfig, str, 
 
 def optuna_setup(grid: Grid, parent_run_id: str, remaining: int, concurrency: int) -> tuple[dict, Any]:
     """(param space, TuneConfig) of an Optuna search with ``remaining`` trials left to run."""
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import OptunaSearch  # imports optuna: only an optuna search needs it
 
     space = optuna_space(grid)
     storage = resumed_study(grid, space, parent_run_id)
@@ -324,11 +320,7 @@ def tag_parent_run(grid: Grid, trials: list[TrialConfig], parent_run_id: str) ->
 def run_search(grid: Grid, plan: TrialPlan, concurrency: int, parent_run_id: str, callbacks: list,
                driver_resources: dict) -> int:
     """Run the search's pending trials with Ray Tune; returns how many failed."""
-    from ray import tune
-
-    from jobs import storage
-
-    filesystem, root = storage.storage_filesystem(grid.storage_uri)
+    filesystem, root = arrow_filesystem(grid.storage_uri)
     if grid.search.method == "optuna":
         param_space, tune_config = optuna_setup(grid, parent_run_id, trials_to_run(grid, plan), concurrency)
     else:

@@ -25,17 +25,27 @@ import argparse
 import sys
 from pathlib import Path
 
+import ray
 from mlflow.tracking import MlflowClient
 
+from analysis.errors import AnalysisError
+from analysis.report import write_report as write_analysis_report
+from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
 from jobs.finetune.config import TrialConfig
-from orchestrator.grid import Grid, GridError, load_grid
+from jobs.trial import find_trial_run
 from orchestrator.expand import expand_trials
 from jobs.reachability import preflight_problem
 from orchestrator.capacity import capacity_problems, node_shapes
+from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.plan import add_max_trials_flag, cluster_problems, cluster_resources, max_concurrent_trials, render_plan
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
-from orchestrator.runs import DONE_STATUSES, close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
+from orchestrator.runs import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
+from recipes.data.continual import load_train_table
+from recipes.data.registry import resolve_dataset
+from recipes.data.schema import MCQFormatError, read_mcq
+from recipes.data.suites import SuiteError, load_suite
+from recipes.models import resolve_model_dir
 from recipes.redaction import install_log_redaction, redact, redact_uri
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
@@ -52,16 +62,10 @@ def check_data(trials: list[TrialConfig]) -> None:
 
     Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows.
     """
-    from recipes.data.registry import resolve_dataset
-    from recipes.data.schema import read_mcq
-    from recipes.data.suites import load_suite
-
     for name in sorted({trial.eval_suite for trial in trials}):
         suite = load_suite(name)
         for _, dataset in suite.entries():
             suite.load(dataset)
-    from recipes.data.continual import load_train_table
-
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     for name in sorted(training):
@@ -74,16 +78,12 @@ def check_data(trials: list[TrialConfig]) -> None:
 
 def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
     """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start."""
-    from recipes.models import resolve_model_dir
-
     for model in sorted({trial.model for trial in trials}):
         resolve_model_dir(model)
 
 
 def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRow]:
     """Each trial's final state, read back from MLflow."""
-    from jobs.finetune.trainer import find_trial_run
-
     client = MlflowClient(tracking_uri=tracking_uri)
     rows = []
     for trial in trials:
@@ -97,8 +97,8 @@ def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRo
             SummaryRow(
                 trial.name,
                 found[1],
-                metrics.get("acc/q/id_id"),
-                metrics.get("delta/q/id_id"),
+                metrics.get(accuracy_metric(TARGET_QUADRANT)),
+                metrics.get(delta_metric(TARGET_QUADRANT)),
                 worst_ood(metrics),
                 found[0],
             )
@@ -108,9 +108,6 @@ def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRo
 
 def write_report(grid: Grid, parent_run_id: str) -> None:
     """The analysis report of the sweep, logged on its parent run; problems are warnings here."""
-    from analysis.errors import AnalysisError
-    from analysis.report import write_report as write_analysis_report
-
     out_dir = Path("reports") / grid.name
     try:
         paths = write_analysis_report(grid.name, grid.tracking_uri, out_dir, parent_run_id=parent_run_id)
@@ -127,8 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("grid", help="grid YAML file (see grids/demo.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and the resources they need, run nothing")
-    parser.add_argument("--resume", action="store_true",
-                        help="resume the sweep (the default: finished trials are always skipped)")
     parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     parser.add_argument("--no-check-paths", action="store_true",
                         help="validate names and path shapes only (for a grid meant for another machine)")
@@ -164,15 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         return invalid(grid.source, [unreachable])
     trials = expand_trials(grid)
     if not args.no_check_paths:
-        from recipes.data.schema import MCQFormatError
-        from recipes.data.suites import SuiteError
-
         try:
             check_data(trials)
         except (MCQFormatError, SuiteError, FileNotFoundError) as error:
             return invalid(grid.source, [str(error)])
-
-    import ray
 
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     capacity = capacity_problems(grid.resources, node_shapes())

@@ -41,15 +41,6 @@ def content_key(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def file_digest(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of one file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_dir(kind: str, key: str, build: Callable[[Path], None]) -> Path:
     """Return ``<cache>/<kind>/<key>``, running ``build(tmp_dir)`` first if it does not exist yet."""
     final = cache_root() / kind / key

@@ -25,7 +25,9 @@ from typing import Callable, Iterable
 
 from torch import nn
 
+from recipes.models import load_model
 from recipes.models.families import ModelFamily
+from recipes.text_table import text_table
 
 PART_NAMES = ("vision", "projector", "llm", "llm.attn", "llm.mlp_gate_up", "lm_head", "vision.last<N>")
 """The part names users write, in the order the table lists them."""
@@ -136,10 +138,7 @@ def format_table(rows: list[PartSummary], total: int) -> str:
     header = ("part", "parameters", "% of model", "first parameter", "last parameter")
     body = [(r.part, f"{r.parameters:,}", f"{100 * r.share:.2f}", r.first, r.last) for r in rows]
     body.append(("(model)", f"{total:,}", "100.00", "", ""))
-    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table(header, body)
 
 
 DEFAULT_TABLE_PARTS = (*PART_NAMES[:-1], "vision.last1")
@@ -154,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="registry name (toy-qwen2.5-vl, qwen2.5-vl-3b, ...), local dir or cached Hub id")
     parser.add_argument("--parts", action="append", help="part or '+' combination to show (repeatable); default: all")
     args = parser.parse_args(argv)
-
-    from recipes.models import load_model
 
     try:
         loaded = load_model(args.model)

@@ -16,7 +16,7 @@ from jobs.continual.loop import MODEL_STATE, stage_steps
 from jobs.continual.metrics import continual_scores
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import RESUMED_TAG
-from jobs.finetune.trainer import ensure_trial_run, run_trial
+from jobs.trial import ensure_trial_run, run_trial
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, parse_grid
 from recipes.data.adapters import adapt_file

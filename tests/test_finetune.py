@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
-from jobs.finetune.trainer import ensure_trial_run, run_trial
+from jobs.trial import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
 from tests.conftest import WorkerKiller, metric_steps

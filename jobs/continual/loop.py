@@ -27,17 +27,25 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from contract.layout import (
+    CONTINUAL_TASK,
+    CONTINUAL_TASKS_DONE,
+    MATRIX_ARTIFACT,
+    RESUMED_TAG,
+    dataset_metric,
+    predictions_artifact,
+    task_accuracy_metric,
+)
 from jobs.checkpoints import TRAINER_STATE
 from jobs.continual.metrics import continual_scores
 from jobs.evaluate.suite_eval import DatasetEvaluator
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
-from jobs.finetune.loop import RESUMED_TAG, TrialWorker, WindowStats
+from jobs.finetune.loop import TrialWorker, WindowStats
 from recipes.data.continual import stage_training_table, task_names
 from recipes.data.registry import dataset_name
 from recipes.data.stream import TrainingStream
@@ -48,8 +56,6 @@ log = logging.getLogger("forgetless.continual")
 
 MODEL_STATE = "model_state.pt"
 """The whole model's weights after a task, inside a continual checkpoint (rank 0 writes it)."""
-MATRIX_ARTIFACT = "continual/matrix.json"
-"""Run artifact: tasks, the step after each task, and the accuracy matrix."""
 
 
 def stage_steps(rows: int, epochs: float, batch_size: int) -> int:
@@ -83,7 +89,7 @@ class ContinualWorker(TrialWorker):
         self.stream = TrainingStream([(self.names[stage], table)], [1.0], seed=trial.seed + stage)
         self.loaded.model = self.model
         torch.manual_seed(trial.seed * 1000 + stage)
-        self.engine, self.trainable = build_engine(replace(trial, steps=steps), self.loaded, self.world, self.use_gpu)
+        self.engine, self.trainable = build_engine(trial.changed(steps=steps), self.loaded, self.world, self.use_gpu)
         if self.rank == 0:
             log.info("task %d/%d %s: %d rows, %d steps", stage + 1, len(self.tasks), self.names[stage], table.num_rows, steps)
         window = WindowStats()
@@ -94,7 +100,7 @@ class ContinualWorker(TrialWorker):
             window.tokens += tokens
             window.seconds += time.perf_counter() - started
             if self.tracker and ((step + 1) % trial.log_every == 0 or step + 1 == steps):
-                self.tracker.log({**window.metrics(current_lr(self.engine)), "cl/task": stage}, first_step + step + 1)
+                self.tracker.log({**window.metrics(current_lr(self.engine)), CONTINUAL_TASK: stage}, first_step + step + 1)
                 window = WindowStats()
         module = self.engine.module
         self.engine.destroy()  # removes ZeRO's gradient hooks before the next task's engine adds its own
@@ -110,14 +116,14 @@ class ContinualWorker(TrialWorker):
             return None
         if self.tracker:
             step = self.stage_ends[-1] if self.stage_ends else 0
-            self.tracker.log_table(result.predictions, f"continual/predictions/step_{step:06d}.parquet")
-        return [result.metrics[f"acc/{name}"] for name in self.test_names]
+            self.tracker.log_table(result.predictions, predictions_artifact(step, continual=True))
+        return [result.metrics[dataset_metric(name)] for name in self.test_names]
 
     def log_row(self, step: int, row: list[float] | None, suite_result) -> dict[str, float]:
         """Rank 0: log one matrix row with the suite's metrics at ``step``; returns what was logged."""
         if self.rank != 0:
             return {}
-        extra = {f"cl/acc/{name}": value for name, value in zip(self.names, row)}
+        extra = {task_accuracy_metric(name): value for name, value in zip(self.names, row)}
         metrics, _ = self.checkpoint_metrics(step, suite_result, extra)
         return metrics
 
@@ -173,7 +179,7 @@ class ContinualWorker(TrialWorker):
                 self.matrix.append(row)
                 if stage + 1 == len(self.tasks):
                     metrics.update(self.log_scores(step))
-            self.report(step, {**metrics, "step": step, "cl/tasks_done": float(stage + 1)}, checkpoint=True)
+            self.report(step, {**metrics, "step": step, CONTINUAL_TASKS_DONE: float(stage + 1)}, checkpoint=True)
 
 
 def continual_loop_per_worker(config: dict) -> None:

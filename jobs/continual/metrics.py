@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from contract.layout import CONTINUAL_AVERAGE, CONTINUAL_LAST, task_average_metric, task_last_metric
+
 
 @dataclass(frozen=True)
 class ContinualScores:
@@ -32,9 +34,9 @@ class ContinualScores:
 
     def metrics(self) -> dict[str, float]:
         """MLflow metrics: ``cl/last/<task>``, ``cl/average_at/<task>``, ``cl/last``, ``cl/average``."""
-        metrics = {f"cl/last/{task}": value for task, value in self.last.items()}
-        metrics.update({f"cl/average_at/{task}": value for task, value in self.average_at.items()})
-        metrics.update({"cl/last": self.last_mean, "cl/average": self.average})
+        metrics = {task_last_metric(task): value for task, value in self.last.items()}
+        metrics.update({task_average_metric(task): value for task, value in self.average_at.items()})
+        metrics.update({CONTINUAL_LAST: self.last_mean, CONTINUAL_AVERAGE: self.average})
         return metrics
 
 

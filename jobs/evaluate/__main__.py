@@ -22,8 +22,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric
+from jobs.checkpoints import load_trial_checkpoint
+from jobs.evaluate.probing import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
-from recipes.data.suites import QUADRANTS
+from jobs.evaluate.suite_eval import SuiteEvaluator
+from recipes.data.registry import load_dataset
+from recipes.data.suites import load_suite
+from recipes.models import load_model
+from recipes.text_table import text_table
 
 PROBES = ("classname", "counting")
 DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
@@ -33,7 +40,7 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
     """Rows: quadrants then datasets; one column per evaluated model, deltas vs the first."""
     names = list(columns)
     base = columns[names[0]]
-    keys = [f"acc/q/{q}" for q in QUADRANTS] + sorted(k for k in base if not k.startswith("acc/q/"))
+    keys = [accuracy_metric(q) for q in QUADRANTS] + sorted(k for k in base if not k.startswith(QUADRANT_ACCURACY_PREFIX))
     header = ["metric (%)", *names]
     rows = []
     for key in keys:
@@ -41,11 +48,9 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
         for name in names[1:]:
             value = columns[name][key]
             cells.append(f"{value:.1f} ({value - base[key]:+.1f})")
-        rows.append([key.removeprefix("acc/"), *cells])
-    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.insert(6, "")
+        rows.append([key.removeprefix(DATASET_ACCURACY_PREFIX), *cells])
+    lines = text_table(header, rows).split("\n")
+    lines.insert(2 + len(QUADRANTS), "")  # a blank line between the quadrants and the datasets
     return "\n".join(lines)
 
 
@@ -66,12 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from jobs.checkpoints import load_trial_checkpoint
-    from jobs.evaluate.probing import classname_probe, counting_probe
-    from jobs.evaluate.suite_eval import SuiteEvaluator
-    from recipes.data.registry import load_dataset
-    from recipes.data.suites import load_suite
-    from recipes.models import load_model
 
     try:
         suite = load_suite(args.suite)

@@ -3,13 +3,13 @@
 The suite's datasets are cut into fixed batches once (the same batches whatever the number of
 ranks, so results do not depend on it); rank r answers batches r, r + W, r + 2W, ...; rank 0
 gathers the per-example results, puts them back in dataset order and computes the metrics of
-DESIGN.md §5: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
+``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
 
     evaluator = SuiteEvaluator(load_suite("toy"), processor, mode="logits")
     evaluator = DatasetEvaluator(["toy-wiki", "tests.parquet"], processor)   # acc/<dataset> only
     result = evaluator.evaluate(model)                 # one process
     result = evaluator.evaluate(model, rank, world)    # every rank calls it; rank 0 gets the result
-    result.metrics["acc/q/ood_id"], result.predictions  # pyarrow table, one row per question
+    result.quadrant("ood_id"), result.predictions      # pyarrow table, one row per question
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
+from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
 from recipes.data.registry import dataset_name, load_dataset
-from recipes.data.suites import QUADRANTS, Suite
+from recipes.data.suites import Suite
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -56,21 +57,21 @@ class SuiteResult:
         return self.predictions.num_rows
 
     def quadrant(self, quadrant: str) -> float:
-        return self.metrics[f"acc/q/{quadrant}"]
+        return self.metrics[accuracy_metric(quadrant)]
 
 
 def quadrant_metrics(dataset_accuracy: dict[str, float], suite: Suite) -> dict[str, float]:
     """``acc/<dataset>`` for every dataset and ``acc/q/<quadrant>`` = mean of the quadrant's datasets."""
-    metrics = {f"acc/{name}": value for name, value in dataset_accuracy.items()}
+    metrics = {dataset_metric(name): value for name, value in dataset_accuracy.items()}
     for quadrant in QUADRANTS:
         values = [dataset_accuracy[dataset_name(name)] for name in suite.quadrants[quadrant]]
-        metrics[f"acc/q/{quadrant}"] = sum(values) / len(values)
+        metrics[accuracy_metric(quadrant)] = sum(values) / len(values)
     return metrics
 
 
 def delta_metrics(metrics: dict[str, float], zero_shot: dict[str, float]) -> dict[str, float]:
     """``delta/q/<quadrant>``: percentage points vs the zero-shot evaluation."""
-    return {f"delta/q/{q}": metrics[f"acc/q/{q}"] - zero_shot[f"acc/q/{q}"] for q in QUADRANTS}
+    return {delta_metric(q): metrics[accuracy_metric(q)] - zero_shot[accuracy_metric(q)] for q in QUADRANTS}
 
 
 class DatasetEvaluator:
@@ -98,7 +99,7 @@ class DatasetEvaluator:
 
     def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
         """The metrics of one evaluation from its per-dataset accuracies (percent)."""
-        return {f"acc/{name}": value for name, value in dataset_accuracy.items()}
+        return {dataset_metric(name): value for name, value in dataset_accuracy.items()}
 
     @property
     def mode(self) -> str:

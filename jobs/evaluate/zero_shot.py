@@ -18,8 +18,8 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import storage
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult
+from recipes import storage
 from recipes.cache import cache_root, content_key
 from recipes.data.suites import Suite
 

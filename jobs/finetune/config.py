@@ -1,20 +1,26 @@
 """The resolved settings of one trial: one grid cell, everything a fine-tune needs.
 
 The sweep expands a grid file into ``TrialConfig`` objects; ``python -m jobs.finetune`` builds
-one from its flags. A trial's identity is a stable hash of the settings that change its
+one from its flags (generated from this model: types from the annotations, help from the field
+docstrings). Construction validates every field, so a grid cell and a command line meet the same
+rules. A trial's identity is a stable hash of the settings that change its
 result (``trial_id``), so re-running a grid finds its trials again instead of duplicating them:
 
     trial = TrialConfig(model="toy-qwen2.5-vl", parts="llm", lr=1e-5, steps=200)
     trial.trial_id, trial.name        # "3f2a9c0d1e7b", "llm-full-lr1e-05-f1.0-s0"
-    trial.mlflow_params()             # the params every trial run carries (contract of DESIGN §5)
+    trial.mlflow_params()             # the params every trial run carries (see contract.layout)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from contract.layout import continual_recipe_label, format_lr, format_share, recipe_label
 from recipes.cache import content_key
 from recipes.data.continual import ContinualTask, resolve_task
 from recipes.data.stream import MixSource
@@ -24,6 +30,28 @@ from recipes.schedules import SCHEDULES
 
 EVAL_MODES = ("logits", "generate")
 """Evaluation modes (see jobs.evaluate)."""
+EvalMode = Literal[EVAL_MODES]
+Method = Literal[METHODS]
+Schedule = Literal[SCHEDULES]
+
+TRIAL_OWNED_KEYS = ("optimizer", "scheduler")
+"""DeepSpeed JSON sections the trial sets itself (from the grid): a user's JSON must not hold them."""
+
+BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+"""pydantic's bound errors -> the comparison a problem message names."""
+
+
+def problem_message(error: dict) -> str:
+    """A pydantic error of a settings field as the short message the grid and the CLI print."""
+    kind, context = error["type"], error.get("ctx", {})
+    if kind in BOUNDS:
+        return f"must be {BOUNDS[kind]} {next(iter(context.values()))}"
+    if kind == "missing":
+        return "missing required key"
+    if kind == "literal_error":
+        return f"must be one of {context['expected'].replace(' or ', ', ')}; got {error['input']!r}"
+    return error["msg"].removeprefix("Value error, ")
+
 
 RUN_FIELDS = frozenset(
     {
@@ -34,89 +62,79 @@ RUN_FIELDS = frozenset(
 """Fields that say where and how a trial runs, not what it computes: not part of its identity."""
 
 
-def format_lr(lr: float) -> str:
-    """``1e-05`` style learning-rate text, exact to 7 digits (``1.5e-05``, never ``2e-05``)."""
-    mantissa, exponent = f"{lr:.6e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-
-
-def format_share(value: float) -> str:
-    """A fraction or ratio as short exact text: ``1.0``, ``0.025``, ``0.3``."""
-    return repr(round(float(value), 6))
-
-
-@dataclass(frozen=True)
-class TrialConfig:
+class TrialConfig(BaseModel):
     """One fine-tuning trial: model parts x method x learning rate x data, plus how it runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     model: str
     """Registry name, local directory or cached Hub id of the base model."""
     parts: str
     """Trainable parts, '+'-combined (``llm``, ``vision``, ``projector``, ``llm.attn``, ...)."""
-    lr: float
+    lr: Annotated[float, Gt(0)]
     """Peak learning rate."""
-    method: str = "full"
+    method: Method = "full"
     """``full`` or ``lora``."""
-    lora_r: int = 8
+    lora_r: Annotated[int, Ge(1)] = 8
     """LoRA rank (lora only)."""
-    lora_alpha: float = 16.0
+    lora_alpha: Annotated[float, Gt(0)] = 16.0
     """LoRA alpha (lora only)."""
-    lora_dropout: float = 0.0
+    lora_dropout: Annotated[float, Ge(0), Lt(1)] = 0.0
     """LoRA dropout (lora only)."""
     dataset: str = "toy-imagenet-vqa"
     """Target training dataset: registry name or MCQ parquet/jsonl path."""
-    data_fraction: float = 1.0
+    data_fraction: Annotated[float, Gt(0), Le(1)] = 1.0
     """Seeded random share of the target dataset used for training, in (0, 1]."""
     mix: tuple[MixSource, ...] = ()
     """Datasets mixed into the training stream, each with its share of samples."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation-dependent randomness, data order and sampling."""
-    steps: int = 100
+    steps: Annotated[int, Ge(1)] = 100
     """Optimizer steps."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Ge(1)] = 16
     """Global batch size (questions per optimizer step, over all workers)."""
-    micro_batch_size: int = 8
+    micro_batch_size: Annotated[int, Ge(1)] = 8
     """Questions per worker per forward pass; gradient accumulation makes up the rest."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: Annotated[float, Ge(0), Lt(1)] = 0.1
     """Share of steps with linear warm-up."""
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     """Learning-rate decay after warm-up: cosine, linear or constant."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Ge(0)] = 0.0
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Annotated[float, Ge(0)] = 1.0
     """Gradient clipping norm (0 disables)."""
-    eval_every: int = 50
+    eval_every: Annotated[int, Ge(1)] = 50
     """Steps between checkpoint evaluations (step 0 and the last step are always evaluated)."""
-    checkpoint_every: int | None = None
+    checkpoint_every: Annotated[int, Ge(1)] | None = None
     """Steps between checkpoints, a multiple of ``eval_every`` (None: at every evaluation); the last
     step and an early stop always save one."""
-    log_every: int = 10
+    log_every: Annotated[int, Ge(1)] = 10
     """Steps between logged training metrics (loss, lr, throughput); evaluation steps always log them."""
     eval_suite: str = "toy"
     """Named suite or suite YAML path."""
-    eval_mode: str = "logits"
+    eval_mode: EvalMode = "logits"
     """``logits`` or ``generate``."""
-    eval_batch_size: int = 32
+    eval_batch_size: Annotated[int, Ge(1)] = 32
     """Questions per evaluation batch."""
-    max_new_tokens: int = 8
+    max_new_tokens: Annotated[int, Ge(1)] = 8
     """Generation budget in generate mode."""
-    zero_stage: int = 2
+    zero_stage: Annotated[int, Ge(0), Le(3)] = 2
     """DeepSpeed ZeRO stage (0-3); ignored when ``deepspeed_config`` is given."""
     deepspeed_config: str | None = None
     """Path to a user DeepSpeed JSON (batch sizes and optimizer are still set by the trial)."""
-    max_ood_drop_pp: float | None = None
+    max_ood_drop_pp: Annotated[float, Gt(0)] | None = None
     """Stop early when an OOD quadrant falls more than this many points below zero-shot."""
-    workers: int = 1
+    workers: Annotated[int, Ge(1)] = 1
     """Ray Train workers (data-parallel ranks)."""
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: Annotated[float, Ge(0)] = 0.0
     """GPUs per worker; 0 = CPU (gloo)."""
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: Annotated[float, Gt(0)] = 1.0
     """CPUs per worker."""
     storage: str = "./sweeps"
     """Root of checkpoints: local directory or s3://bucket/prefix."""
-    keep_last: int = 2
+    keep_last: Annotated[int, Ge(1)] = 2
     """Checkpoints kept per trial (the newest ones)."""
-    max_failures: int = 2
+    max_failures: Annotated[int, Ge(0)] = 2
     """Worker-group restarts Ray Train may do from the last checkpoint before the trial fails."""
     tracking_uri: str = "sqlite:///mlflow.db"
     """MLflow tracking URI."""
@@ -128,49 +146,37 @@ class TrialConfig:
     """MLflow run to log into (the sweep's child run); None creates one."""
     continual_tasks: tuple[ContinualTask, ...] = ()
     """Continual learning: the tasks trained one after another (empty: a single-task trial)."""
-    continual_epochs: tuple[float, ...] = ()
+    continual_epochs: tuple[Annotated[float, Gt(0)], ...] = ()
     """Epochs over each continual task's training data (with replay); one per task."""
-    replay_per_task: int = 0
+    replay_per_task: Annotated[int, Ge(0)] = 0
     """Continual learning: samples of every earlier task replayed with each later task (0: none)."""
-    interpolate: tuple[float, ...] = ()
+    interpolate: tuple[Annotated[float, Ge(0), Le(1)], ...] = ()
     """WiSE-FT blend weights evaluated at the last checkpoint (0 = zero-shot, 1 = fine-tuned weights)."""
 
-    def __post_init__(self) -> None:
-        split_parts(self.parts)
-        MethodConfig(self.method, self.lora_r, self.lora_alpha, self.lora_dropout)
-        object.__setattr__(self, "mix", tuple(m if isinstance(m, MixSource) else MixSource(**m) for m in self.mix))
-        object.__setattr__(self, "continual_tasks", tuple(resolve_task(t) for t in self.continual_tasks))
-        object.__setattr__(self, "continual_epochs", tuple(float(e) for e in self.continual_epochs))
-        object.__setattr__(self, "interpolate", tuple(float(a) for a in self.interpolate))
+    @field_validator("parts")
+    @classmethod
+    def _known_parts(cls, parts: str) -> str:
+        split_parts(parts)
+        return parts
+
+    @field_validator("continual_tasks", mode="before")
+    @classmethod
+    def _resolved_tasks(cls, tasks: Any) -> Any:
+        return tuple(resolve_task(task) for task in tasks) if isinstance(tasks, (list, tuple)) else tasks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrialConfig":
         checks = [
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 < self.data_fraction <= 1, f"data_fraction must be in (0, 1], got {self.data_fraction}"),
             (sum(m.ratio for m in self.mix) < 1, "mix ratios must sum to < 1 (the target dataset gets the rest)"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
-            (self.micro_batch_size >= 1, f"micro_batch_size must be >= 1, got {self.micro_batch_size}"),
             (
                 self.batch_size % (self.workers * self.micro_batch_size) == 0,
                 f"batch_size {self.batch_size} must be a multiple of workers x micro_batch_size "
                 f"({self.workers} x {self.micro_batch_size})",
             ),
-            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (
-                self.checkpoint_every is None or (self.checkpoint_every >= 1 and self.checkpoint_every % self.eval_every == 0),
+                self.checkpoint_every is None or self.checkpoint_every % self.eval_every == 0,
                 f"checkpoint_every must be a multiple of eval_every ({self.eval_every}), got {self.checkpoint_every}",
             ),
-            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
-            (self.eval_mode in EVAL_MODES, f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {self.eval_mode!r}"),
-            (self.zero_stage in (0, 1, 2, 3), f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}"),
-            (self.gpus_per_worker >= 0, f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}"),
-            (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
-            (
-                self.max_ood_drop_pp is None or self.max_ood_drop_pp > 0,
-                f"max_ood_drop_pp must be > 0, got {self.max_ood_drop_pp}",
-            ),
-            (all(0 <= a <= 1 for a in self.interpolate), f"interpolate weights must be in [0, 1], got {list(self.interpolate)}"),
             (not self.interpolate or (self.zero_stage < 3 and not self.continual),
              "interpolate needs a single-task trial on ZeRO stage 0-2 (it blends whole weights)"),
             *self._continual_checks(),
@@ -178,6 +184,7 @@ class TrialConfig:
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ValueError("invalid trial: " + "; ".join(problems))
+        return self
 
     def _continual_checks(self) -> list[tuple[bool, str]]:
         if not self.continual_tasks:
@@ -186,8 +193,6 @@ class TrialConfig:
         return [
             (len(self.continual_epochs) == len(self.continual_tasks),
              f"continual_epochs needs one value per task ({len(self.continual_tasks)}), got {len(self.continual_epochs)}"),
-            (all(e > 0 for e in self.continual_epochs), f"continual_epochs must be > 0, got {list(self.continual_epochs)}"),
-            (self.replay_per_task >= 0, f"replay_per_task must be >= 0, got {self.replay_per_task}"),
             (len({t.name for t in self.continual_tasks}) == len(self.continual_tasks), "continual task names must be unique"),
             (self.zero_stage < 3 and not self.deepspeed_config,
              "continual trials run ZeRO stage 0-2 without a DeepSpeed JSON (IncLoRA merges whole weights)"),
@@ -222,7 +227,7 @@ class TrialConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the trial's result (hashed into ``trial_id``)."""
-        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_FIELDS}
+        settings = {name: getattr(self, name) for name in type(self).model_fields if name not in RUN_FIELDS}
         settings["mix"] = [asdict(m) for m in self.mix]
         if self.continual:
             settings["continual_tasks"] = [task.to_dict() for task in self.continual_tasks]
@@ -263,9 +268,8 @@ class TrialConfig:
     def recipe(self) -> str:
         """Readable recipe label: ``llm · full · lr 1e-05`` (``seqfull · llm · lr 1e-06 · replay 20``)."""
         if self.continual:
-            replay = f" · replay {self.replay_per_task}" if self.replay_per_task else ""
-            return f"{self.continual_method} · {self.parts} · lr {format_lr(self.lr)}{replay}"
-        return f"{self.parts} · {self.method} · lr {format_lr(self.lr)}"
+            return continual_recipe_label(self.continual_method, self.parts, format_lr(self.lr), self.replay_per_task)
+        return recipe_label(self.parts, self.method, format_lr(self.lr))
 
     @property
     def run_name(self) -> str:
@@ -273,7 +277,7 @@ class TrialConfig:
         return f"{self.name}-{self.trial_id}"
 
     def mlflow_params(self) -> dict[str, str]:
-        """Params of the trial's MLflow run (strings, per the DESIGN §5 contract)."""
+        """Params of the trial's MLflow run (strings; the layout is ``contract.layout``)."""
         params = {
             key: value
             for key, value in self.identity().items()
@@ -300,20 +304,19 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able) for Ray configs; ``TrialConfig.from_dict`` reverses it."""
-        data = asdict(self)
-        data["mix"] = [asdict(m) for m in self.mix]
-        data["continual_tasks"] = [task.to_dict() for task in self.continual_tasks]
-        data["continual_epochs"] = list(self.continual_epochs)
-        data["interpolate"] = list(self.interpolate)
-        return data
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrialConfig":
-        return cls(**data)
+        return cls.model_validate(data)
+
+    def changed(self, **changes: Any) -> "TrialConfig":
+        """A validated copy with ``changes``."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     def with_run(self, **changes: Any) -> "TrialConfig":
         """A copy with run fields changed (storage, tracking, run id ...); identity unchanged."""
         unknown = set(changes) - RUN_FIELDS
         if unknown:
             raise ValueError(f"with_run changes only run fields, not {sorted(unknown)}")
-        return replace(self, **changes)
+        return self.changed(**changes)

@@ -16,15 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import deepspeed
 import torch
 
-from jobs.finetune.config import TrialConfig
+from jobs.finetune.config import TRIAL_OWNED_KEYS, TrialConfig
 from recipes.methods import apply_method
 from recipes.models import LoadedModel
 from recipes.schedules import lr_multiplier
-
-TRIAL_OWNED_KEYS = ("optimizer", "scheduler")
-"""DeepSpeed JSON sections the trial sets itself (from the grid)."""
 
 
 def deepspeed_config(trial: TrialConfig, world_size: int, use_gpu: bool) -> dict[str, Any]:
@@ -58,8 +56,6 @@ def deepspeed_config(trial: TrialConfig, world_size: int, use_gpu: bool) -> dict
 
 def build_engine(trial: TrialConfig, loaded: LoadedModel, world_size: int, use_gpu: bool):
     """(DeepSpeed engine, TrainableReport) for the trial's parts and method on ``loaded``."""
-    import deepspeed
-
     torch.manual_seed(trial.seed)  # identical LoRA initialisation on every rank
     model, report = apply_method(loaded.model, loaded.family, trial.parts, trial.method_config)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -25,7 +25,19 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from jobs import storage
+from contract.layout import (
+    FROZEN_TENSORS_CHANGED,
+    OOD_QUADRANTS,
+    RESUMED_TAG,
+    TOTAL_PARAMETERS,
+    TRAIN_LOSS,
+    TRAIN_LR,
+    TRAIN_SECONDS_PER_STEP,
+    TRAIN_TOKENS_PER_S,
+    TRAINABLE_PARAMETERS,
+    delta_metric,
+    predictions_artifact,
+)
 from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state, weights_only_loading
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
@@ -33,6 +45,7 @@ from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
 from jobs.finetune.interpolate import evaluate_interpolations
 from jobs.finetune.tracking import TrialTracker
+from recipes import storage
 from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
@@ -41,10 +54,6 @@ from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.finetune")
 
-OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
-"""Quadrants that early stopping watches."""
-RESUMED_TAG = "forgetless.resumed_after_step"
-"""Tag set on a trial run each time it resumes from a checkpoint (the checkpoint's step)."""
 
 
 def eval_steps(trial: TrialConfig) -> list[int]:
@@ -62,7 +71,7 @@ def early_stop_reason(deltas: dict[str, float], threshold: float | None) -> str 
     """Why a trial must stop (an OOD quadrant fell more than ``threshold`` points), or None."""
     if threshold is None:
         return None
-    fallen = [f"{q} {deltas[f'delta/q/{q}']:+.1f} pp" for q in OOD_QUADRANTS if deltas[f"delta/q/{q}"] < -threshold]
+    fallen = [f"{q} {deltas[delta_metric(q)]:+.1f} pp" for q in OOD_QUADRANTS if deltas[delta_metric(q)] < -threshold]
     return f"OOD drop beyond {threshold:g} pp vs zero-shot: {', '.join(fallen)}" if fallen else None
 
 
@@ -90,10 +99,10 @@ class WindowStats:
     def metrics(self, lr: float) -> dict[str, float]:
         steps = max(1, len(self.losses))
         return {
-            "train/loss": sum(self.losses) / steps,
-            "train/lr": lr,
-            "train/tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
-            "train/seconds_per_step": self.seconds / steps,
+            TRAIN_LOSS: sum(self.losses) / steps,
+            TRAIN_LR: lr,
+            TRAIN_TOKENS_PER_S: self.tokens / self.seconds if self.seconds else 0.0,
+            TRAIN_SECONDS_PER_STEP: self.seconds / steps,
         }
 
 
@@ -237,7 +246,7 @@ class TrialWorker:
         reason = early_stop_reason(metrics, self.trial.max_ood_drop_pp) if step > 0 else None
         if self.tracker:
             self.tracker.log(metrics, step)
-            self.tracker.log_table(result.predictions, f"predictions/step_{step:06d}.parquet")
+            self.tracker.log_table(result.predictions, predictions_artifact(step))
             if reason:
                 self.tracker.set_status("early_stopped", reason)
         return metrics, reason
@@ -248,8 +257,8 @@ class TrialWorker:
         if self.tracker and start > 0:
             self.tracker.set_tags({RESUMED_TAG: str(start)})
         if self.tracker and start == 0:
-            self.tracker.log({"model/trainable_parameters": self.trainable.trainable,
-                              "model/total_parameters": self.trainable.total}, step=0)
+            self.tracker.log({TRAINABLE_PARAMETERS: self.trainable.trainable,
+                              TOTAL_PARAMETERS: self.trainable.total}, step=0)
         evaluations, checkpoints = eval_steps(trial), checkpoint_steps(trial)
         zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
         self.zero_shot = zero_shot.metrics if zero_shot else {}
@@ -269,7 +278,7 @@ class TrialWorker:
                 window = WindowStats()
             if done in evaluations:
                 result = self.evaluate(done)
-                integrity = {"model/frozen_tensors_changed": self.frozen_tensors_changed()}
+                integrity = {FROZEN_TENSORS_CHANGED: self.frozen_tensors_changed()}
                 metrics, reason = self.checkpoint_metrics(done, result, integrity)
                 decision = [reason]
                 if self.world > 1:

@@ -27,19 +27,19 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contract.layout import (
+    EARLY_STOP_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    KIND_TAG,
+    LAYOUT_TAG,
+    LAYOUT_VERSION,
+    PARENT_TAG,
+    STATUS_TAG,
+    STATUSES,
+    TRIAL_KIND,
+)
 from recipes.redaction import redact
-
-STATUS_TAG = "forgetless.status"
-"""Tag holding a trial's state: running, finished, early_stopped or failed."""
-EARLY_STOP_TAG = "forgetless.early_stop_reason"
-"""Tag holding why a trial was stopped early."""
-KIND_TAG = "forgetless.kind"
-"""Tag telling sweep (parent) runs from trial (child) runs."""
-STATUSES = ("running", "finished", "early_stopped", "failed")
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-"""MLflow's experiment tag that picks the UI's view of an experiment."""
-EXPERIMENT_KIND = "custom_model_development"
-"""A sweep is model training: the UI opens on the runs table, not the GenAI traces view."""
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -92,6 +92,7 @@ class TrialTracker:
         return len(new)
 
     def has_step(self, key: str, step: int) -> bool:
+        """Whether ``key`` holds ``step`` in the run (logged earlier, or by this tracker)."""
         return step in self.logged.get(key, ())
 
     def log_table(self, table: pa.Table, artifact_file: str) -> None:
@@ -128,9 +129,11 @@ def start_trial_run(
 ) -> str:
     """Create a trial run (a child of ``parent_run_id`` when given) with params and tags; returns its id."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    run_tags = {KIND_TAG: "trial", STATUS_TAG: "running", **tags}
+    run_tags = {KIND_TAG: TRIAL_KIND, STATUS_TAG: "running", LAYOUT_TAG: str(LAYOUT_VERSION), **tags}
     if parent_run_id:
-        run_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags={k: redact(v) for k, v in run_tags.items()})
+        run_tags[PARENT_TAG] = parent_run_id
+    run = client.create_run(
+        experiment_id(client, experiment), run_name=run_name, tags={k: redact(v) for k, v in run_tags.items()}
+    )
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, redact(v)) for k, v in params.items()])
     return run.info.run_id

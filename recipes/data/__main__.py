@@ -18,15 +18,16 @@ import os
 import sys
 import time
 
-from recipes.data.adapters import FORMATS
+from recipes.data.adapters import FORMATS, adapt
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
-from recipes.data.schema import MCQFormatError
+from recipes.data.imagenet_vqa import build_imagenet_vqa
+from recipes.data.schema import MCQFormatError, read_mcq_report
+from recipes.data.summary import summarize
+from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
 from recipes.redaction import install_log_redaction, redact
 
 
 def _toy(args: argparse.Namespace) -> int:
-    from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
-
     started = time.perf_counter()
     manifest = generate_toy_world(
         args.out, ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size), overwrite=args.overwrite
@@ -38,8 +39,6 @@ def _toy(args: argparse.Namespace) -> int:
 
 
 def _imagenet_vqa(args: argparse.Namespace) -> int:
-    from recipes.data.imagenet_vqa import build_imagenet_vqa
-
     rows = build_imagenet_vqa(
         args.images,
         args.clip,
@@ -56,8 +55,6 @@ def _imagenet_vqa(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from recipes.data.adapters import adapt
-
     adapted = adapt(
         args.format,
         args.input,
@@ -78,9 +75,6 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from recipes.data.schema import read_mcq_report
-    from recipes.data.summary import summarize
-
     report = read_mcq_report(args.file, skip_bad=args.skip_bad)
     print(summarize(report.table, samples=args.samples, title=args.file))
     if report.skipped:

@@ -57,13 +57,11 @@ from recipes.data.schema import (
     MCQFormatError,
     RowValidator,
     check_writable,
-    file_suffix,
     image_from_text,
-    open_binary,
-    parent_dir,
     records_to_table,
     write_mcq,
 )
+from recipes.storage import file_suffix, open_binary, parent_dir
 
 FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "class-folder")
 """Formats ``adapt`` understands."""

@@ -38,6 +38,7 @@ def clip_text_similarity(
 
     ``clip_path`` is a local directory (or HF cache name) with a CLIPModel and its tokenizer.
     """
+    # Local: only building ImageNet-VQA from real images needs CLIP; the toy world must not load torch.
     import torch
     from transformers import AutoTokenizer, CLIPModel
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from recipes.cache import cached_dir, content_key
-from recipes.data.schema import is_remote, path_exists, read_mcq
+from recipes.data.schema import read_mcq
+from recipes.storage import exists, is_remote
 from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 
 TOY_SIZE_ENV = "FORGETLESS_TOY_SIZE"
@@ -71,7 +72,7 @@ def resolve_dataset(name_or_path: str | os.PathLike) -> Path | str:
     if text in REGISTERED_DATASETS:
         return toy_world_dir() / f"{text}.parquet"
     if is_remote(text):
-        if not path_exists(text):
+        if not exists(text):
             raise DatasetNotFoundError(f"dataset {text!r}: no such file")
         return text
     path = Path(text).expanduser()

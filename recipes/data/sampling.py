@@ -1,16 +1,21 @@
-"""Data fractions: a seeded random subset of a dataset (paper Table 2c: 0.25% .. 100%).
+"""Sampling: data fractions (paper Table 2c: 0.25% .. 100%) and exact shares of a block.
 
-    from recipes.data.sampling import fraction_indices, take_fraction
+    from recipes.data.sampling import block_slots, fraction_indices, take_fraction
     rows = fraction_indices(len(table), 0.025, seed=0)     # sorted row indices, never the first N
     subset = take_fraction(table, 0.025, seed=0)
+    block_slots([0.7, 0.3], 1000)                          # [700, 300]: slots per source in a block
 
-The subset has ``max(1, round(n * fraction))`` rows chosen uniformly at random (reproducible for
-a seed); ``fraction == 1.0`` keeps every row.
+A fraction's subset has ``max(1, round(n * fraction))`` rows chosen uniformly at random
+(reproducible for a seed); ``fraction == 1.0`` keeps every row. ``block_slots`` rounds shares
+of a block by largest remainder, so the slots always sum to the block (the training stream's
+mix, the toy world's task shares).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,3 +43,13 @@ def take_fraction(table: pa.Table, fraction: float, seed: int) -> pa.Table:
     """The rows of ``table`` picked by ``fraction_indices`` (the table itself for 1.0)."""
     indices = fraction_indices(table.num_rows, fraction, seed)
     return table if len(indices) == table.num_rows else table.take(pa.array(indices))
+
+
+def block_slots(ratios: Sequence[float], block_size: int) -> list[int]:
+    """Slots per source in a block: ``ratio * block_size`` rounded by largest remainder (sum = block_size)."""
+    quotas = [ratio * block_size for ratio in ratios]
+    slots = [math.floor(quota) for quota in quotas]
+    remainders = sorted(range(len(ratios)), key=lambda i: (-(quotas[i] - slots[i]), i))
+    for i in remainders[: block_size - sum(slots)]:
+        slots[i] += 1
+    return slots

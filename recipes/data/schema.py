@@ -1,4 +1,4 @@
-"""The MCQ table: the data contract every forgetless dataset follows (DESIGN §4).
+"""The MCQ table: the data contract every forgetless dataset follows (``MCQ_SCHEMA`` below).
 
 A dataset is a parquet table of multiple-choice questions with the columns of ``MCQ_SCHEMA``:
 ``id`` (unique), ``image`` (PNG/JPEG bytes or null), ``question``, ``options`` (letters A, B, ...
@@ -27,7 +27,6 @@ import posixpath
 import string
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
@@ -37,6 +36,7 @@ from PIL import Image
 
 from recipes.data.image_paths import image_location
 from recipes.redaction import redact_uri
+from recipes.storage import exists, file_suffix, filesystem, is_remote, local_path, open_binary, parent_dir
 
 logger = logging.getLogger("forgetless.data")
 
@@ -146,64 +146,6 @@ class MCQReadReport:
     @property
     def skipped_count(self) -> int:
         return len(self.skipped)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: local paths or URLs (s3://, gs://, memory:// ...) through fsspec.
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """True for URLs with a scheme other than file:// (handled by fsspec)."""
-    text = str(path)
-    return "://" in text and not text.startswith("file://")
-
-
-def _remote(path: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(path)
-
-
-def path_exists(path: str | os.PathLike) -> bool:
-    """Whether a local path or URL exists."""
-    if is_remote(path):
-        fs, inner = _remote(str(path))
-        return fs.exists(inner)
-    return Path(_local(path)).exists()
-
-
-def _local(path: str | os.PathLike) -> str:
-    text = str(path)
-    return text[len("file://") :] if text.startswith("file://") else text
-
-
-def open_binary(path: str | os.PathLike):
-    """A readable binary file object for a local path or URL."""
-    if is_remote(path):
-        fs, inner = _remote(str(path))
-        return fs.open(inner, "rb")
-    return open(_local(path), "rb")
-
-
-def file_suffix(path: str | os.PathLike) -> str:
-    return posixpath.splitext(str(path).split("?")[0])[1].lower()
-
-
-def parent_dir(path: str | os.PathLike) -> str:
-    """The folder of a local file (absolute) or URL."""
-    text = str(path)
-    if is_remote(text):
-        return posixpath.dirname(text)
-    return os.path.dirname(os.path.abspath(_local(text)))
-
-
-def join_path(base_dir: str, relative: str) -> str:
-    """``relative`` resolved against ``base_dir`` (a local folder or URL prefix)."""
-    if is_remote(relative) or os.path.isabs(relative):
-        return relative
-    if is_remote(base_dir):
-        return posixpath.join(base_dir, relative)
-    return os.path.join(base_dir, relative)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,10 +302,10 @@ def _finish(
 
 def _read_parquet(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
     if is_remote(path):
-        fs, inner = _remote(path)
+        fs, inner = filesystem(path)
         raw = pq.read_table(inner, filesystem=fs)
     else:
-        raw = pq.read_table(_local(path), memory_map=True)
+        raw = pq.read_table(local_path(path), memory_map=True)
     table = _conform(raw, path)
     validator = RowValidator(check_images=check_images)
     bad: list[BadRow] = []
@@ -475,7 +417,7 @@ def read_mcq_report(path: str | os.PathLike, *, skip_bad: bool = False, check_im
     """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``."""
     text = str(path)
     suffix = file_suffix(text)
-    if not path_exists(text):
+    if not exists(text):
         raise FileNotFoundError(f"{text}: no such MCQ file")
     if suffix in (".parquet", ".pq"):
         report = _read_parquet(text, skip_bad, check_images)
@@ -534,7 +476,7 @@ def records_to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
     """FileExistsError when ``path`` exists and ``overwrite`` is False (call before expensive work)."""
-    if not overwrite and path_exists(path):
+    if not overwrite and exists(path):
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
@@ -558,7 +500,7 @@ class MCQWriter:
         self._validator = RowValidator(check_images=check_images)
         self._rows = 0
         directory = (
-            tempfile.gettempdir() if is_remote(self.path) else os.path.dirname(os.path.abspath(_local(self.path)))
+            tempfile.gettempdir() if is_remote(self.path) else os.path.dirname(os.path.abspath(local_path(self.path)))
         )
         os.makedirs(directory, exist_ok=True)
         handle, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=directory)
@@ -591,11 +533,11 @@ class MCQWriter:
         self._writer.close()
         try:
             if is_remote(self.path):
-                fs, inner = _remote(self.path)
+                fs, inner = filesystem(self.path)
                 fs.put_file(self._tmp, inner)
             else:
                 os.chmod(self._tmp, 0o644)  # mkstemp makes it private; a dataset is for everyone
-                os.replace(self._tmp, _local(self.path))
+                os.replace(self._tmp, local_path(self.path))
         finally:
             self.closed = True
             if os.path.exists(self._tmp):

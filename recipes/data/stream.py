@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from recipes.data.sampling import take_fraction
+from recipes.data.registry import dataset_name, load_dataset
+from recipes.data.sampling import block_slots, take_fraction
 
 logger = logging.getLogger("forgetless.data")
 
@@ -41,16 +42,6 @@ RATIO_TOLERANCE = 1e-6
 
 REPORT_SAMPLES = 10 * DEFAULT_BLOCK_SIZE
 """Samples over which ``build_train_stream`` logs the realized ratios."""
-
-
-def block_slots(ratios: Sequence[float], block_size: int) -> list[int]:
-    """Slots per source in a block: ``ratio * block_size`` rounded by largest remainder (sum = block_size)."""
-    quotas = [ratio * block_size for ratio in ratios]
-    slots = [math.floor(quota) for quota in quotas]
-    remainders = sorted(range(len(ratios)), key=lambda i: (-(quotas[i] - slots[i]), i))
-    for i in remainders[: block_size - sum(slots)]:
-        slots[i] += 1
-    return slots
 
 
 class TrainingStream:
@@ -237,8 +228,6 @@ def build_train_stream(
 
     Logs (logger "forgetless.data") the sources, their sizes and the realized ratios.
     """
-    from recipes.data.registry import dataset_name, load_dataset
-
     mix = as_mix_sources(mix)
     ratios = mix_ratios(mix)
     names = [dataset_name(dataset), *(dataset_name(source.dataset) for source in mix)]

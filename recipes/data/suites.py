@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from contract.layout import QUADRANTS
 from recipes.data.registry import REGISTERED_DATASETS, dataset_name, load_dataset, resolve_dataset
-from recipes.data.schema import is_remote, join_path, open_binary, parent_dir, path_exists
-from recipes.data.toy_world import QUADRANTS, suite_spec
+from recipes.data.toy_world import suite_spec
 from recipes.redaction import redact
+from recipes.storage import exists, is_remote, open_binary, parent_dir, resolve
 from recipes.uri_checks import data_uri_problem
 from recipes.yaml_loading import YamlError, load_yaml_text
 
@@ -134,7 +135,7 @@ def _resolve_entry(entry: str, base_dir: str) -> str:
     """Registered names stay names; relative paths become paths relative to the suite file."""
     if entry in REGISTERED_DATASETS or is_remote(entry) or os.path.isabs(os.path.expanduser(entry)):
         return os.path.expanduser(entry) if not is_remote(entry) else entry
-    return join_path(base_dir, entry)
+    return resolve(base_dir, entry)
 
 
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
@@ -177,7 +178,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         f"quadrants.{q}[{i}]: no such dataset {data['quadrants'][q][i]!r} (not a registered name; looked for {entry})"
         for q in QUADRANTS
         for i, entry in enumerate(quadrants[q])
-        if entry not in REGISTERED_DATASETS and not path_exists(entry)
+        if entry not in REGISTERED_DATASETS and not exists(entry)
     ]
     if missing:
         raise SuiteError(f"{text}: " + "; ".join(missing))

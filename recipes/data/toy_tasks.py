@@ -257,7 +257,7 @@ class ToyContext:
 
     @cached_property
     def digits(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # local: scikit-learn takes seconds to import, only digits need it
 
         data = load_digits()
         return data.images, data.target

@@ -53,9 +53,10 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from contract.layout import QUADRANTS
 from recipes.data.distractors import AnswerSlotDealer
+from recipes.data.sampling import block_slots
 from recipes.data.schema import write_mcq
-from recipes.data.stream import block_slots
 from recipes.data.toy_images import STYLES
 from recipes.data.toy_tasks import (
     NUM_SLOTS,
@@ -75,7 +76,6 @@ logger = logging.getLogger("forgetless.data")
 GENERATOR_VERSION = 2
 """Bump when the generator's output changes: it is part of the cache key."""
 
-QUADRANTS = ("id_id", "id_ood", "ood_id", "ood_ood")
 NUM_OPTIONS = NUM_SLOTS
 
 

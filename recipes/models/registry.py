@@ -19,10 +19,16 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from recipes.cache import content_key
 from recipes.models.families import ModelFamily, family_for_model_type
+from recipes.models.processors import ImageQwen2_5_VLProcessor
+from recipes.models.toy import load_toy_processor
+from recipes.models.toy_base import toy_model_dir
 
 TOY_INIT = "toy-qwen2.5-vl-init"
 """Registry name of the toy Qwen2.5-VL with random (seeded) weights."""
@@ -64,8 +70,6 @@ class LoadedModel:
 def resolve_model_dir(name: str) -> Path:
     """The local directory holding ``name``'s weights; builds the toy models on first use."""
     if name in (TOY_BASE, TOY_INIT):
-        from recipes.models.toy_base import toy_model_dir
-
         return toy_model_dir(pretrained=name == TOY_BASE)
     candidate = Path(name).expanduser()
     if candidate.is_dir():
@@ -74,9 +78,6 @@ def resolve_model_dir(name: str) -> Path:
         return candidate
     repo_id = HUB_MODELS.get(name, name)
     if repo_id.count("/") == 1 and not candidate.exists():
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
         try:
             return Path(snapshot_download(repo_id, local_files_only=True))
         except (LocalEntryNotFoundError, OSError, ValueError):
@@ -100,19 +101,12 @@ def weights_fingerprint(directory: Path) -> str:
 
 def load_processor(directory: Path, family: ModelFamily, trust_remote_code: bool = False):
     """The checkpoint's processor; for Qwen2.5-VL without torchvision, the image-only variant."""
-    from transformers import AutoProcessor
-
     try:
         return AutoProcessor.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     except (AttributeError, ImportError, ValueError, TypeError) as error:
         if family.name != "qwen2_5_vl":
             raise
         # transformers requires torchvision for Qwen2.5-VL's video processor; images need none of it.
-        from transformers import AutoTokenizer
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        from recipes.models.processors import ImageQwen2_5_VLProcessor
-
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(directory, local_files_only=True)
         template = tokenizer.chat_template
@@ -142,8 +136,6 @@ def load_model(
         trust_remote_code=trust_remote_code,
     )
     if name in (TOY_BASE, TOY_INIT):
-        from recipes.models.toy import load_toy_processor
-
         processor = load_toy_processor(directory)
     else:
         processor = load_processor(directory, family, trust_remote_code)

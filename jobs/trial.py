@@ -1,5 +1,8 @@
 """Launch one trial as a Ray Train ``TorchTrainer`` and record how it ended in MLflow.
 
+The launcher stands above the two kinds of trial workers: ``jobs.finetune.loop`` (one task)
+and ``jobs.continual.loop`` (a task sequence); both import only what is below them.
+
 The trainer's run lives at ``<storage>/<experiment>/<trial name>-<trial id>``; Ray Train V2
 restores the latest checkpoint of a run with that name by itself, so launching an unfinished
 trial again resumes it, and worker failures restart the worker group from the last checkpoint
@@ -18,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mlflow.tracking import MlflowClient
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
-from jobs import storage
-from jobs.finetune.config import TrialConfig
+from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
 from jobs.continual.loop import continual_loop_per_worker
+from jobs.finetune.config import TrialConfig
 from jobs.finetune.loop import train_loop_per_worker
-from jobs.finetune.tracking import STATUS_TAG, TrialTracker, start_trial_run
+from jobs.finetune.tracking import TrialTracker, start_trial_run
+from recipes import storage
 from recipes.models import resolve_model_dir
 
 
@@ -45,15 +51,12 @@ class TrialOutcome:
 
 def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     """The ``TorchTrainer`` that runs ``trial`` (``workers`` ranks, CPU+gloo or GPU+NCCL)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     # Workers keep the working directory Ray gave them (the job's working dir), so relative
     # dataset, suite and DeepSpeed paths in the trial mean what the user meant.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     use_gpu = trial.gpus_per_worker > 0
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
-    filesystem, root = storage.storage_filesystem(trial.storage)
+    filesystem, root = storage.arrow_filesystem(trial.storage)
     return TorchTrainer(
         continual_loop_per_worker if trial.continual else train_loop_per_worker,
         train_loop_config={"trial": trial.to_dict()},
@@ -78,7 +81,7 @@ def find_trial_run(trial: TrialConfig) -> tuple[str, str] | None:
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.trial_id = '{trial.trial_id}' and tags.`forgetless.kind` = 'trial'",
+        filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial.trial_id}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -92,7 +95,7 @@ def ensure_trial_run(trial: TrialConfig, parent_run_id: str | None = None) -> Tr
     existing = find_trial_run(trial)
     if existing and existing[1] != "finished":
         return trial.with_run(run_id=existing[0])
-    tags = {"trial_id": trial.trial_id, **({"sweep": trial.sweep} if trial.sweep else {})}
+    tags = {TRIAL_ID_TAG: trial.trial_id, **({SWEEP_TAG: trial.sweep} if trial.sweep else {})}
     run_id = start_trial_run(trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id)
     return trial.with_run(run_id=run_id)
 

@@ -1,0 +1,1 @@
+"""What a trial writes to MLflow and everything else reads: ``contract.layout``."""

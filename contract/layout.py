@@ -1,0 +1,153 @@
+"""The MLflow layout of a sweep: the one place that spells its run tags, metric names and labels.
+
+A sweep is a parent run tagged ``forgetless.kind=sweep``; each trial is a child run tagged
+``forgetless.kind=trial`` and ``mlflow.parentRunId``, with its state in ``forgetless.status``.
+Every checkpoint evaluation logs accuracies in percent as ``acc/<dataset>`` and
+``acc/q/<quadrant>`` with their change vs zero-shot as ``delta/q/<quadrant>``; step 0 is the
+zero-shot model. The trial (``jobs``), the sweep (``orchestrator``), the report (``analysis``)
+and the synthetic writer of the analysis tests all build names with this module, so they agree
+by construction. It imports nothing, so every package can import it:
+
+    from contract.layout import QUADRANTS, accuracy_metric, recipe_label
+    accuracy_metric("ood_id")                 # "acc/q/ood_id"
+    recipe_label("llm", "full", "1e-05")      # "llm · full · lr 1e-05"
+"""
+
+from __future__ import annotations
+
+LAYOUT_VERSION = 1
+"""Version of this layout, tagged on every sweep and trial run (``LAYOUT_TAG``)."""
+
+# -- quadrants -------------------------------------------------------------------------------------
+
+QUADRANTS = ("id_id", "id_ood", "ood_id", "ood_ood")
+"""The 2x2 ID/OOD matrix as ``<text>_<image>``: the target task first."""
+TARGET_QUADRANT = "id_id"
+"""The quadrant of the task being learned (ID text, ID images)."""
+OOD_QUADRANTS = ("id_ood", "ood_id", "ood_ood")
+"""The quadrants where forgetting shows (early stopping watches them)."""
+
+# -- tags ------------------------------------------------------------------------------------------
+
+KIND_TAG = "forgetless.kind"
+"""Tells sweep (parent) runs from trial (child) runs: ``SWEEP_KIND`` or ``TRIAL_KIND``."""
+SWEEP_KIND = "sweep"
+TRIAL_KIND = "trial"
+STATUS_TAG = "forgetless.status"
+"""A trial's state, one of ``STATUSES``; on a sweep run, how the sweep ended."""
+STATUSES = ("running", "finished", "early_stopped", "failed")
+"""The values of ``STATUS_TAG`` on a trial run."""
+DONE_STATUSES = ("finished", "early_stopped")
+"""Trial states that count as done: a re-run skips them, the report analyses them."""
+EARLY_STOP_TAG = "forgetless.early_stop_reason"
+"""Why a trial was stopped early (set with status ``early_stopped``)."""
+RESUMED_TAG = "forgetless.resumed_after_step"
+"""Set each time a trial resumes from a checkpoint: the checkpoint's step."""
+TRIALS_TAG = "forgetless.trials"
+"""On a sweep run: how many trials the grid has."""
+LAYOUT_TAG = "forgetless.layout_version"
+"""On every sweep and trial run: the ``LAYOUT_VERSION`` it was written with."""
+PARENT_TAG = "mlflow.parentRunId"
+"""MLflow's own tag linking a trial run to its sweep run."""
+SWEEP_TAG = "sweep"
+"""The sweep (grid name) a run belongs to."""
+TRIAL_ID_TAG = "trial_id"
+"""A trial's stable id (the hash of its resolved settings)."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow's experiment tag naming the kind of work an experiment holds."""
+EXPERIMENT_KIND = "custom_model_development"
+"""A sweep's experiment holds model training, not GenAI traces."""
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+DATASET_ACCURACY_PREFIX = "acc/"
+QUADRANT_ACCURACY_PREFIX = "acc/q/"
+QUADRANT_DELTA_PREFIX = "delta/q/"
+
+
+def dataset_metric(dataset: str) -> str:
+    """Accuracy on one evaluation dataset, in percent: ``acc/<dataset>``."""
+    return f"{DATASET_ACCURACY_PREFIX}{dataset}"
+
+
+def accuracy_metric(quadrant: str) -> str:
+    """Accuracy of a quadrant (the mean of its datasets), in percent: ``acc/q/<quadrant>``."""
+    return f"{QUADRANT_ACCURACY_PREFIX}{quadrant}"
+
+
+def delta_metric(quadrant: str) -> str:
+    """Change of a quadrant's accuracy vs zero-shot, in percentage points: ``delta/q/<quadrant>``."""
+    return f"{QUADRANT_DELTA_PREFIX}{quadrant}"
+
+
+TRAIN_LOSS = "train/loss"
+"""Mean training loss over the steps since the last logged one."""
+TRAIN_LR = "train/lr"
+TRAIN_TOKENS_PER_S = "train/tokens_per_s"
+TRAIN_SECONDS_PER_STEP = "train/seconds_per_step"
+TRAINABLE_PARAMETERS = "model/trainable_parameters"
+TOTAL_PARAMETERS = "model/total_parameters"
+FROZEN_TENSORS_CHANGED = "model/frozen_tensors_changed"
+"""Frozen tensors that differ from the start of training, over all ranks (should be 0)."""
+
+# -- continual learning ----------------------------------------------------------------------------
+
+CONTINUAL_TASK = "cl/task"
+"""Index of the task being trained (logged with the training metrics)."""
+CONTINUAL_TASKS_DONE = "cl/tasks_done"
+CONTINUAL_LAST = "cl/last"
+"""Mean accuracy over the tasks after the last one."""
+CONTINUAL_AVERAGE = "cl/average"
+"""Mean over stages of the accuracy on the tasks seen so far."""
+
+
+def task_accuracy_metric(task: str) -> str:
+    """Accuracy on a continual task's test set (a column of the accuracy matrix): ``cl/acc/<task>``."""
+    return f"cl/acc/{task}"
+
+
+def task_last_metric(task: str) -> str:
+    """A task's accuracy after the last task: ``cl/last/<task>``."""
+    return f"cl/last/{task}"
+
+
+def task_average_metric(task: str) -> str:
+    """Mean accuracy on tasks 0..k right after learning task k: ``cl/average_at/<task>``."""
+    return f"cl/average_at/{task}"
+
+
+# -- artifacts -------------------------------------------------------------------------------------
+
+MATRIX_ARTIFACT = "continual/matrix.json"
+"""A continual trial's tasks, the step after each task, and its accuracy matrix."""
+
+
+def predictions_artifact(step: int, continual: bool = False) -> str:
+    """Per-question predictions of a checkpoint evaluation (parquet)."""
+    folder = "continual/predictions" if continual else "predictions"
+    return f"{folder}/step_{step:06d}.parquet"
+
+
+# -- params ----------------------------------------------------------------------------------------
+
+
+def format_lr(lr: float) -> str:
+    """The ``lr`` param: ``1e-05`` style, exact to 7 digits (``1.5e-05``, never ``2e-05``)."""
+    mantissa, exponent = f"{lr:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+def format_share(value: float) -> str:
+    """The ``data_fraction`` and ``mix_ratio`` params: short exact text, ``1.0``, ``0.025``, ``0.3``."""
+    return repr(round(float(value), 6))
+
+
+def recipe_label(parts: str, method: str, lr: str) -> str:
+    """The ``recipe`` param of a single-task trial: ``llm · full · lr 1e-05``."""
+    return f"{parts} · {method} · lr {lr}"
+
+
+def continual_recipe_label(strategy: str, parts: str, lr: str, replay: int = 0) -> str:
+    """The ``recipe`` param of a continual trial: ``seqfull · llm · lr 1e-06 · replay 20``."""
+    label = f"{strategy} · {parts} · lr {lr}"
+    return f"{label} · replay {replay}" if replay else label
