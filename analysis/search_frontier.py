@@ -20,7 +20,6 @@ evaluated step), against the steps the full grid would take (the parent run's
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,8 @@ from mlflow.tracking import MlflowClient
 from analysis import pareto
 from analysis.plots import ZERO_SHOT_STYLE, FigureFile, paper_style, save_figure
 from analysis.runs import OOD_QUADRANTS, Sweep, Trial, quadrant_name
+from contract.layout import FULL_GRID_STEPS_TAG, INTERPOLATION_METRIC, QUADRANT_DELTA_PREFIX, SEARCH_TAG
 
-BLEND_DELTA = re.compile(r"^wiseft/(?P<alpha>[0-9.]+)/delta/q/(?P<quadrant>\w+)$")
-"""A WiSE-FT blend's change vs zero-shot per quadrant: ``wiseft/<alpha>/delta/q/<quadrant>``."""
-SEARCH_TAG = "forgetless.search"
-FULL_GRID_STEPS_TAG = "forgetless.full_grid_trial_steps"
 
 
 @dataclass(frozen=True)
@@ -78,9 +74,10 @@ def blend_deltas(metrics: dict[str, float]) -> dict[float, dict[str, float]]:
     """WiSE-FT weight -> {quadrant: delta} from a run's metrics (blends missing a quadrant are left out)."""
     blends: dict[float, dict[str, float]] = {}
     for key, value in metrics.items():
-        match = BLEND_DELTA.match(key)
-        if match:
-            blends.setdefault(float(match["alpha"]), {})[match["quadrant"]] = value
+        match = INTERPOLATION_METRIC.match(key)
+        if match and match["metric"].startswith(QUADRANT_DELTA_PREFIX):
+            quadrant = match["metric"].removeprefix(QUADRANT_DELTA_PREFIX)
+            blends.setdefault(float(match["alpha"]), {})[quadrant] = value
     return {alpha: deltas for alpha, deltas in sorted(blends.items()) if {"id_id", *OOD_QUADRANTS} <= set(deltas)}
 
 

@@ -15,6 +15,8 @@ by construction. It imports nothing, so every package can import it:
 
 from __future__ import annotations
 
+import re
+
 LAYOUT_VERSION = 1
 """Version of this layout, tagged on every sweep and trial run (``LAYOUT_TAG``)."""
 
@@ -58,6 +60,13 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """A sweep's experiment holds model training, not GenAI traces."""
 
+SEARCH_TAG = "forgetless.search"
+"""On a sweep run: its search method (grid, asha or optuna)."""
+FULL_GRID_STEPS_TAG = "forgetless.full_grid_trial_steps"
+"""On a sweep run: the training steps the full grid would spend (an adaptive search's reference)."""
+SEARCH_PARAMS_TAG = "forgetless.search_params"
+"""On a sampled trial's run: the values its search proposed (JSON)."""
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 DATASET_ACCURACY_PREFIX = "acc/"
@@ -79,6 +88,22 @@ def delta_metric(quadrant: str) -> str:
     """Change of a quadrant's accuracy vs zero-shot, in percentage points: ``delta/q/<quadrant>``."""
     return f"{QUADRANT_DELTA_PREFIX}{quadrant}"
 
+
+INTERPOLATION_PREFIX = "wiseft/"
+"""First segment of a WiSE-FT blend's metric: ``wiseft/<alpha>/<suite metric>``."""
+INTERPOLATION_METRIC = re.compile(r"^wiseft/(?P<alpha>[0-9.]+)/(?P<metric>.+)$")
+"""How a blend's metric splits into its weight and the suite metric it blends."""
+
+
+def interpolation_metric(alpha: float, metric: str) -> str:
+    """``wiseft/0.25/acc/q/id_id``: suite metric ``metric`` of the blend with weight ``alpha``."""
+    return f"{INTERPOLATION_PREFIX}{format_share(alpha)}/{metric}"
+
+
+SEARCH_ID_GAIN = "search/id_gain"
+"""Reported to Tune: the target quadrant's change vs zero-shot (pp), the searches' first objective."""
+SEARCH_WORST_OOD_DROP = "search/worst_ood_drop"
+"""Reported to Tune: how far the lowest OOD quadrant fell below zero-shot (pp), the second objective."""
 
 TRAIN_LOSS = "train/loss"
 """Mean training loss over the steps since the last logged one."""

@@ -30,7 +30,16 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from contract.layout import STATUS_TAG
+from contract.layout import (
+    FULL_GRID_STEPS_TAG,
+    SEARCH_ID_GAIN,
+    SEARCH_PARAMS_TAG,
+    SEARCH_TAG,
+    SEARCH_WORST_OOD_DROP,
+    STATUS_TAG,
+    TARGET_QUADRANT,
+    delta_metric,
+)
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker
 from jobs.trial import run_trial
@@ -41,18 +50,9 @@ from orchestrator.runs import DONE_STATUSES, TrialPlan, plan_children
 from recipes.storage import arrow_filesystem
 from recipes.redaction import redact
 
-ID_GAIN = "search/id_gain"
-"""Result key: change of the ID accuracy vs zero-shot (pp); ASHA's rung score, Optuna's first objective."""
-WORST_OOD_DROP = "search/worst_ood_drop"
-"""Result key: how far the worst OOD quadrant fell below zero-shot (pp, negative = it rose); Optuna minimises it."""
+ID_GAIN, WORST_OOD_DROP = SEARCH_ID_GAIN, SEARCH_WORST_OOD_DROP
 OBJECTIVES = {ID_GAIN: "max", WORST_OOD_DROP: "min"}
 """Optuna's objectives and their directions."""
-SEARCH_TAG = "forgetless.search"
-"""Parent-run tag: the sweep's search method."""
-FULL_GRID_STEPS_TAG = "forgetless.full_grid_trial_steps"
-"""Parent-run tag: training steps the full grid would spend (cells x train.steps), the compute reference."""
-SEARCH_PARAMS_TAG = "forgetless.search_params"
-"""Child-run tag of an Optuna trial: the values the sampler proposed (JSON)."""
 FORGOT_SCORE = -1e6
 """Rung score recorded for a trial past ``max_ood_drop_pp`` (below any ID gain)."""
 STUDY_NAME = "forgetless"
@@ -61,9 +61,9 @@ STUDY_NAME = "forgetless"
 def search_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """``ID_GAIN`` and ``WORST_OOD_DROP`` of an evaluation's metrics (nothing when it has no deltas)."""
     worst = worst_ood(metrics)
-    if "delta/q/id_id" not in metrics or worst is None:
+    if delta_metric(TARGET_QUADRANT) not in metrics or worst is None:
         return {}
-    return {ID_GAIN: float(metrics["delta/q/id_id"]), WORST_OOD_DROP: -float(worst[1])}
+    return {ID_GAIN: float(metrics[delta_metric(TARGET_QUADRANT)]), WORST_OOD_DROP: -float(worst[1])}
 
 
 class SearchReportCallback(TuneReportCallback):

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 import torch
 
 from analysis.pareto import front_indices, hypervolume
-from jobs.finetune.interpolate import blend, interpolation_key
+from contract.layout import interpolation_metric
+from jobs.finetune.interpolate import blend
 from analysis.report import write_report
 from orchestrator import sweep
 from orchestrator.grid import GridError, parse_grid
@@ -59,7 +60,7 @@ def test_blend_is_exactly_each_end_at_0_and_1():
     assert torch.equal(blend(zero_shot, tuned, 0.0), zero_shot)
     assert torch.equal(blend(zero_shot, tuned, 1.0), tuned)
     assert torch.allclose(blend(zero_shot, tuned, 0.25), 0.75 * zero_shot + 0.25 * tuned)
-    assert interpolation_key(0.5, "acc/q/id_id") == "wiseft/0.5/acc/q/id_id"
+    assert interpolation_metric(0.5, "acc/q/id_id") == "wiseft/0.5/acc/q/id_id"
 
 
 # -- the search section --------------------------------------------------------------------------

@@ -19,25 +19,12 @@ with ``<alpha>`` written as trial names write shares (``0.25``, ``0.5``, ``1.0``
 
 from __future__ import annotations
 
-import re
-
 import torch
 
+from contract.layout import interpolation_metric
 from jobs.evaluate.suite_eval import delta_metrics
-from jobs.finetune.config import format_share
 from recipes.methods import apply_method
 from recipes.models import load_model
-
-PREFIX = "wiseft"
-"""First segment of every interpolation metric."""
-KEY = re.compile(rf"^{PREFIX}/(?P<alpha>[0-9.]+)/(?P<metric>.+)$")
-"""How an interpolation metric's key splits into its weight and the suite metric it blends."""
-
-
-def interpolation_key(alpha: float, metric: str) -> str:
-    """``wiseft/0.25/acc/q/id_id`` for weight 0.25 and metric ``acc/q/id_id``."""
-    return f"{PREFIX}/{format_share(alpha)}/{metric}"
-
 
 def blend(zero_shot: torch.Tensor, tuned: torch.Tensor, alpha: float) -> torch.Tensor:
     """``(1 - alpha) * zero_shot + alpha * tuned``: exactly ``zero_shot`` at 0 and ``tuned`` at 1."""
@@ -68,7 +55,7 @@ def evaluate_interpolations(worker, step: int) -> dict[str, float]:
             result = worker.evaluate(step)
             if result is not None:
                 blended = {**result.metrics, **delta_metrics(result.metrics, worker.zero_shot)}
-                metrics.update({interpolation_key(alpha, key): value for key, value in blended.items()})
+                metrics.update({interpolation_metric(alpha, key): value for key, value in blended.items()})
     finally:
         with torch.no_grad():
             for name, param in trainable.items():
