@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from jobs.finetune.config import EVAL_MODES, TrialConfig
+from jobs.finetune.config import EVAL_MODES, TrialConfig, name_problem
 from recipes.data.continual import TOY_DOMAINS
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
@@ -47,9 +47,6 @@ AXIS_KEYS = ("parts", "method", "lr", "data_fraction", "mix_ratio", "seed")
 
 MICRO_BATCH_CAP = 8
 """Largest default micro-batch: questions per worker per forward pass when none is given."""
-
-NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-"""Characters a grid name may use (it names an MLflow experiment and a storage folder)."""
 
 
 
@@ -129,12 +126,9 @@ def _as_list(value: Any) -> Any:
 
 
 def _experiment_name(value: str) -> str:
-    bad = sorted(set(value) - NAME_CHARACTERS)
-    if bad or value in (".", ".."):
-        raise problem(
-            f"must use only letters, digits, '.', '_' and '-' (it names the MLflow experiment and the "
-            f"storage folder), got {value!r}"
-        )
+    message = name_problem(value)
+    if message:
+        raise problem(message)
     return value
 
 
@@ -197,7 +191,7 @@ def default_micro_batch_size(batch_size: int, workers: int) -> int | None:
 class Section(BaseModel):
     """A mapping of the grid file: unknown keys are errors, every field has a docstring."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False)
 
 
 class DeepSpeedSettings(Section):

@@ -53,6 +53,20 @@ def problem_message(error: dict) -> str:
     return error["msg"].removeprefix("Value error, ")
 
 
+NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+"""Characters an experiment or sweep name may use (it names an MLflow experiment and a storage folder)."""
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name an experiment and its storage folder, or None."""
+    if set(value) - NAME_CHARACTERS or value in ("", ".", ".."):
+        return (
+            "must use only letters, digits, '.', '_' and '-' (it names the MLflow experiment and the "
+            f"storage folder), got {value!r}"
+        )
+    return None
+
+
 RUN_FIELDS = frozenset(
     {
         "storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures",
@@ -65,7 +79,7 @@ RUN_FIELDS = frozenset(
 class TrialConfig(BaseModel):
     """One fine-tuning trial: model parts x method x learning rate x data, plus how it runs."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
     model: str
     """Registry name, local directory or cached Hub id of the base model."""
@@ -152,6 +166,14 @@ class TrialConfig(BaseModel):
     """Continual learning: samples of every earlier task replayed with each later task (0: none)."""
     interpolate: tuple[Annotated[float, Ge(0), Le(1)], ...] = ()
     """WiSE-FT blend weights evaluated at the last checkpoint (0 = zero-shot, 1 = fine-tuned weights)."""
+
+    @field_validator("experiment", "sweep")
+    @classmethod
+    def _folder_name(cls, name: str | None) -> str | None:
+        problem = None if name is None else name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
     @field_validator("parts")
     @classmethod
