@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 from mlflow.tracking import MlflowClient
 
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
-from jobs.finetune.config import TrialConfig
+from jobs.finetune.config import TrialConfig, problem_message
 from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
 from jobs.trial import ensure_trial_run, run_trial
 from recipes.models import load_model, resolve_model_dir
@@ -260,22 +261,28 @@ def test_early_stop_rule(deltas, threshold, stops):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "field", "message"),
     [
-        ({"lr": 0}, "lr must be > 0, got 0"),
-        ({"batch_size": 10, "workers": 2, "micro_batch_size": 4}, "batch_size 10 must be a multiple of workers x micro_batch_size (2 x 4)"),
-        ({"data_fraction": 0}, "data_fraction must be in (0, 1], got 0"),
-        ({"zero_stage": 4}, "zero_stage must be 0, 1, 2 or 3, got 4"),
-        ({"schedule": "step"}, "schedule must be one of cosine, linear, constant, got 'step'"),
-        ({"parts": "llm.mlp"}, "unknown part 'llm.mlp'"),
-        ({"checkpoint_every": 5}, "checkpoint_every must be a multiple of eval_every (6), got 5"),
-        ({"log_every": 0}, "log_every must be >= 1, got 0"),
+        ({"lr": 0}, "lr", "must be > 0"),
+        ({"batch_size": 10, "workers": 2, "micro_batch_size": 4}, None,
+         "batch_size 10 must be a multiple of workers x micro_batch_size (2 x 4)"),
+        ({"data_fraction": 0}, "data_fraction", "must be > 0"),
+        ({"zero_stage": 4}, "zero_stage", "must be <= 3"),
+        ({"schedule": "step"}, "schedule", "must be one of 'cosine', 'linear', 'constant'; got 'step'"),
+        ({"parts": "llm.mlp"}, "parts", "unknown part 'llm.mlp'"),
+        ({"checkpoint_every": 5}, None, "checkpoint_every must be a multiple of eval_every (6), got 5"),
+        ({"log_every": 0}, "log_every", "must be >= 1"),
+        ({"lr": float("inf")}, "lr", "finite number"),
+        ({"experiment": "../up"}, "experiment", "must use only letters"),
     ],
 )
-def test_trial_config_validation(tmp_path, overrides, message):
-    with pytest.raises(ValueError) as error:
+def test_trial_config_validation(tmp_path, overrides, field, message):
+    """Each bad setting is one problem naming its field (None: a rule across fields)."""
+    with pytest.raises(ValidationError) as error:
         make_trial(tmp_path, "sqlite://", **overrides)
-    assert message in str(error.value)
+    problems = [(".".join(map(str, item["loc"])) or None, problem_message(item))
+                for item in error.value.errors(include_url=False)]
+    assert any(name == field and message in text for name, text in problems), problems
 
 
 def test_trial_identity_ignores_where_it_runs(tmp_path):
