@@ -1,7 +1,7 @@
 """python -m recipes.toy pretrain [--init]
 
 The toy world's command line: ``pretrain`` builds the toy base model (the ~1M-parameter
-Qwen2.5-VL pre-trained on the toy world's pre-training mix, about 5 minutes on 2 CPU cores) or
+Qwen2.5-VL pre-trained on the toy world's pre-training mix, 5-15 minutes on 2 CPU cores) or
 finds it in the cache, and prints its folder and pre-training report. Sweeps build it on first
 use by themselves; running this first only moves the wait. ``--init`` gives the randomly
 initialised model instead (built in seconds). The toy datasets themselves come from

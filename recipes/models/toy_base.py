@@ -9,7 +9,7 @@ cached by a content hash of the model config, the pre-training config and the to
 and ``toy-qwen2.5-vl-init`` resolve here:
 
     from recipes.models.toy_base import toy_model_dir
-    path = toy_model_dir(pretrained=True)   # builds on first use (about 5 minutes on 2 CPU cores)
+    path = toy_model_dir(pretrained=True)   # builds on first use (5-15 minutes on 2 CPU cores)
 
 Running the module builds (or finds) the base and prints where it is.
 """
@@ -44,7 +44,7 @@ TOKENIZER_DATASETS = ("toy-pretrain", "toy-general")
 class PretrainConfig:
     """How the toy base is pre-trained (single process, plain PyTorch).
 
-    The defaults take about 5 minutes on 2 CPU cores (~0.2 s per step) and give a base that
+    The defaults take 5-15 minutes on 2 CPU cores (0.2-0.6 s per step) and give a base that
     answers the OOD toy tasks well and the target task only in part (the demo's starting point).
     """
 
