@@ -291,8 +291,6 @@ CASES = [
     flag_case("flag zero cpus", ["--cpus-per-worker", "0"], "--cpus-per-worker: must be > 0"),
     flag_case("flag negative failures", ["--max-failures", "-5"], "--max-failures: must be >= 0"),
     flag_case("flag experiment leaves storage", ["--experiment", "../../etc"], "--experiment: must use only letters"),
-    flag_case("flag unknown model", ["--model", "no-such-model"], "--model: unknown model"),
-    flag_case("flag vision block past the model", ["--parts", "vision.last999"], "--parts: vision.last999"),
     flag_case("flag batch not divisible", ["--batch-size", "15", "--micro-batch-size", "4"], "batch_size 15"),
     # -- data files ------------------------------------------------------------------------------
     inspect_case("empty jsonl", "", "has no questions"),
