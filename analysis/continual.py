@@ -9,31 +9,28 @@ learning that task), plus the means; the best value of each column within a grou
 
     runs = load_continual_runs(sweep)                # [] for a single-task sweep
     table = build_table3(runs)
-    Path("table3.md").write_text(table3_markdown(table)); Path("table3.html").write_text(table3_html(table))
+    Path("table3.md").write_text(table3_markdown(table))
+    section = table3_html(table)                     # the report page's Table 3 section (heading and table)
     figure = matrix_figure(runs)                     # one heatmap per trial
 """
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass
 
+from markupsafe import Markup
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
+from analysis.markup import macro
 from analysis.runs import Sweep, Trial
 from contract.layout import continual_recipe_label, task_accuracy_metric
 
 METHOD_LABELS = {"inclora": "IncLoRA", "seqfull": "SeqFull"}
 """Display names of the continual-learning methods."""
-TABLE3_CSS = """
-table.table3 { border-collapse: collapse; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
-table.table3 th, table.table3 td { padding: 4px 10px; border-bottom: 1px solid #d6d6d6; text-align: right; white-space: nowrap; }
-table.table3 th { border-bottom: 2px solid #555; } table.table3 .label { text-align: left; }
-table.table3 tr.group td { font-style: italic; text-align: left; background: #f4f4f4; }
-""".strip()
+TABLE3_TITLE = "Table 3: continual learning, Last and Average per task"
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,12 @@ class Table3:
     best: frozenset[tuple[int, int]]
     """(row, column) cells holding the best value of their column within their group."""
 
+    def lines(self) -> list[tuple[str | None, str, tuple[tuple[str, bool], ...]]]:
+        """Per row: the group it opens (or None), its label, and per column (text, best in its group)."""
+        return [(opens, label, tuple(("-", False) if value is None else (f"{value:.2f}", (row, column) in self.best)
+                                     for column, value in enumerate(values)))
+                for row, (opens, label, values) in enumerate(self.rows)]
+
 
 def build_table3(runs: list[ContinualRun]) -> Table3:
     """Table 3 of the continual runs: a zero-shot row, then methods with and without replay."""
@@ -152,37 +155,21 @@ def build_table3(runs: list[ContinualRun]) -> Table3:
     return Table3(columns, tuple(rows), frozenset(best))
 
 
-def _cell(table: Table3, row: int, column: int, value: float | None, bold: tuple[str, str]) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:.2f}"
-    return f"{bold[0]}{text}{bold[1]}" if (row, column) in table.best else text
-
-
-def table3_markdown(table: Table3, title: str = "Table 3: continual learning, Last and Average per task") -> str:
+def table3_markdown(table: Table3, title: str = TABLE3_TITLE) -> str:
     """Table 3 as Markdown (best of a column within its group in bold)."""
     lines = [f"## {title}", "", "| Method | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
-    for index, (opens, label, values) in enumerate(table.rows):
+    for opens, label, cells in table.lines():
         if opens:
             lines.append(f"| *{opens}* |" + " |" * len(table.columns))
-        cells = [_cell(table, index, column, value, ("**", "**")) for column, value in enumerate(values)]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"**{text}**" if best else text for text, best in cells) + " |")
     lines += ["", "Last: accuracy (%) on the task after the final task. Average: mean accuracy on the tasks "
               "seen so far, right after learning the task. Bold: best of the column within its group."]
     return "\n".join(lines) + "\n"
 
 
-def table3_html(table: Table3) -> str:
-    """Table 3 as an HTML table (class ``table3``)."""
-    head = "".join(f"<th>{html.escape(column)}</th>" for column in table.columns)
-    body = []
-    for index, (opens, label, values) in enumerate(table.rows):
-        if opens:
-            body.append(f'<tr class="group"><td colspan="{len(table.columns) + 1}">{html.escape(opens)}</td></tr>')
-        cells = "".join(f"<td>{_cell(table, index, c, v, ('<b>', '</b>'))}</td>" for c, v in enumerate(values))
-        body.append(f'<tr><td class="label">{html.escape(label)}</td>{cells}</tr>')
-    return (f'<table class="table3"><thead><tr><th class="label">Method</th>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+def table3_html(table: Table3, title: str = TABLE3_TITLE) -> Markup:
+    """The report page's Table 3 section: a heading and the table (class ``table3``, CSS: table3.html.j2)."""
+    return macro("table3.html.j2", "section")(title, table.columns, table.lines())
 
 
 def matrix_figure(runs: list[ContinualRun]) -> Figure | None:

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from markupsafe import Markup
 from mlflow.tracking import MlflowClient
 
 from analysis.continual import build_table3, load_continual_runs, matrix_figure, table3_html, table3_markdown
@@ -79,7 +80,7 @@ def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_i
     table_md.write_text(table_markdown(table), encoding="utf-8")
     table_page.write_text(table_html_document(table), encoding="utf-8")
     continual_files, continual_section = _continual_report(sweep, out_dir, figures)
-    frontier_files, frontier_section = frontier_report(sweep, out_dir, figures) if not continual_files else ((), "")
+    frontier_files, frontier_section = frontier_report(sweep, out_dir, figures) if not continual_files else ((), Markup())
     page.write_text(report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section),
                     encoding="utf-8")
     paths = ReportPaths(out_dir=out_dir, report_html=page, table_markdown=table_md, table_html=table_page,
@@ -90,14 +91,14 @@ def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_i
     return _log(paths, tracking_uri)
 
 
-def _continual_report(sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], str]:
+def _continual_report(sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], Markup]:
     """Table 3 (table3.md) and the accuracy matrices of a continual sweep; appends the figure.
 
     Returns the extra files and the report page's Table-3 section (nothing for a single-task sweep).
     """
     runs = load_continual_runs(sweep)
     if not runs:
-        return (), ""
+        return (), Markup()
     table = build_table3(runs)
     table_md = out_dir / "table3.md"
     table_md.write_text(table3_markdown(table), encoding="utf-8")
@@ -106,7 +107,7 @@ def _continual_report(sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[
     figures.append(FigureFile(
         stem="continual_matrix", title="Continual learning: accuracy matrices", png=png, svg=svg,
         caption="Accuracy (%) on every task (columns) before training and after each task (rows), per trial."))
-    return (table_md,), "<h2>Table 3: continual learning, Last and Average per task</h2>" + table3_html(table)
+    return (table_md,), table3_html(table)
 
 
 def _log(paths: ReportPaths, tracking_uri: str) -> ReportPaths:

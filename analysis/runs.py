@@ -49,13 +49,11 @@ _MLFLOW_STATUS_TO_TRIAL_STATUS = {
 
 _QUADRANT_TEXT_IMAGE = {"id_id": ("ID", "ID"), "id_ood": ("ID", "OOD"),
                         "ood_id": ("OOD", "ID"), "ood_ood": ("OOD", "OOD")}
-_QUADRANT_NAME_FORMATS = {"plain": "{text}^T-{image}^I",
-                          "html": "{text}<sup>T</sup>-{image}<sup>I</sup>",
-                          "tex": "{text}$^T$-{image}$^I$"}
+_QUADRANT_NAME_FORMATS = {"plain": "{text}^T-{image}^I", "tex": "{text}$^T$-{image}$^I$"}
 
 
 def quadrant_name(quadrant: str, style: str = "plain") -> str:
-    """The paper's name of a quadrant: `OOD^T-ID^I` (plain), with <sup> (html) or mathtext (tex)."""
+    """The paper's name of a quadrant: `OOD^T-ID^I` (plain) or mathtext (tex); HTML: `analysis.markup.rich_text`."""
     text, image = _QUADRANT_TEXT_IMAGE[quadrant]
     return _QUADRANT_NAME_FORMATS[style].format(text=text, image=image)
 

@@ -19,18 +19,18 @@ evaluated step), against the steps the full grid would take (the parent run's
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from markupsafe import Markup
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
 from analysis import pareto
+from analysis.markup import render
 from analysis.plots import ZERO_SHOT_STYLE, FigureFile, paper_style, save_figure
 from analysis.runs import OOD_QUADRANTS, Sweep, Trial, quadrant_name
 from contract.layout import FULL_GRID_STEPS_TAG, INTERPOLATION_METRIC, QUADRANT_DELTA_PREFIX, SEARCH_TAG
-
 
 
 @dataclass(frozen=True)
@@ -181,19 +181,14 @@ def frontier_markdown(points: list[FrontierPoint], compute: SearchCompute) -> st
     return "\n".join([*lines, "", compute_text(compute) + "."]) + "\n"
 
 
-def frontier_html(points: list[FrontierPoint], compute: SearchCompute) -> str:
+def frontier_html(points: list[FrontierPoint], compute: SearchCompute) -> Markup:
     """The report page's frontier section: compute, hypervolume and the frontier table."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in FRONTIER_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in frontier_rows(points))
     reference = max([p.worst_ood_drop for p in points] + [0.0])
-    volume = frontier_hypervolume(points, reference)
-    return (f"<h2>No-forgetting frontier (ID gain vs worst OOD drop)</h2>\n<p>{html.escape(compute_text(compute))}; "
-            f"hypervolume {volume:.1f} pp² (reference: no ID gain, worst OOD drop {reference:.1f} pp). "
-            f"Points: every trial's last evaluation and its WiSE-FT blends.</p>\n"
-            f'<table class="trials"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return render("frontier.html.j2", compute=compute_text(compute), volume=frontier_hypervolume(points, reference),
+                  reference=reference, columns=FRONTIER_COLUMNS, rows=frontier_rows(points))
 
 
-def frontier_report(sweep: Sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], str]:
+def frontier_report(sweep: Sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], Markup]:
     """frontier.md and the frontier figure (appended to ``figures``); returns the files and the page section."""
     points = frontier_points(sweep)
     compute = search_compute(sweep)

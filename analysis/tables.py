@@ -12,11 +12,12 @@ legend explains them; the HTML has the real colours and the same marks.
 
 from __future__ import annotations
 
-import html
-import re
 from dataclasses import dataclass
 
+from markupsafe import Markup
+
 from analysis.errors import AnalysisError
+from analysis.markup import macro, render
 from analysis.outcomes import Outcome
 from analysis.runs import Sweep, quadrant_name
 from contract.layout import OOD_QUADRANTS
@@ -28,31 +29,20 @@ TONE_MARKS = {"drop": "▼", "stable": "≈"}
 STABLE_ROW_MARK = "░"
 FRONTIER_MARK = "★"
 
-TABLE_CSS = """
-table.table1 { border-collapse: collapse; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
-table.table1 caption { caption-side: bottom; text-align: left; padding-top: 8px; color: #444; font-size: 13px; max-width: 70em; }
-table.table1 th, table.table1 td { padding: 4px 10px; border-bottom: 1px solid #d6d6d6; text-align: right; white-space: nowrap; }
-table.table1 th { border-bottom: 2px solid #555; vertical-align: bottom; }
-table.table1 th.label, table.table1 td.label { text-align: left; }
-table.table1 td.mark { text-align: center; }
-table.table1 tr.kept td { background: #e9e9e9; }
-table.table1 td.drop { color: #c62828; font-weight: 600; }
-table.table1 td.stable { color: #1f5fbf; }
-span.drop { color: #c62828; font-weight: 600; } span.stable { color: #1f5fbf; }
-span.kept { background: #e9e9e9; padding: 0 4px; }
-""".strip()
-
 
 @dataclass(frozen=True)
 class Column:
     """A column of Table 1."""
 
     markdown: str
-    """Header text for Markdown (plain ASCII quadrant names, e.g. OOD^T-ID^I)."""
-    html: str
-    """Header as HTML (may contain <sup>)."""
+    """Header text (plain ASCII quadrant names, e.g. OOD^T-ID^I; the HTML page writes them with <sup>)."""
     kind: str
     """`label`, `mark` or `number` (alignment and CSS class)."""
+
+    @property
+    def html(self) -> str:
+        """Header text on the HTML page: the mark column has none."""
+        return "" if self.kind == "mark" else self.markdown
 
     def __post_init__(self) -> None:
         if self.kind not in ("label", "mark", "number"):
@@ -123,14 +113,12 @@ def build_table1(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome])
         raise AnalysisError(f"sweep {sweep.parent_run_name}: no outcomes to tabulate")
     best = max(outcomes, key=lambda o: o.final_id)
     columns = (
-        Column("Mark", "", "mark"),
-        Column("Recipe", "Recipe", "label"),
-        Column("Seeds", "Seeds", "number"),
-        Column("Final ID acc. (%)", "Final ID acc. (%)", "number"),
-        Column(f"Δ {quadrant_name('id_id')} (pp)", f"Δ {quadrant_name('id_id', 'html')} (pp)", "number"),
-        *(Column(f"Δ {quadrant_name(q)} (pp)", f"Δ {quadrant_name(q, 'html')} (pp)", "number")
-          for q in OOD_QUADRANTS),
-        Column("OOD retention (pp)", "OOD retention (pp)", "number"),
+        Column("Mark", "mark"),
+        Column("Recipe", "label"),
+        Column("Seeds", "number"),
+        Column("Final ID acc. (%)", "number"),
+        *(Column(f"Δ {quadrant_name(q)} (pp)", "number") for q in ("id_id", *OOD_QUADRANTS)),
+        Column("OOD retention (pp)", "number"),
     )
     rows = tuple(_row(sweep.setting_label(o.setting), o, best, o in frontier) for o in outcomes)
     return Table1(columns=columns, rows=rows, best_label=sweep.setting_label(best.setting))
@@ -189,38 +177,11 @@ def table_markdown(table: Table1, title: str = "Table 1: ID accuracy and forgett
     return "\n".join([f"**{title}**", "", *body, "", *legend_lines(table)]) + "\n"
 
 
-def table_html(table: Table1) -> str:
-    """The table as an HTML fragment (needs TABLE_CSS)."""
-    head = "".join(f'<th class="{c.kind}">{c.html}</th>' for c in table.columns)
-    body = "\n".join(_html_row(table, row) for row in table.rows)
-    caption = "<br>".join(_html_legend(line) for line in legend_lines(table))
-    return (f'<table class="table1">\n<caption>{caption}</caption>\n'
-            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>")
-
-
-def _html_row(table: Table1, row: Row) -> str:
-    cells = "".join(
-        f'<td class="{" ".join(filter(None, (column.kind, cell.tone)))}">{html.escape(cell.text)}</td>'
-        for column, cell in zip(table.columns, row.cells))
-    css = ' class="kept"' if row.kept else ""
-    return f"<tr{css}>{cells}</tr>"
-
-
-def html_text(text: str) -> str:
-    """Escaped HTML with plain quadrant names (OOD^T-ID^I) written with <sup>."""
-    return re.sub(r"(ID|OOD)\^T-(ID|OOD)\^I", r"\1<sup>T</sup>-\2<sup>I</sup>", html.escape(text))
-
-
-def _html_legend(line: str) -> str:
-    """Legend line with quadrant names as superscripts and the colour words in their colours."""
-    text = html_text(line)
-    for word, css in (("(red)", "drop"), ("(blue)", "stable"), ("(grey row)", "kept")):
-        text = text.replace(word, f'<span class="{css}">{word}</span>')
-    return text
+def table_html(table: Table1) -> Markup:
+    """The table as an HTML fragment (its CSS: the ``css`` macro of table1.html.j2)."""
+    return macro("table1.html.j2", "table")(table, legend_lines(table))
 
 
 def table_html_document(table: Table1, title: str = "Table 1: ID accuracy and forgetting per recipe") -> str:
     """A standalone HTML page with the table and its colours."""
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(title)}</title>\n<style>\n{TABLE_CSS}\n</style>\n</head>\n<body>\n"
-            f"<h2>{html.escape(title)}</h2>\n{table_html(table)}\n</body>\n</html>\n")
+    return str(render("table1_page.html.j2", title=title, table=table, legend=legend_lines(table)))

@@ -163,6 +163,35 @@ def test_report_html_is_self_contained_and_lists_every_trial(report: ReportPaths
         assert external not in text
 
 
+HOSTILE = "<script>alert(1)</script> & co"
+"""Markup and an ampersand in an experiment name and a trial's trainable parts (hence its name and recipe)."""
+
+
+@pytest.fixture(scope="module")
+def hostile_report(store: Path, uri: str) -> ReportPaths:
+    trials = [trial(f"llm{HOSTILE}", "full", "1e-05", [50, 70], [60, 55], [40, 30], [30, 28]), KNOWN_TRIALS[1]]
+    log_sweep(uri, f"x{HOSTILE}", trials, artifact_location=str(store / "artifacts"))
+    return write_report(f"x{HOSTILE}", uri, store / "hostile", log_artifacts=False)
+
+
+@pytest.mark.parametrize("page", ["report_html", "table_html"])
+def test_names_from_mlflow_are_escaped_and_quadrant_names_keep_their_superscripts(hostile_report: ReportPaths,
+                                                                                  page: str):
+    text = getattr(hostile_report, page).read_text()
+    assert "<script" not in text and "& co" not in text
+    assert "llm&lt;script&gt;alert(1)&lt;/script&gt; &amp; co · full · lr 1e-05" in text
+    assert "<th class=\"number\">Δ OOD<sup>T</sup>-ID<sup>I</sup> (pp)</th>" in text
+    assert '<span class="drop">(red)</span>' in text and "ID<sup>T</sup>-ID<sup>I</sup> accuracy" in text
+
+
+def test_report_page_escapes_the_experiment_and_trial_names(hostile_report: ReportPaths):
+    text = hostile_report.report_html.read_text()
+    assert "<title>forgetless report: x&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</title>" in text
+    assert "<td class=\"text\">llm&lt;script&gt;alert(1)&lt;/script&gt; &amp; co-full-lr1e-05-f1.0-s0</td>" in text
+    assert "<th>Δ OOD<sup>T</sup>-ID<sup>I</sup> (pp)</th>" in text
+    assert "OOD quadrants: ID<sup>T</sup>-OOD<sup>I</sup>, OOD<sup>T</sup>-ID<sup>I</sup>, OOD<sup>T</sup>-OOD<sup>I</sup>." in text
+
+
 def test_artifacts_are_logged_on_the_parent_run(report: ReportPaths, uri: str):
     client = MlflowClient(tracking_uri=uri)
     parent = client.get_run(report.parent_run_id)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis.continual import ContinualRun, build_table3, table3_markdown
+from analysis.continual import ContinualRun, build_table3, table3_html, table3_markdown
 from jobs.continual.loop import MODEL_STATE, stage_steps
 from jobs.continual.metrics import continual_scores
 from jobs.finetune.config import TrialConfig
@@ -248,6 +248,20 @@ def test_table3_rows_and_best_cells():
     assert (1, 0) in table.best and (2, 1) in table.best and (3, 0) not in table.best  # one-row group: no bold
     assert "| SeqFull | 60.00 | **82.00** | **92.00** |" in table3_markdown(table)
 
+
+
+def test_table3_html_bolds_the_best_cells_and_escapes_labels():
+    zero = (30.0, 40.0)
+    runs = [
+        ContinualRun("a", "inclora", "IncLoRA <b>&</b>", 20, ("RS", "Med"), zero, ((80.0, 45.0), (70.0, 90.0))),
+        ContinualRun("b", "seqfull", "SeqFull", 20, ("RS", "Med"), zero, ((82.0, 41.0), (60.0, 92.0))),
+    ]
+    text = table3_html(build_table3(runs))
+    assert text.startswith("<h2>Table 3: continual learning, Last and Average per task</h2>")
+    assert '<tr class="group"><td colspan="7">w/ replay (20 per task)</td></tr>' in text
+    assert ('<tr><td class="label">IncLoRA &lt;b&gt;&amp;&lt;/b&gt;</td><td><b>70.00</b></td><td>80.00</td>'
+            "<td>90.00</td>") in text
+    assert '<tr><td class="label">Zero-shot</td><td>30.00</td><td>-</td>' in text
 
 # -- end to end ------------------------------------------------------------------------------
 
