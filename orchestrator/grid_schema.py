@@ -523,7 +523,7 @@ class OptunaSpace(Section):
 
 
 class SearchSettings(Section):
-    """How the sweep explores its recipes (DESIGN's grid is ``method: grid``, every cell once)."""
+    """How the sweep explores its recipes: every cell once (``grid``), ASHA or Optuna (README: "Searches")."""
 
     method: Annotated[Text, one_of(*SEARCH_METHODS)] = "grid"
     """``grid`` (every cell), ``asha`` (every cell, unpromising ones stopped at rungs) or ``optuna``."""
