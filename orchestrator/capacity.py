@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestrator.expand import axis_choices
+
 DEFAULT_MAX_TRIALS = 1000
 """Most trials a grid may expand to unless ``--max-trials`` raises it."""
 
@@ -38,7 +40,7 @@ class NodeShape:
 
 def local_shapes() -> list[NodeShape]:
     """This machine as one node (what a local Ray gets), without starting Ray."""
-    import torch
+    import torch  # local: only the check without a running Ray needs it; orchestrator.grid imports this module
 
     resources = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
     return [NodeShape(resources, 1, "this machine")]
@@ -47,7 +49,7 @@ def local_shapes() -> list[NodeShape]:
 def autoscaler_shapes() -> list[NodeShape]:
     """The node types the connected cluster's autoscaler may add (none when it has no autoscaler)."""
     try:
-        from ray._private.state import state
+        from ray._private.state import state  # local: a private Ray module, absent in some versions
 
         config = state.get_cluster_config()
     except Exception:  # an older Ray, or a cluster without an autoscaler config
@@ -65,7 +67,7 @@ def autoscaler_shapes() -> list[NodeShape]:
 
 def node_shapes() -> list[NodeShape]:
     """The connected cluster's live nodes and autoscaler node types; this machine when Ray is not running."""
-    import ray
+    import ray  # local: orchestrator.grid imports this module, and loading a grid does not import Ray
 
     if not ray.is_initialized():
         return local_shapes()
@@ -109,10 +111,9 @@ def capacity_problems(resources, shapes: Sequence[NodeShape]) -> list[str]:
 
 def trial_count_bound(axes, methods, include, continual) -> int:
     """The most trials a grid's sections can expand to (cells before excludes and duplicates)."""
-    from orchestrator.expand import _axis_choices
 
     def cells(given: dict[str, list], lora_lrs: list | None) -> int:
-        choices = _axis_choices(axes, given)
+        choices = axis_choices(axes, given)
         per_method = sum(
             len(lora_lrs) if method == "lora" and lora_lrs else len(choices["lr"]) for method in choices["method"]
         )

@@ -75,7 +75,8 @@ def _cells(choices: dict[str, list], lora_lrs: list[float] | None) -> Iterator[C
             }
 
 
-def _axis_choices(axes: Axes, given: dict[str, list]) -> dict[str, list]:
+def axis_choices(axes: Axes, given: dict[str, list]) -> dict[str, list]:
+    """Values per axis: those ``given`` (an include entry's) or the grid's; no mix ratio is ``[None]``."""
     choices = {key: given.get(key, getattr(axes, key)) for key in AXIS_KEYS}
     choices["mix_ratio"] = choices["mix_ratio"] or [None]
     return choices
@@ -83,13 +84,13 @@ def _axis_choices(axes: Axes, given: dict[str, list]) -> dict[str, list]:
 
 def grid_cells(axes: Axes, methods: MethodSettings) -> Iterator[Cell]:
     """The cartesian product of the grid's axes (before excludes)."""
-    return _cells(_axis_choices(axes, {}), methods.lora.lr)
+    return _cells(axis_choices(axes, {}), methods.lora.lr)
 
 
 def include_cells(cell: IncludeCell, axes: Axes, methods: MethodSettings) -> Iterator[Cell]:
     """The cells of one include entry: the axes it leaves out take every value of the grid's."""
     given = cell.given()
-    return _cells(_axis_choices(axes, given), None if "lr" in given else methods.lora.lr)
+    return _cells(axis_choices(axes, given), None if "lr" in given else methods.lora.lr)
 
 
 def mix_sources(mix: list[MixItem], mix_ratio: float | None) -> tuple[MixSource, ...]:
