@@ -23,7 +23,6 @@ def test_a_step_is_logged_once_however_often_it_is_logged(tracking_uri, run_id):
     assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2]
     history = MlflowClient(tracking_uri).get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, 0.8)]  # the first value stays
-    assert tracker.has_step("train/loss", 2) and not tracker.has_step("train/loss", 3)
 
 
 def test_a_restarted_tracker_skips_what_the_run_holds_and_logs_the_rest(tracking_uri, run_id):
@@ -34,7 +33,6 @@ def test_a_restarted_tracker_skips_what_the_run_holds_and_logs_the_rest(tracking
     first.log({"acc/q/id_id": 40.0}, step=2)
 
     replay = TrialTracker(tracking_uri, run_id)  # what the relaunched rank 0 creates
-    assert replay.has_step("train/loss", 3) and replay.has_step("acc/q/id_id", 2)
     assert [replay.log({"train/loss": 9.0}, step) for step in (2, 3, 4)] == [0, 0, 1]
     assert replay.log({"acc/q/id_id": 41.0, "model/frozen_tensors_changed": 0.0}, step=2) == 1  # a key new at step 2
     assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2, 3, 4]
@@ -59,4 +57,5 @@ def test_an_unreachable_server_is_named_with_the_step(tracking_uri, run_id, monk
     tracker.client, tracker.tracking_uri = MlflowClient(gone), gone
     with pytest.raises(TrackingUnavailable, match=rf"MLflow at {gone} did not take step 7 of run {run_id}"):
         tracker.log({"train/loss": 0.1}, step=7)
-    assert not tracker.has_step("train/loss", 7)  # not marked logged: a retry logs it
+    tracker.client, tracker.tracking_uri = MlflowClient(tracking_uri), tracking_uri
+    assert tracker.log({"train/loss": 0.1}, step=7) == 1  # not marked logged: a retry logs it

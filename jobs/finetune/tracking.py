@@ -91,10 +91,6 @@ class TrialTracker:
                 self.logged.setdefault(metric.key, set()).add(step)
         return len(new)
 
-    def has_step(self, key: str, step: int) -> bool:
-        """Whether ``key`` holds ``step`` in the run (logged earlier, or by this tracker)."""
-        return step in self.logged.get(key, ())
-
     def log_table(self, table: pa.Table, artifact_file: str) -> None:
         """Store a pyarrow table as a parquet artifact of the run."""
         with tempfile.TemporaryDirectory() as directory:
