@@ -12,7 +12,6 @@ from transformers import PreTrainedTokenizerFast
 
 from jobs.evaluate.probes import (
     classname_mischoice,
-    compare_counting_bias,
     counting_bias,
     number_token_ids,
 )
@@ -141,34 +140,6 @@ COUNTING_BIAS_ERRORS = {
 def test_counting_bias_rejects_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         counting_bias(*args)
-
-
-def _single_step_bias(number_prob: float):
-    """A one-sample, one-step probe where the single number token (id 1) has ``number_prob``."""
-    probs = torch.tensor([[[1.0 - number_prob, number_prob]]], dtype=torch.float64)
-    return counting_bias(probs, torch.tensor([1]))
-
-
-def test_compare_counting_bias_rows():
-    rows = compare_counting_bias({0: _single_step_bias(0.1), "step-400": _single_step_bias(0.5)})
-    assert [row["checkpoint"] for row in rows] == [0, "step-400"]
-    assert rows[0]["delta_mean_mass"] == 0.0
-    assert rows[1] == pytest.approx(
-        {
-            "checkpoint": "step-400",
-            "mean_mass": 0.5,
-            "std_mass": 0.0,
-            "mean_max_prob": 0.5,
-            "std_max_prob": 0.0,
-            "delta_mean_mass": 0.4,
-            "delta_mean_max_prob": 0.4,
-        }
-    )
-
-
-def test_compare_counting_bias_needs_a_checkpoint():
-    with pytest.raises(ValueError, match="empty"):
-        compare_counting_bias({})
 
 
 def _row(chosen, correct, class_name):

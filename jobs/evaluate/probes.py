@@ -7,7 +7,6 @@ step, and measures how much probability the number tokens get:
 
     ids = number_token_ids(tokenizer)
     bias = counting_bias(step_probs, ids, mask)        # step_probs: [batch, steps, vocab]
-    rows = compare_counting_bias({0: bias_at_step0, 400: bias_at_step400})
 
 Class-label distractors (forgetting paper, Figure 3): ImageWikiQA questions with one
 distractor replaced by the image's class name; a fine-tuned model that ignores the prompt
@@ -223,30 +222,6 @@ def counting_bias(
         mean_max_prob=_over_samples(sample_mean_max_prob),
         peak_max_prob=_over_samples(sample_peak_max_prob),
     )
-
-
-def compare_counting_bias(results_by_checkpoint: Mapping[str | int, CountingBias]) -> list[dict[str, Any]]:
-    """One table row per checkpoint, in the mapping's order; the first checkpoint is the baseline.
-
-    Row keys: ``checkpoint``, ``mean_mass``, ``std_mass``, ``mean_max_prob``,
-    ``std_max_prob``, ``delta_mean_mass`` and ``delta_mean_max_prob`` (change vs the first
-    checkpoint, in probability units; 0.0 on the first row).
-    """
-    if not results_by_checkpoint:
-        raise ValueError("results_by_checkpoint: empty, nothing to compare")
-    baseline = next(iter(results_by_checkpoint.values()))
-    return [
-        {
-            "checkpoint": checkpoint,
-            "mean_mass": bias.mean_mass.mean,
-            "std_mass": bias.mean_mass.std,
-            "mean_max_prob": bias.mean_max_prob.mean,
-            "std_max_prob": bias.mean_max_prob.std,
-            "delta_mean_mass": bias.mean_mass.mean - baseline.mean_mass.mean,
-            "delta_mean_max_prob": bias.mean_max_prob.mean - baseline.mean_max_prob.mean,
-        }
-        for checkpoint, bias in results_by_checkpoint.items()
-    ]
 
 
 def _letter(value: Any) -> str | None:
