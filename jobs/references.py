@@ -27,7 +27,7 @@ from jobs.finetune.config import TRIAL_OWNED_KEYS
 from recipes.data.registry import REGISTERED_DATASETS
 from recipes.storage import file_suffix, is_remote
 from recipes.data.suites import NAMED_SUITES, SuiteError, load_suite
-from recipes.models.registry import (
+from recipes.models.catalog import (
     HUB_MODELS,
     REGISTERED_MODELS,
     TOY_BASE,
@@ -158,7 +158,7 @@ LAST_BLOCKS = re.compile(r"vision\.last(\d+)")
 def vision_depth(model: str) -> int | None:
     """Blocks of ``model``'s vision encoder, read from its config (None when the config is not on this machine)."""
     if model in (TOY_BASE, TOY_INIT):
-        from recipes.models.toy import ToyModelConfig
+        from recipes.models.toy import ToyModelConfig  # local: loads torch, which validating a grid otherwise does not
 
         return ToyModelConfig().vision_depth
     try:

@@ -12,11 +12,13 @@ adapters only; ``merge_lora`` folds them back for export. Both report trainable 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from recipes.models.families import ModelFamily
 from recipes.parts import resolve_parts, split_parts
+
+if TYPE_CHECKING:  # annotations only: grid validation reads METHODS and MethodConfig and must not load torch
+    from torch import nn
 
 METHODS = ("full", "lora")
 """The tuning methods a grid can name."""
@@ -73,12 +75,14 @@ def lora_target_modules(model: nn.Module, family: ModelFamily, parts: str) -> li
     The output head is only a target when ``lm_head`` is named explicitly: ``llm`` LoRA adapts
     the decoder's linear layers, as LLaMA-Factory's ``lora_target: all`` does.
     """
+    from torch.nn import Linear  # local: the module is imported by grid validation, which must not load torch
+
     selected = set(resolve_parts(model, family, parts))
     head_named = "lm_head" in split_parts(parts)
     targets = [
         name
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
+        if isinstance(module, Linear)
         and f"{name}.weight" in selected
         and (head_named or not f"{name}.".startswith(family.lm_head))
     ]

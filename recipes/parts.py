@@ -21,13 +21,13 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from torch import nn
-
-from recipes.models import load_model
 from recipes.models.families import ModelFamily
 from recipes.text_table import text_table
+
+if TYPE_CHECKING:  # annotations only: grid validation reads split_parts and must not load torch
+    from torch import nn
 
 PART_NAMES = ("vision", "projector", "llm", "llm.attn", "llm.mlp_gate_up", "lm_head", "vision.last<N>")
 """The part names users write, in the order the table lists them."""
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="registry name (toy-qwen2.5-vl, qwen2.5-vl-3b, ...), local dir or cached Hub id")
     parser.add_argument("--parts", action="append", help="part or '+' combination to show (repeatable); default: all")
     args = parser.parse_args(argv)
+
+    from recipes.models.registry import load_model  # local: loads torch and transformers; only the command needs it
 
     try:
         loaded = load_model(args.model)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from recipes.redaction import CREDENTIAL_HINT
 from orchestrator.grid import GridError, load_grid, parse_grid
 from recipes.data.registry import REGISTERED_DATASETS
-from recipes.models.registry import REGISTERED_MODELS
+from recipes.models.catalog import REGISTERED_MODELS
 
 BASE = """\
 name: t
@@ -437,3 +440,18 @@ def test_parse_grid_rejects_a_non_mapping():
     assert caught.value.problems == [
         "top level: expected a mapping of the grid's sections (name, model, grid, ...), got a list"
     ]
+
+
+def test_validating_a_grid_loads_neither_torch_nor_ray():
+    script = textwrap.dedent(
+        """
+        import sys
+        from orchestrator.grid import load_grid
+        load_grid("grids/demo.yaml")
+        load_grid("grids/demo-continual.yaml")
+        print(sorted({"torch", "transformers", "deepspeed", "ray"} & set(sys.modules)))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr

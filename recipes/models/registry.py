@@ -1,7 +1,8 @@
 """Model registry: turn a grid's ``model:`` value into a loaded model, processor and family.
 
 A model is a registry name, a local directory in the Hugging Face layout, or a Hub id that is
-already in the local Hugging Face cache (nothing is ever downloaded):
+already in the local Hugging Face cache (nothing is ever downloaded; the names and where their
+weights are: ``recipes.models.catalog``):
 
     from recipes.models import load_model
     loaded = load_model("toy-qwen2.5-vl")               # the toy base, built once and cached
@@ -19,34 +20,14 @@ from typing import Any
 
 import torch
 import transformers
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from recipes.cache import content_key
+from recipes.models.catalog import TOY_BASE, TOY_INIT, resolve_model_dir
 from recipes.models.families import ModelFamily, family_for_model_type
 from recipes.models.processors import ImageQwen2_5_VLProcessor
 from recipes.models.toy import load_toy_processor
-from recipes.models.toy_base import toy_model_dir
-
-TOY_INIT = "toy-qwen2.5-vl-init"
-"""Registry name of the toy Qwen2.5-VL with random (seeded) weights."""
-TOY_BASE = "toy-qwen2.5-vl"
-"""Registry name of the toy Qwen2.5-VL pre-trained on the toy world."""
-
-HUB_MODELS: dict[str, str] = {
-    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
-    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
-    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
-}
-"""Short registry names of the paper's real models, resolved in the local Hugging Face cache."""
-
-REGISTERED_MODELS = (TOY_BASE, TOY_INIT, *HUB_MODELS)
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model name that is neither registered, a local directory, nor in the HF cache."""
 
 
 @dataclass
@@ -65,30 +46,6 @@ class LoadedModel:
     """The directory its weights came from."""
     fingerprint: str
     """Content identity of the weights, used as a cache key (e.g. for zero-shot results)."""
-
-
-def resolve_model_dir(name: str) -> Path:
-    """The local directory holding ``name``'s weights; builds the toy models on first use."""
-    if name in (TOY_BASE, TOY_INIT):
-        return toy_model_dir(pretrained=name == TOY_BASE)
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
-        if not (candidate / "config.json").is_file():
-            raise ModelNotFoundError(f"model directory {candidate} has no config.json")
-        return candidate
-    repo_id = HUB_MODELS.get(name, name)
-    if repo_id.count("/") == 1 and not candidate.exists():
-        try:
-            return Path(snapshot_download(repo_id, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            raise ModelNotFoundError(
-                f"model {name!r} ({repo_id}) is not in the local Hugging Face cache; forgetless never downloads "
-                f"at run time: fetch it first (`hf download {repo_id}`) or pass a local directory"
-            ) from None
-    registered = ", ".join(REGISTERED_MODELS)
-    raise ModelNotFoundError(
-        f"model {name!r} is not a registered name ({registered}), a local directory, or a Hub id (org/name)"
-    )
 
 
 def weights_fingerprint(directory: Path) -> str:
