@@ -30,7 +30,7 @@ from recipes.data.continual import (
 from recipes.data.schema import MCQFormatError, write_mcq
 from recipes.models import load_model
 from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
-from tests.test_sweep import REPO, sweep_command, trial_runs, write_grid
+from tests.test_sweep import sweep_command, trial_runs, write_grid
 
 # -- Last and Average ------------------------------------------------------------------------
 
