@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from recipes.cache import cached_dir, content_key
 from recipes.data.registry import load_dataset, toy_world_key
-from recipes.data.schema import write_mcq
+from recipes.data.schema import concat_records, write_mcq
 
 TOY_DOMAIN_TRAIN_ROWS = 480
 """Training questions per toy domain (30 steps of batch 16 per epoch: minutes on a CPU)."""
@@ -144,7 +144,7 @@ def replay_table(tasks: list[ContinualTask], stage: int, per_task: int, seed: in
         chosen = replay_indices(table.num_rows, per_task, seed, index)
         if len(chosen):
             parts.append(table.take(pa.array(chosen)))
-    return pa.concat_tables(parts) if parts else None
+    return concat_records(parts) if parts else None
 
 
 def stage_training_table(tasks: list[ContinualTask], stage: int, per_task: int, seed: int) -> pa.Table:
@@ -153,7 +153,7 @@ def stage_training_table(tasks: list[ContinualTask], stage: int, per_task: int, 
     replay = replay_table(tasks, stage, per_task, seed)
     if replay is None:
         return table
-    return pa.concat_tables([table, replay.cast(table.schema)])
+    return concat_records([table, replay])
 
 
 def task_names(tasks: list[ContinualTask]) -> list[str]:
