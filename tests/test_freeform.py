@@ -120,3 +120,161 @@ def test_inspect_counts_kinds_matchers_and_images():
     text = summarize(records_to_table([mcq_record(0), freeform_record(1)]), samples=2)
     assert "kinds: mcq 1, freeform 1" in text and "matchers: exact 1" in text
     assert "rows with several images: 1" in text and "  assistant: a red square" in text
+
+
+# -- adapters on files in the public layouts -------------------------------------------------------
+
+from recipes.data.__main__ import main as data_main  # noqa: E402
+from recipes.data.adapters import adapt_file, split_inline_options  # noqa: E402
+
+MLLM_CL_DOMAINS = {
+    # domain: (train rows, test rows) in MLLM-CL's layout: LLaVA conversations / question_id, text, answer
+    "RS": (
+        [{"id": "rs1", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nHow many airplanes are in the image?"}, {"from": "gpt", "value": "3"}]}],
+        [{"question_id": 1, "image": "images/a.png", "text": "Is there a river?\nAnswer the question using a single word or phrase.", "answer": "no"}],
+    ),
+    "Med": (
+        [{"id": "m1", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhich organ is abnormal?"}, {"from": "gpt", "value": "lung"}]}],
+        [{"question_id": 2, "image": "images/a.png", "text": "What modality is this?\nA. CT\nB. MRI", "answer": "A"}],
+    ),
+    "AD": (
+        [{"id": "d1", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat should the ego car do? Options: A. Going ahead. B. Turning left. C. Stopping."},
+            {"from": "gpt", "value": "C. Stopping."}]}],
+        [{"question_id": 3, "image": "images/a.png", "text": "What is the status of the traffic light?", "answer": "green"}],
+    ),
+    "Sci": (
+        [{"id": "s1", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhich states border Texas?"}, {"from": "gpt", "value": "Oklahoma, New Mexico"}]},
+         {"id": "s2", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhich is a producer?\nA. grass\nB. fox"}, {"from": "gpt", "value": "A"}]}],
+        [{"question_id": 4, "image": "images/a.png", "text": "What label marks the root?", "answer": "F"}],
+    ),
+    "Fin": (
+        [{"id": "f1", "image": "images/a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is the closing price trend?"}, {"from": "gpt", "value": "rise"}]}],
+        [{"question_id": 5, "image": "images/a.png", "text": "Will the stock go up?\nA. yes\nB. no", "answer": "yes"}],
+    ),
+}  # fmt: skip
+
+
+def write_mllm_cl(root):
+    """root/<Domain>/{train,test}.json and root/<Domain>/images/a.png, as MLLM-CL ships them."""
+    for domain, (train, test) in MLLM_CL_DOMAINS.items():
+        (root / domain / "images").mkdir(parents=True)
+        (root / domain / "images" / "a.png").write_bytes(png_bytes())
+        (root / domain / "train.json").write_text(json.dumps(train))
+        (root / domain / "test.json").write_text(json.dumps(test))
+    return root
+
+
+@pytest.mark.parametrize("domain", list(MLLM_CL_DOMAINS))
+def test_mllm_cl_keeps_every_row_of_every_domain(tmp_path, domain, capsys):
+    root = write_mllm_cl(tmp_path)
+    matcher = {"RS": "rs", "Med": "med", "AD": "ad", "Sci": "sci", "Fin": "fin"}[domain]
+    for split in ("train", "test"):
+        source_rows = MLLM_CL_DOMAINS[domain][0 if split == "train" else 1]
+        out = tmp_path / f"{domain}-{split}.parquet"
+        argv = ["adapt", "mllm-cl", "--input", str(root / domain / f"{split}.json"), "--out", str(out)]
+        assert data_main(argv) == 0
+        rows = read_mcq(out).to_pylist()
+        assert len(rows) == len(source_rows)
+        kinds = [row_kind(row) for row in rows]
+        assert f"({kinds.count('mcq')} mcq, {kinds.count('freeform')} freeform)" in capsys.readouterr().out
+        assert all(row["matcher"] == matcher for row in rows if row_kind(row) == "freeform")
+        assert all(row["image"] is not None for row in rows)
+
+
+def test_mllm_cl_inline_options_become_mcq(tmp_path):
+    root = write_mllm_cl(tmp_path)
+    [row] = adapt_file("mllm-cl", root / "AD" / "train.json").table.to_pylist()
+    assert row["question"] == "What should the ego car do?"
+    assert (row["options"], row["answer"]) == (["Going ahead.", "Turning left.", "Stopping."], "C")
+
+
+INLINE = {
+    "options colon": ("Q? Options: A. yes B. no", ("Q?", ["yes", "no"], "")),
+    "choices, parentheses": ("Pick. Choices: (A) red car (B) blue car\nBe brief.", ("Pick.", ["red car", "blue car"], "Be brief.")),
+    "letters inside option text": ("Q? Options: A. Plan A. B. Plan B.", ("Q?", ["Plan A.", "Plan B."], "")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", INLINE, ids=list(INLINE))
+def test_split_inline_options(case):
+    text, expected = INLINE[case]
+    assert split_inline_options(text) == expected
+
+
+def test_mllm_cl_without_a_known_domain_says_so(tmp_path):
+    (tmp_path / "train.json").write_text(json.dumps(MLLM_CL_DOMAINS["RS"][0]))
+    with pytest.raises(ValueError, match="cannot tell the MLLM-CL domain.*--domain"):
+        adapt_file("mllm-cl", tmp_path / "train.json", image_root=str(tmp_path))
+
+
+LLAVA_665K = [
+    {"id": "000000033471", "image": "coco/train2017/000000033471.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat are the colors of the bus in the image?"},
+        {"from": "gpt", "value": "The bus in the image is white and red."},
+        {"from": "human", "value": "What feature can be seen on the back of the bus?"},
+        {"from": "gpt", "value": "The back of the bus features an advertisement."}]},
+    {"id": "text-only-1", "conversations": [
+        {"from": "human", "value": "Write a haiku about rain."}, {"from": "gpt", "value": "Soft rain on the roof"}]},
+    {"id": "two-images", "image": ["coco/train2017/000000033471.jpg", "coco/b.png"], "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nWhich picture is brighter?"}, {"from": "gpt", "value": "The second."}]},
+]  # fmt: skip
+
+
+def test_llava_instruct_conversations(tmp_path):
+    (tmp_path / "coco" / "train2017").mkdir(parents=True)
+    (tmp_path / "coco" / "train2017" / "000000033471.jpg").write_bytes(png_bytes((10, 10, 10)))
+    (tmp_path / "coco" / "b.png").write_bytes(png_bytes((250, 250, 250)))
+    (tmp_path / "llava_v1_5_mix665k.json").write_text(json.dumps(LLAVA_665K))
+    out = tmp_path / "llava.parquet"
+    assert data_main(["adapt", "llava-instruct", "--input", str(tmp_path / "llava_v1_5_mix665k.json"), "--out", str(out)]) == 0
+    chat, text_only, two = read_mcq(out).to_pylist()
+    assert chat["history"] == [
+        {"role": "user", "text": "<image>\nWhat are the colors of the bus in the image?"},
+        {"role": "assistant", "text": "The bus in the image is white and red."},
+    ]
+    assert (chat["question"], chat["answer"]) == (
+        "What feature can be seen on the back of the bus?",
+        "The back of the bus features an advertisement.",
+    )
+    assert text_only["image"] is None and text_only["history"] == [] and text_only["matcher"] == "exact"
+    assert len(row_images(two)) == 2 and two["id"] == "llava-two-images"
+
+
+LLAVA_BAD = {
+    "gpt first": ([{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}], "conversations[0].from is 'gpt'"),
+    "ends with human": ([{"from": "human", "value": "x"}], "must end with a gpt turn"),
+    "unknown speaker": ([{"from": "bot", "value": "x"}, {"from": "gpt", "value": "y"}], "conversations[0].from is 'bot'"),
+    "placeholder without image": ([{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}], "image placeholder(s) but no image"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LLAVA_BAD, ids=list(LLAVA_BAD))
+def test_llava_instruct_bad_rows_name_the_item(tmp_path, case):
+    turns, expected = LLAVA_BAD[case]
+    (tmp_path / "chat.json").write_text(json.dumps([{"id": "ok", "conversations": LLAVA_665K[1]["conversations"]}, {"id": "x9", "conversations": turns}]))
+    with pytest.raises(MCQFormatError) as error:
+        adapt_file("llava-instruct", tmp_path / "chat.json")
+    assert "chat.json" in str(error.value) and "item 2" in str(error.value) and expected in str(error.value)
+
+
+def test_vqa_jsonl_and_zero_rows(tmp_path, capsys):
+    (tmp_path / "img.png").write_bytes(png_bytes())
+    rows = [
+        {"question_id": "ocr-1", "image": "img.png", "question": "Who wrote this book?", "answers": ["Jane Doe", "J. Doe"]},
+        {"id": "ocr-2", "image": "img.png", "question": "What is the title?", "answer": "Rain"},
+    ]
+    (tmp_path / "ocrvqa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    adapted = adapt_file("vqa", tmp_path / "ocrvqa.jsonl", matcher="med")
+    assert [r["answer"] for r in adapted.table.to_pylist()] == ["Jane Doe", "Rain"]
+    assert adapted.kinds == {"mcq": 0, "freeform": 2} and set(adapted.table.column("matcher").to_pylist()) == {"med"}
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", "question": "Q?"}) + "\n")
+    argv = ["adapt", "vqa", "--input", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o.parquet"), "--skip-bad"]
+    assert data_main(argv) == 2
+    assert "has no rows left to write (1 bad rows skipped)" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()

@@ -1,10 +1,11 @@
 """python -m recipes.data toy --out DIR [--seed N] [--size small|default]
 python -m recipes.data imagenet-vqa --images DIR --clip PATH --out FILE [--seed N]
-python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,class-folder} --input PATH --out FILE
+python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,llava-instruct,vqa,class-folder} --input PATH --out FILE
 python -m recipes.data inspect FILE [--samples N] [--skip-bad]
 
 Command line of the dataset tools: generate the toy world, build ImageNet-VQA from a class
-folder, adapt public benchmarks to the MCQ contract, and inspect an MCQ file. ``--help`` after
+folder, adapt public benchmarks (multiple-choice and free-form) to the data contract, and
+inspect a data file. ``--help`` after
 a command lists its options. Images that data files name by path must lie inside the file's
 folder (or ``--image-root``); ``--allow-external-images`` (before the command) also reads
 absolute paths and URLs.
@@ -18,10 +19,10 @@ import os
 import sys
 import time
 
-from recipes.data.adapters import FORMATS, adapt
+from recipes.data.adapters import FORMATS, MLLM_CL_MATCHERS, adapt
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
 from recipes.data.imagenet_vqa import build_imagenet_vqa
-from recipes.data.schema import MCQFormatError, read_mcq_report
+from recipes.data.schema import MATCHER_NAMES, MCQFormatError, read_mcq_report
 from recipes.data.summary import summarize
 from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
 from recipes.redaction import install_log_redaction, redact
@@ -67,6 +68,8 @@ def _adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         question=args.question,
         names_file=args.class_names,
+        matcher=args.matcher,
+        domain=args.domain,
     )
     print(f"{adapted.summary()} -> {args.out}")
     for bad in adapted.bad[:10]:
@@ -118,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     imagenet.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     imagenet.set_defaults(run=_imagenet_vqa)
 
-    adapt = commands.add_parser("adapt", help="adapt a public benchmark file (or class folder) to the MCQ contract")
+    adapt = commands.add_parser(
+        "adapt", help="adapt a public benchmark or conversation file (or class folder) to the data contract"
+    )
     adapt.add_argument("format", choices=FORMATS, help="source format")
     adapt.add_argument("--input", required=True, help="source file (.jsonl, .parquet, .tsv, .json) or class folder")
     adapt.add_argument("--out", required=True, help="output parquet file")
@@ -136,10 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--question", default="What is this?", help="class-folder: the question (default 'What is this?')"
     )
     adapt.add_argument("--class-names", help="class-folder: class names file")
+    adapt.add_argument(
+        "--matcher",
+        choices=MATCHER_NAMES,
+        help="llava-instruct, vqa: how the free-form answers are scored (default exact)",
+    )
+    adapt.add_argument(
+        "--domain",
+        choices=tuple(MLLM_CL_MATCHERS),
+        help="mllm-cl: the domain, whose matcher scores the free-form rows (default: the input's folder name)",
+    )
     adapt.set_defaults(run=_adapt)
 
-    inspect = commands.add_parser("inspect", help="summarize an MCQ file (rows, options, answer balance, samples)")
-    inspect.add_argument("file", help="MCQ file (.parquet or .jsonl, local or URL)")
+    inspect = commands.add_parser(
+        "inspect", help="summarize a data file (rows per kind, options, answer balance, matchers, samples)"
+    )
+    inspect.add_argument("file", help="data file (.parquet or .jsonl, local or URL)")
     inspect.add_argument("--samples", type=int, default=3, help="sample rows to print (default 3)")
     inspect.add_argument(
         "--skip-bad", action="store_true", help="skip bad rows (and report how many) instead of failing"
