@@ -278,3 +278,80 @@ def test_vqa_jsonl_and_zero_rows(tmp_path, capsys):
     assert data_main(argv) == 2
     assert "has no rows left to write (1 bad rows skipped)" in capsys.readouterr().err
     assert not (tmp_path / "o.parquet").exists()
+
+
+# -- collation: images in place, assistant-only labels ---------------------------------------------
+
+import torch  # noqa: E402
+
+from recipes.data.collate import IGNORE_INDEX, MCQCollator, place_images  # noqa: E402
+from tests.tiny_models import mcq_row, tiny_qwen  # noqa: E402
+
+PLACEMENTS = {
+    "no placeholder: image first": (["Q?"], 1, [[{"type": "image"}, {"type": "text", "text": "Q?"}]], [0]),
+    "llava <image> line": (["<image>\nQ?"], 1, [[{"type": "image"}, {"type": "text", "text": "Q?"}]], [0]),
+    "numbered, out of order": (
+        ["Is <image 2> older than <image 1>?"], 2,
+        [[{"type": "text", "text": "Is "}, {"type": "image"}, {"type": "text", "text": " older than "},
+          {"type": "image"}, {"type": "text", "text": "?"}]], [1, 0]),
+    "second turn names the second image": (
+        ["<image>\nWhat is it?", "And <image>?"], 2,
+        [[{"type": "image"}, {"type": "text", "text": "What is it?"}],
+         [{"type": "text", "text": "And "}, {"type": "image"}, {"type": "text", "text": "?"}]], [0, 1]),
+    "text-only": (["Hello"], 0, [[{"type": "text", "text": "Hello"}]], []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PLACEMENTS, ids=list(PLACEMENTS))
+def test_images_go_where_their_placeholders_are(case):
+    texts, count, contents, order = PLACEMENTS[case]
+    assert place_images(texts, count) == (contents, order)
+
+
+def label_runs(batch, tokenizer) -> list[list[str]]:
+    """Per row, the decoded runs of consecutive labelled positions (checking labels equal the input ids)."""
+    runs = []
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        kept = (labels != IGNORE_INDEX).nonzero().flatten().tolist()
+        assert torch.equal(labels[kept], ids[kept])
+        groups, current = [], []
+        for position in kept:
+            if current and position != current[-1] + 1:
+                groups.append(current)
+                current = []
+            current.append(position)
+        groups.append(current)
+        runs.append([tokenizer.decode(ids[group]) for group in groups if group])
+    return runs
+
+
+def test_labels_cover_exactly_the_assistant_turns():
+    processor = tiny_qwen()[1]
+    tokenizer = processor.tokenizer
+    single = freeform_record(1, history=[], question="What is <image 2>?")
+    rows = [mcq_row(0, answer="C"), single, freeform_record(2)]
+    batch = MCQCollator(processor, with_answers=True)(rows)
+    assert label_runs(batch, tokenizer) == [
+        ["C<|im_end|>"],
+        ["a blue square<|im_end|>"],
+        ["a red square<|im_end|>", "a blue square<|im_end|>"],
+    ]
+    assistant_prompt = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        starts = [p for p in range(1, len(ids)) if labels[p] != IGNORE_INDEX and labels[p - 1] == IGNORE_INDEX]
+        assert all(ids[p - len(assistant_prompt) : p] == assistant_prompt for p in starts)
+    assert batch["image_grid_thw"].shape[0] == 1 + 2 + 2  # every image of every row
+
+
+def test_evaluation_prompt_of_a_conversation_ends_before_its_answer():
+    collate = MCQCollator(tiny_qwen()[1], padding_side="left")
+    prompt = collate.prompt_text(freeform_record(0))
+    assert prompt.count("<|vision_start|>") == 2 and "a red square<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n") and "a blue square" not in prompt
+
+
+def test_one_image_families_name_the_row_with_several():
+    from tests.test_collate import llava_processor
+
+    with pytest.raises(ValueError, match=r"row 'f3' \(fixture\) has 2 images.*LlavaProcessor.*at most 1"):
+        MCQCollator(llava_processor(), with_answers=True)([mcq_row(0), freeform_record(3)])
