@@ -355,3 +355,43 @@ def test_one_image_families_name_the_row_with_several():
 
     with pytest.raises(ValueError, match=r"row 'f3' \(fixture\) has 2 images.*LlavaProcessor.*at most 1"):
         MCQCollator(llava_processor(), with_answers=True)([mcq_row(0), freeform_record(3)])
+
+
+# -- scoring LLaMA-Factory's generated_predictions.jsonl -------------------------------------------
+
+# Hand-checked against Listing 2 (RS/AD): 3 right of 5, one skipped but counted -> 60.00%
+RS_PREDICTIONS = [
+    ({"predict": "3", "label": "3"}, "no space on either side: '3' in '3' -> right"),
+    ({"predict": "There is an airplane.", "label": "airplane"}, "' airplane' in the prediction -> right"),
+    ({"predict": "Unanswerable", "label": "no"}, "skipped, still in the denominator"),
+    ({"predict": "a parking lot near the road", "label": "parking lot"}, "label with a space is a substring -> right"),
+    ({"predict": "no", "label": "yes"}, "wrong"),
+]
+
+
+def write_predictions(path, items):
+    prompt = "system\nYou are a helpful assistant.\nuser\n<image>Question?\nassistant\n"
+    path.write_text("".join(json.dumps({"prompt": prompt, **item}) + "\n" for item in items))
+    return path
+
+
+def test_score_command_reproduces_the_listing_accuracy(tmp_path, capsys):
+    from jobs.evaluate.__main__ import main as evaluate_main
+
+    path = write_predictions(tmp_path / "generated_predictions.jsonl", [item for item, _ in RS_PREDICTIONS])
+    assert evaluate_main(["score", "--predictions", str(path), "--matcher", "rs"]) == 0
+    assert "60.00% (3 of 5 right, matcher rs, 1 skipped)" in capsys.readouterr().out
+    assert evaluate_main(["score", "--predictions", str(path), "--matcher", "med"]) == 0
+    # Listing 3: the label is a substring: "3", "airplane", "parking lot"; "no" skipped; "yes" not in "no"
+    assert "60.00%" in capsys.readouterr().out
+
+
+def test_score_command_names_the_bad_line(tmp_path, capsys):
+    from jobs.evaluate.__main__ import main as evaluate_main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"predict": "a", "label": "a"}) + "\n" + json.dumps({"predict": "a"}) + "\n")
+    assert evaluate_main(["score", "--predictions", str(path), "--matcher", "exact"]) == 2
+    assert "p.jsonl: line 2: field label is missing" in capsys.readouterr().err
+    assert evaluate_main(["score", "--predictions", str(path), "--matcher", "sci"]) == 2
+    assert "line 1: field prompt is missing" in capsys.readouterr().err
