@@ -395,3 +395,44 @@ def test_score_command_names_the_bad_line(tmp_path, capsys):
     assert "p.jsonl: line 2: field label is missing" in capsys.readouterr().err
     assert evaluate_main(["score", "--predictions", str(path), "--matcher", "sci"]) == 2
     assert "line 1: field prompt is missing" in capsys.readouterr().err
+
+
+# -- toy world: free-form tasks, conversations, mixing, a free-form continual domain ----------------
+
+from recipes.data.continual import resolve_task, stage_training_table  # noqa: E402
+from recipes.data.registry import load_dataset  # noqa: E402
+from recipes.data.stream import MixSource, build_train_stream  # noqa: E402
+
+
+def test_toy_freeform_datasets_are_registered_and_deterministic():
+    from recipes.data.toy_freeform import toy_freeform_records
+    from recipes.data.toy_world import ToyWorldConfig
+
+    count = load_dataset("toy-count-free").to_pylist()
+    assert {row["question"] for row in count} == {"How many shapes are there? Answer with a number."}
+    assert {row["answer"] for row in count} == {"1", "2", "3", "4"} and {row["matcher"] for row in count} == {"rs"}
+    chat = load_dataset("toy-chat").to_pylist()
+    assert all(len(row["history"]) == 2 and row["matcher"] == "exact" for row in chat)
+    config = ToyWorldConfig(size="small")
+    assert toy_freeform_records("toy-chat", config) == toy_freeform_records("toy-chat", config)
+
+
+def test_training_stream_mixes_mcq_and_conversations_by_share():
+    stream = build_train_stream(
+        "toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.15), MixSource("toy-chat", 0.15)], seed=0
+    )
+    shares = stream.realized_ratios(0, 2000)
+    assert shares == {"toy-imagenet-vqa": 0.7, "toy-general": 0.15, "toy-chat": 0.15}
+    rows = stream.rows(0, 64)
+    assert {row_kind(row) for row in rows} == {"mcq", "freeform"}
+    assert rows == stream.rows(0, 64)  # resumable: a position's sample never changes
+    batch = MCQCollator(tiny_qwen()[1], with_answers=True)(rows[:16])
+    assert (batch["labels"] != IGNORE_INDEX).any(dim=1).all()
+
+
+def test_continual_stage_with_a_freeform_domain_replays_mcq_rows():
+    tasks = [resolve_task(name) for name in ("toy-cl-shapes", "toy-cl-count")]
+    table = stage_training_table(tasks, stage=1, per_task=20, seed=0)
+    kinds = [row_kind(row) for row in table.to_pylist()]
+    assert kinds.count("mcq") == 20 and kinds.count("freeform") == table.num_rows - 20
+    assert tasks[1].test == "toy-count-free"

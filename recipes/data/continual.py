@@ -5,10 +5,12 @@ and after each task answers every task's test set (the accuracy matrix of the pa
 Table 3). A task is written either as a toy-world domain name or as a mapping of files:
 
     tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-digits]            # toy world, CPU
+    tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-count]              # with a free-form domain
     tasks: [{name: RS, train: data/mllm-cl/RS-train.parquet, test: data/mllm-cl/RS-test.parquet}, ...]
 
 The toy domains are views of the toy world's tables (by question type), written once into the
-cache next to the world; the MLLM-CL files come from ``python -m recipes.data adapt mllm-cl``.
+cache next to the world; the MLLM-CL files come from ``python -m recipes.data adapt mllm-cl``
+(MCQ and free-form rows; each test set's free-form rows are scored by their domain's matcher).
 Replay follows MLLM-CL: before task k, ``replay_per_task`` seeded samples of every earlier
 task's training set are appended to task k's training data (no over-sampling):
 
@@ -56,8 +58,12 @@ TOY_DOMAINS: dict[str, ToyDomain] = {
     "toy-cl-digits": ToyDomain("toy-general", "digit", "toy-digit-tasks", "parity and arithmetic of digits"),
     "toy-cl-wiki": ToyDomain("toy-general", "wiki", "toy-wiki", "made-up facts about a class"),
     "toy-cl-text": ToyDomain("toy-general", "text", "toy-text-qa", "text-only questions"),
+    "toy-cl-count": ToyDomain(
+        "toy-count-free-train", "count", "toy-count-free", "how many shapes, answered with a number (free-form, Listing 2)"
+    ),
 }
-"""Toy continual-learning domains by name (the toy world's sequence of up to five tasks)."""
+"""Toy continual-learning domains by name (the toy world's sequence of up to five tasks); ``toy-cl-count``
+is free-form: its answers are generated and scored by the matcher its rows name (``rs``, like MLLM-CL's RS)."""
 
 
 @dataclass(frozen=True)
