@@ -436,3 +436,48 @@ def test_continual_stage_with_a_freeform_domain_replays_mcq_rows():
     kinds = [row_kind(row) for row in table.to_pylist()]
     assert kinds.count("mcq") == 20 and kinds.count("freeform") == table.num_rows - 20
     assert tasks[1].test == "toy-count-free"
+
+
+# -- one real trial: MCQ + conversation batches, a free-form dataset in the suite ------------------
+
+
+def test_trial_trains_on_mixed_batches_and_scores_a_freeform_dataset(tmp_path, tracking_uri, ray_cluster):
+    import yaml
+
+    from jobs.finetune.config import TrialConfig
+    from jobs.trial import run_trial
+    from tests.conftest import metric_steps
+
+    suite = {
+        "name": "mixed",
+        "quadrants": {
+            "id_id": ["toy-imagenet-vqa-val"],
+            "id_ood": ["toy-count-free"],
+            "ood_id": ["toy-wiki"],
+            "ood_ood": ["toy-text-qa"],
+        },
+        "max_new_tokens": {"toy-count-free": 4},
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    trial = TrialConfig(
+        model="toy-qwen2.5-vl-init",
+        parts="llm.attn",
+        lr=2e-3,
+        steps=2,
+        eval_every=2,
+        batch_size=8,
+        micro_batch_size=8,
+        workers=1,
+        zero_stage=2,
+        warmup_ratio=0.0,
+        eval_batch_size=64,
+        mix=(MixSource("toy-chat", 0.5),),
+        eval_suite=str(tmp_path / "suite.yaml"),
+        storage=str(tmp_path / "storage"),
+        tracking_uri=tracking_uri,
+        experiment=f"test-{tmp_path.name}",
+    )
+    outcome = run_trial(trial)
+    assert outcome.status == "finished", outcome.error
+    for key in ("acc/toy-count-free", "acc/q/id_ood", "train/loss"):
+        assert 2 in metric_steps(tracking_uri, outcome.run_id, key), key
