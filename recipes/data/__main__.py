@@ -24,17 +24,25 @@ from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
 from recipes.data.imagenet_vqa import build_imagenet_vqa
 from recipes.data.schema import MATCHER_NAMES, MCQFormatError, read_mcq_report
 from recipes.data.summary import summarize
-from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
+from recipes.data.toy_freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
+from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 from recipes.redaction import install_log_redaction, redact
 
 
 def _toy(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    manifest = generate_toy_world(
-        args.out, ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size), overwrite=args.overwrite
-    )
+    config = ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size)
+    files = [f"{name}.parquet" for name in (*TOY_DATASET_NAMES, *TOY_FREEFORM_NAMES)] + ["suite.yaml", "manifest.json"]
+    existing = [name for name in files if os.path.exists(os.path.join(args.out, name))]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{args.out} already has {', '.join(existing)}; pass overwrite=True (--overwrite) to replace them"
+        )
+    manifest = generate_toy_world(args.out, config, overwrite=args.overwrite)
     for name, entry in manifest["datasets"].items():
         print(f"{name:24s} {entry['rows']:6d} rows  {entry['quadrant']:8s}  {entry['file']}")
+    for name, rows in generate_toy_freeform(args.out, config).items():
+        print(f"{name:24s} {rows:6d} rows  {'freeform':8s}  {name}.parquet")
     print(f"toy world written to {args.out} in {time.perf_counter() - started:.1f}s (suite.yaml, manifest.json)")
     return 0
 
@@ -97,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    toy = commands.add_parser("toy", help="generate the toy world (all datasets, suite.yaml, manifest.json)")
+    toy = commands.add_parser(
+        "toy", help="generate the toy world (all MCQ and free-form datasets, suite.yaml, manifest.json)"
+    )
     toy.add_argument("--out", required=True, help="output folder")
     toy.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     toy.add_argument("--size", choices=("small", "default"), default="default", help="row counts (default: default)")
