@@ -481,3 +481,24 @@ def test_trial_trains_on_mixed_batches_and_scores_a_freeform_dataset(tmp_path, t
     assert outcome.status == "finished", outcome.error
     for key in ("acc/toy-count-free", "acc/q/id_ood", "train/loss"):
         assert 2 in metric_steps(tracking_uri, outcome.run_id, key), key
+
+
+def test_continual_toy_sequence_with_a_freeform_domain(tmp_path, tracking_uri, ray_cluster):
+    from mlflow.tracking import MlflowClient
+
+    from jobs.finetune.config import TrialConfig
+    from jobs.trial import run_trial
+    from tests.conftest import metric_steps
+
+    trial = TrialConfig(
+        model="toy-qwen2.5-vl-init", parts="llm", lr=1e-3, method="lora", lora_r=4, lora_alpha=8,
+        batch_size=8, micro_batch_size=8, warmup_ratio=0.0, zero_stage=0, eval_batch_size=64,
+        continual_tasks=("toy-cl-shapes", "toy-cl-count"), continual_epochs=(0.05, 0.2), replay_per_task=4,
+        storage=str(tmp_path / "storage"), tracking_uri=tracking_uri, experiment=f"test-{tmp_path.name}",
+    )  # fmt: skip
+    outcome = run_trial(trial)
+    assert outcome.status == "finished", outcome.error
+    assert len(metric_steps(tracking_uri, outcome.run_id, "cl/acc/toy-cl-count")) == 3  # zero-shot, after each task
+    metrics = MlflowClient(tracking_uri).get_run(outcome.run_id).data.metrics
+    assert {"cl/last/toy-cl-count", "cl/average"} <= set(metrics)
+    assert 0.0 <= metrics["cl/last/toy-cl-count"] <= 100.0
