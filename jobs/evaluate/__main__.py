@@ -85,8 +85,12 @@ def build_score_parser() -> argparse.ArgumentParser:
         prog=f"python -m jobs.evaluate {SCORE_COMMAND}",
         description="Score a predictions file (jsonl with prompt, predict, label) with one of the paper's matchers.",
     )
-    parser.add_argument("--predictions", required=True, help="predictions jsonl (LLaMA-Factory generated_predictions.jsonl)")
-    parser.add_argument("--matcher", required=True, choices=sorted(MATCHERS), help="answer matcher (Listings 1-5, exact)")
+    parser.add_argument(
+        "--predictions", required=True, help="predictions jsonl (LLaMA-Factory generated_predictions.jsonl)"
+    )
+    parser.add_argument(
+        "--matcher", required=True, choices=sorted(MATCHERS), help="answer matcher (Listings 1-5, exact)"
+    )
     return parser
 
 

@@ -73,7 +73,9 @@ class BatchScorer:
             raise ValueError("BatchScorer needs an evaluation collator: with_answers=False, padding_side='left'")
 
     @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+    def __call__(
+        self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int | None = None
+    ) -> list[dict[str, Any]]:
         """Per row: ``prediction`` (letter or text), ``chosen`` (the option's text; "" for free-form) and ``correct``.
 
         ``max_new_tokens`` is the free-form rows' generation budget (default: the scorer's).

@@ -1,4 +1,5 @@
-"""Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters, fractions, mixing, suites, toy world.
+"""Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters,
+fractions, mixing, suites, toy world.
 
     from recipes.data import load_dataset, load_suite, build_train_stream, MixSource
     stream = build_train_stream("toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.5)], seed=0)

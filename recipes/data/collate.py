@@ -111,7 +111,7 @@ def place_images(texts: Sequence[str], image_count: int) -> tuple[list[list[dict
 
 
 def conversation(row: dict, with_answer: bool = False) -> tuple[list[dict], list[bytes]]:
-    """The chat messages of a record (history, question, and the answer when ``with_answer``) and its images in order."""
+    """A record's chat messages (history, question, the answer when ``with_answer``) and its images in order."""
     turns = [*row_history(row), {"role": USER_ROLE, "text": question_text(row)}]
     images = row_images(row)
     user_texts = [turn["text"] for turn in turns if turn["role"] == USER_ROLE]

@@ -59,7 +59,7 @@ TOY_DOMAINS: dict[str, ToyDomain] = {
     "toy-cl-wiki": ToyDomain("toy-general", "wiki", "toy-wiki", "made-up facts about a class"),
     "toy-cl-text": ToyDomain("toy-general", "text", "toy-text-qa", "text-only questions"),
     "toy-cl-count": ToyDomain(
-        "toy-count-free-train", "count", "toy-count-free", "how many shapes, answered with a number (free-form, Listing 2)"
+        "toy-count-free-train", "count", "toy-count-free", "how many shapes, as a number (free-form, Listing 2)"
     ),
 }
 """Toy continual-learning domains by name (the toy world's sequence of up to five tasks); ``toy-cl-count``
@@ -73,9 +73,9 @@ class ContinualTask:
     name: str
     """Task name (a column of the accuracy matrix and of the Table-3 table)."""
     train: str
-    """Training set: registered name or MCQ file path."""
+    """Training set: registered name or data file path (MCQ and free-form records)."""
     test: str
-    """Test set: registered name or MCQ file path."""
+    """Test set: registered name or data file path; free-form rows are scored by their matcher."""
 
     def __post_init__(self) -> None:
         for key in ("name", "train", "test"):

@@ -105,5 +105,5 @@ def dataset_name(name_or_path: str | os.PathLike) -> str:
 
 
 def load_dataset(name_or_path: str | os.PathLike, skip_bad: bool = False) -> pa.Table:
-    """The validated MCQ table of a registered name or file (see ``recipes.data.schema.read_mcq``)."""
+    """The validated table (MCQ and free-form records) of a registered name or file (``schema.read_mcq``)."""
     return read_mcq(resolve_dataset(name_or_path), skip_bad=skip_bad)

@@ -341,10 +341,8 @@ class RowValidator:
                 elif any(not image.is_valid for image in extra):
                     problem = "extra_images has a null image"
                 elif self.check_images:
-                    problem = next(
-                        (f"extra_images[{k}]: {p}" for k, image in enumerate(extra) if (p := image_problem(image.as_buffer()))),
-                        None,
-                    )
+                    problems = (image_problem(image.as_buffer()) for image in extra)
+                    problem = next((f"extra_images[{k}]: {p}" for k, p in enumerate(problems) if p), None)
             if problem is None and self.check_images and images[offset].is_valid:
                 problem = image_problem(images[offset].as_buffer())
             if problem is not None:
@@ -362,7 +360,7 @@ class RowValidator:
             kind_problem = (
                 _options_problem(options)
                 or _answer_problem(answer, options)
-                or (f"matcher {matcher!r} on an MCQ row (the eval mode scores MCQ rows)" if matcher not in (None, "mcq") else None)
+                or (f"matcher {matcher!r} on an MCQ row (the eval mode scores it)" if matcher not in (None, "mcq") else None)
                 or ("history on an MCQ row (conversations are free-form records)" if history else None)
             )
         elif kind == FREEFORM_KIND:
