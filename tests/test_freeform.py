@@ -502,3 +502,17 @@ def test_continual_toy_sequence_with_a_freeform_domain(tmp_path, tracking_uri, r
     metrics = MlflowClient(tracking_uri).get_run(outcome.run_id).data.metrics
     assert {"cl/last/toy-cl-count", "cl/average"} <= set(metrics)
     assert 0.0 <= metrics["cl/last/toy-cl-count"] <= 100.0
+
+
+def test_suite_budgets_name_their_dataset(tmp_path):
+    import yaml
+
+    from recipes.data.suites import SuiteError, load_suite
+
+    quadrants = {q: ["toy-count-free"] if q == "id_ood" else ["toy-wiki"] for q in ("id_id", "id_ood", "ood_id", "ood_ood")}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "quadrants": quadrants, "max_new_tokens": {"toy-count-free": 4}}))
+    assert load_suite(path).max_new_tokens == {"toy-count-free": 4}
+    path.write_text(yaml.safe_dump({"name": "s", "quadrants": quadrants, "max_new_tokens": {"toy-chat": 0}}))
+    with pytest.raises(SuiteError, match=r"suite\.yaml.*max_new_tokens\.toy-chat: not a dataset of the suite"):
+        load_suite(path)
