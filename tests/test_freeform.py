@@ -516,3 +516,19 @@ def test_suite_budgets_name_their_dataset(tmp_path):
     path.write_text(yaml.safe_dump({"name": "s", "quadrants": quadrants, "max_new_tokens": {"toy-chat": 0}}))
     with pytest.raises(SuiteError, match=r"suite\.yaml.*max_new_tokens\.toy-chat: not a dataset of the suite"):
         load_suite(path)
+
+
+def test_sweep_refuses_rows_with_more_images_than_the_model_family_takes(tmp_path, monkeypatch):
+    import orchestrator.sweep as sweep
+    from jobs.finetune.config import TrialConfig
+    from recipes.models.families import LLAVA, QWEN2_5_VL
+
+    data = write_mcq([mcq_record(0), freeform_record(1)], tmp_path / "two-images.parquet")
+    trial = TrialConfig(model="some-llava", parts="llm", lr=1e-5, mix=(MixSource(str(data), 0.2),),
+                        storage=str(tmp_path), tracking_uri="sqlite:///x.db", experiment="e")  # fmt: skip
+    monkeypatch.setattr(sweep, "model_family", lambda name: LLAVA)
+    with pytest.raises(MCQFormatError, match=r"two-images\.parquet: row 2 \(id 'f1'\) has 2 images, but model "
+                                             r"'some-llava' \(llava\) takes at most 1 per row"):  # fmt: skip
+        sweep.check_data([trial])
+    monkeypatch.setattr(sweep, "model_family", lambda name: QWEN2_5_VL)
+    sweep.check_data([trial])

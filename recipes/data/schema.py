@@ -137,6 +137,19 @@ def row_history(row: Mapping[str, Any]) -> list[dict]:
     return list(row.get("history") or [])
 
 
+def image_count_problem(table: pa.Table, limit: int) -> str | None:
+    """"row N (id X) has K images" for the first row of ``table`` with more than ``limit`` (>= 1) images, else None."""
+    if "extra_images" not in table.column_names:
+        return None  # one image at most
+    extra = pc.fill_null(pc.list_value_length(table.column("extra_images")), 0).to_pylist()
+    has_first = table.column("image").is_valid().to_pylist()
+    for row, (first, more) in enumerate(zip(has_first, extra)):
+        count = int(first) + more
+        if count > limit:
+            return f"row {row + 1} (id {table.column('id')[row].as_py()!r}) has {count} images"
+    return None
+
+
 def is_plain_mcq(table: pa.Table) -> bool:
     """Whether every row of ``table`` is an MCQ row with at most one image (storable with ``MCQ_SCHEMA``)."""
     if "kind" not in table.column_names:

@@ -41,6 +41,8 @@ class ModelFamily:
     """Module names, relative to a decoder layer, of the attention projections (``llm.attn``)."""
     mlp_gate_up: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")
     """Module names, relative to a decoder layer, of the MLP gate and up projections."""
+    max_images_per_row: int | None = None
+    """Images one training or evaluation row may have (None: any number, as Qwen2.5-VL takes)."""
 
     def __post_init__(self) -> None:
         for field_name in ("vision", "projector", "language_model", "lm_head"):
@@ -70,6 +72,7 @@ LLAVA = ModelFamily(
     lm_head="lm_head.",
     vision_blocks="model.vision_tower.encoder.layers",
     llm_layers="model.language_model.layers",
+    max_images_per_row=1,
 )
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (QWEN2_5_VL, LLAVA)}

@@ -91,6 +91,18 @@ def resolve_model_dir(name: str) -> Path:
     )
 
 
+def model_family(name: str) -> ModelFamily | None:
+    """The family of a model name without loading it (None when its files are not on this machine)."""
+    if name in (TOY_BASE, TOY_INIT):
+        return family_for_model_type("qwen2_5_vl")
+    try:
+        directory = resolve_model_dir(name)
+        config = json.loads((directory / "config.json").read_text())
+        return family_for_model_type(config.get("model_type", ""))
+    except (ModelNotFoundError, OSError, ValueError):
+        return None
+
+
 def weights_fingerprint(directory: Path) -> str:
     """Identity of a checkpoint directory: its config plus the names and sizes of its weight files."""
     files = sorted(
