@@ -134,8 +134,11 @@ def user_message(row: dict) -> dict:
 
 
 def image_limit(processor: Any) -> int | None:
-    """Images one row may have for this processor's family (None: any number)."""
-    return 1 if type(processor).__name__.startswith("Llava") else None
+    """Images one row may have for this processor's family (``ModelFamily.max_images_per_row``; None: any number)."""
+    from recipes.models.families import family_for_processor  # local: the recipes.models package imports this module
+
+    family = family_for_processor(processor)
+    return family.max_images_per_row if family is not None else None
 
 
 @dataclass
