@@ -94,10 +94,10 @@ def include_cells(cell: IncludeCell, axes: Axes, methods: MethodSettings) -> Ite
 
 
 def mix_sources(mix: list[MixItem], mix_ratio: float | None) -> tuple[MixSource, ...]:
-    """The mixed-in datasets of a cell: ``train.mix`` as written, or its one dataset at ``mix_ratio``."""
+    """The mixed-in datasets of a cell: ``train.mix`` as written, or its datasets sharing ``mix_ratio`` equally."""
     if mix_ratio is None:
         return tuple(MixSource(item.dataset, item.ratio) for item in mix if item.ratio)
-    return (MixSource(mix[0].dataset, mix_ratio),) if mix_ratio > 0 else ()
+    return tuple(MixSource(item.dataset, mix_ratio / len(mix)) for item in mix) if mix_ratio > 0 else ()
 
 
 def grid_axes(grid: Grid) -> Axes:

@@ -143,8 +143,11 @@ def _mix_problems(s: GridSections) -> list[str]:
         ratio_axes.append("grid.mix_ratio")
     ratio_axes += [f"include[{i}].mix_ratio" for i, cell in enumerate(s.include or []) if cell.mix_ratio is not None]
     for where in ratio_axes:
-        if len(mix) != 1:
-            problems.append(f"{where}: needs exactly one dataset in train.mix to set the ratio of, found {len(mix)}")
+        if not mix:
+            problems.append(f"{where}: needs at least one dataset in train.mix to set the ratio of, found 0")
+        for index, item in enumerate(mix):
+            if item.ratio is not None:
+                problems.append(f"train.mix[{index}].ratio: {where} sets the mixed-in share; leave the ratio out")
     if s.axes is None or s.axes.mix_ratio is not None:
         return problems
     for index, item in enumerate(mix):

@@ -297,7 +297,7 @@ class Axes(Section):
     data_fraction: FractionAxis = [TRIAL_DEFAULTS["data_fraction"]]
     """Seeded random shares of the target dataset, in (0, 1]."""
     mix_ratio: MixRatioAxis | None = None
-    """Shares of mixed-in samples, in [0, 1) (needs exactly one ``train.mix`` dataset; 0 = no mixing)."""
+    """Shares of mixed-in samples, in [0, 1), split equally among the ``train.mix`` datasets (0 = no mixing)."""
     seed: SeedAxis = [TRIAL_DEFAULTS["seed"]]
     """Seeds (repeats of each recipe)."""
 

@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 from mlflow.tracking import MlflowClient
 
@@ -43,9 +44,10 @@ from orchestrator.runs import close_parent_run, open_parent_run, parent_experime
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
 from recipes.data.continual import load_train_table
 from recipes.data.registry import resolve_dataset
-from recipes.data.schema import MCQFormatError, read_mcq
+from recipes.data.schema import MCQFormatError, image_count_problem, read_mcq
 from recipes.data.suites import SuiteError, load_suite
 from recipes.models import resolve_model_dir
+from recipes.models.catalog import model_family
 from recipes.redaction import install_log_redaction, redact, redact_uri
 
 EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
@@ -60,20 +62,38 @@ survives. ``node:__internal_head__`` is the resource Ray gives the head node alo
 def check_data(trials: list[TrialConfig]) -> None:
     """Read and validate every dataset the trials use, row by row, images checked, before any compute.
 
-    Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows.
+    Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows,
+    also for a row with more images than the family of a trial's model takes (LLaVA-1.5: one).
     """
+    used: dict[str, list[tuple[str, pa.Table]]] = {}  # model -> (file, table) of every dataset it sees
+    for trial in trials:
+        used.setdefault(trial.model, [])
     for name in sorted({trial.eval_suite for trial in trials}):
         suite = load_suite(name)
-        for _, dataset in suite.entries():
-            suite.load(dataset)
+        tables = [(str(dataset), suite.load(dataset)) for _, dataset in suite.entries()]
+        for trial in trials:
+            if trial.eval_suite == name:
+                used[trial.model] += tables
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
-    for name in sorted(training):
-        read_mcq(resolve_dataset(name))
+    loaded = {name: read_mcq(resolve_dataset(name)) for name in sorted(training)}
+    for trial in single:
+        used[trial.model] += [(name, loaded[name]) for name in (trial.dataset, *(m.dataset for m in trial.mix))]
     tasks = {task for trial in trials for task in trial.continual_tasks}
+    task_tables = {}
     for task in sorted(tasks, key=lambda task: task.name):
-        load_train_table(task)
-        read_mcq(resolve_dataset(task.test))
+        task_tables[task] = [(task.train, load_train_table(task)), (task.test, read_mcq(resolve_dataset(task.test)))]
+    for trial in trials:
+        used[trial.model] += [table for task in trial.continual_tasks for table in task_tables[task]]
+    for model, tables in used.items():
+        family = model_family(model)
+        if family is None or family.max_images_per_row is None:
+            continue
+        for path, table in tables:
+            problem = image_count_problem(table, family.max_images_per_row)
+            if problem:
+                raise MCQFormatError(path, problem=f"{problem}, but model {model!r} ({family.name}) takes at most "
+                                                   f"{family.max_images_per_row} per row")  # fmt: skip
 
 
 def prepare_shared_inputs(trials: list[TrialConfig]) -> None:

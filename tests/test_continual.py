@@ -202,7 +202,7 @@ def test_broken_continual_sections_are_reported(grid, message):
 # -- MLLM-CL adapter -------------------------------------------------------------------------
 
 
-def test_mllm_cl_splits_become_mcq_and_open_questions_are_counted(tmp_path):
+def test_mllm_cl_splits_keep_mcq_and_open_questions(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "scene.png")
@@ -218,15 +218,16 @@ def test_mllm_cl_splits_become_mcq_and_open_questions_are_counted(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps(train))
     (tmp_path / "test.json").write_text(json.dumps(test))
     adapted = adapt_file("mllm-cl", tmp_path / "train.json", source="RS")
-    assert adapted.rows == 1 and adapted.excluded == {"open-ended questions": 1}
-    row = adapted.table.to_pylist()[0]
+    assert adapted.rows == 2 and adapted.kinds == {"mcq": 1, "freeform": 1} and adapted.excluded == {}
+    row, open_row = adapted.table.to_pylist()
     assert (row["question"], row["options"], row["answer"]) == ("What is shown?", ["field", "lake", "road"], "B")
+    assert (open_row["kind"], open_row["answer"], open_row["matcher"]) == ("freeform", "3", "rs")
     assert row["image"] is not None and json.loads(row["meta"])["instruction"] == "Answer with the letter."
     answers = [r["answer"] for r in adapt_file("mllm-cl", tmp_path / "test.json", source="RS").table.to_pylist()]
     assert answers == ["B", "A"]
     (tmp_path / "bad.json").write_text(json.dumps([{"question_id": 9, "text": "Q?\nA. x\nB. y", "answer": "maybe"}]))
     with pytest.raises(MCQFormatError, match="neither an option letter nor an option's text"):
-        adapt_file("mllm-cl", tmp_path / "bad.json")
+        adapt_file("mllm-cl", tmp_path / "bad.json", domain="RS")
 
 
 # -- Table 3 ---------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from recipes.data.__main__ import main
 from recipes.data.adapters import adapt, adapt_file, parse_label, split_question_options
@@ -191,22 +189,21 @@ def mmmu_file(path):
     return path
 
 
-def test_mmmu_multiple_choice_only(tmp_path):
+def test_mmmu_multiple_choice_only_with_every_image_and_placeholder(tmp_path):
     adapted = adapt_file("mmmu", mmmu_file(tmp_path / "validation.parquet"))
     assert adapted.excluded == {"open questions": 1} and adapted.rows == 2
     single, double = adapted.table.to_pylist()
-    assert single["question"] == "the image Which style is shown?" and single["options"] == [
+    assert single["question"] == "<image 1> Which style is shown?" and single["options"] == [
         "Baroque",
         "Gothic",
         "Modern",
     ]
-    assert single["image"] == RED and single["answer"] == "B"
-    assert double["question"] == "Compare image 1 and image 2. Which is older?" and double["options"] == [
-        "image 1",
-        "image 2",
+    assert single["image"] == RED and single["answer"] == "B" and single["extra_images"] == []
+    assert double["question"] == "Compare <image 1> and <image 2>. Which is older?" and double["options"] == [
+        "<image 1>",
+        "<image 2>",
     ]
-    stitched = Image.open(io.BytesIO(double["image"]))
-    assert stitched.height == 20 and stitched.width == 20 + 8 + 20
+    assert (double["image"], double["extra_images"], double["kind"]) == (RED, [BLUE], "mcq")
     assert json.loads(double["meta"])["num_images"] == 2
 
 

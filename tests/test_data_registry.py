@@ -20,7 +20,8 @@ from recipes.data.registry import (
 from recipes.data.schema import write_mcq
 from recipes.data.stream import MixSource, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
-from recipes.data.toy_world import ToyWorldConfig
+from recipes.data.toy_freeform import TOY_FREEFORM_NAMES
+from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig
 from tests.data_fixtures import mcq_record
 
 
@@ -51,7 +52,11 @@ def test_registered_name_builds_the_toy_world_once(fresh_cache):
     modified = path.stat().st_mtime_ns
     assert resolve_dataset("toy-imagenet-vqa") == path and path.stat().st_mtime_ns == modified
     assert load_dataset("toy-imagenet-vqa").num_rows == 400
-    assert all((path.parent / f"{name}.parquet").exists() for name in REGISTERED_DATASETS)
+    assert all((path.parent / f"{name}.parquet").exists() for name in TOY_DATASET_NAMES)
+    freeform = resolve_dataset("toy-chat")
+    assert freeform.parent.parent == fresh_cache / "toy-freeform"
+    assert all((freeform.parent / f"{name}.parquet").exists() for name in TOY_FREEFORM_NAMES)
+    assert set(REGISTERED_DATASETS) == {*TOY_DATASET_NAMES, *TOY_FREEFORM_NAMES}
 
 
 def test_racing_processes_share_one_build(fresh_cache):
@@ -62,7 +67,7 @@ def test_racing_processes_share_one_build(fresh_cache):
     assert len(outputs) == 1
     built = Path(outputs.pop())
     assert sorted(p.name for p in (fresh_cache / "toy-world").iterdir() if not p.name.endswith(".lock")) == [built.name]
-    assert len(list(built.glob("*.parquet"))) == len(REGISTERED_DATASETS)
+    assert len(list(built.glob("*.parquet"))) == len(TOY_DATASET_NAMES)
 
 
 KEY_CHANGES = {

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from orchestrator.expand import expand_trials
-from orchestrator.grid import load_grid, parse_grid
+from orchestrator.grid import GridError, load_grid, parse_grid
 from recipes.data.stream import MixSource
 
 HEAD = {"name": "t", "model": "toy-qwen2.5-vl"}
@@ -279,3 +279,15 @@ def test_run_fields_do_not_change_ids():
     (first,), (second,) = expand_trials(parse_grid(base)), expand_trials(parse_grid(moved))
     assert first.trial_id == second.trial_id
     assert (second.experiment, second.storage, second.tracking_uri) == ("other", "s3://bucket/x", "http://mlflow:5000")
+
+
+def test_mix_ratio_is_split_equally_among_the_mixed_in_datasets():
+    grid = {
+        "train": {"mix": [{"dataset": "toy-general"}, {"dataset": "toy-chat"}]},
+        "grid": {"lr": [1e-4], "mix_ratio": [0, 0.3]},
+    }
+    trials = expand_trials(parse_grid({**HEAD, **grid}, check_paths=False))
+    assert [trial.mix for trial in trials] == [(), (MixSource("toy-general", 0.15), MixSource("toy-chat", 0.15))]
+    with pytest.raises(GridError, match=r"train\.mix\[1\]\.ratio: grid\.mix_ratio sets the mixed-in share"):
+        parse_grid({**HEAD, "train": {"mix": [{"dataset": "toy-general"}, {"dataset": "toy-chat", "ratio": 0.1}]},
+                    "grid": {"lr": [1e-4], "mix_ratio": [0.3]}}, check_paths=False)  # fmt: skip

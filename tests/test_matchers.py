@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from recipes.data.schema import MATCHER_NAMES
 from jobs.evaluate.matchers import (
     MATCHERS,
     accuracy,
@@ -128,8 +129,9 @@ def test_mcq_converts_non_strings_like_the_listing():
 
 
 def test_registry_names_and_shared_rs_ad_rule():
-    assert set(MATCHERS) == {"mcq", "rs", "ad", "med", "sci", "fin"}
-    assert MATCHERS["rs"] is MATCHERS["ad"] is match_rs_ad
+    assert set(MATCHERS) == {"exact", "mcq", "rs", "ad", "rs_ad", "med", "sci", "fin"}
+    assert MATCHERS["rs"] is MATCHERS["ad"] is MATCHERS["rs_ad"] is match_rs_ad
+    assert set(MATCHERS) == set(MATCHER_NAMES)  # every name a record may carry has a rule
 
 
 ACCURACY_CASES = {

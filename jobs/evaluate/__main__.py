@@ -1,13 +1,18 @@
 """python -m jobs.evaluate --model M [--checkpoint C ...] --suite S --mode logits|generate
+python -m jobs.evaluate score --predictions FILE --matcher NAME
 
 One-off evaluation on a 2x2 suite, printed as a quadrant table: the base model, then each
 trial checkpoint given (a ``checkpoint_*`` directory of a trial run; its trial settings say
-which parts/method to rebuild), with the change of every quadrant vs the base model.
+which parts/method to rebuild), with the change of every quadrant vs the base model. The
+``score`` command instead scores an existing predictions file (LLaMA-Factory's
+``generated_predictions.jsonl``: ``prompt``, ``predict``, ``label``) with one of the paper's
+matchers and prints the accuracy (``jobs.evaluate.predictions_file``).
 
     python -m jobs.evaluate --model toy-qwen2.5-vl --suite toy --mode logits
     python -m jobs.evaluate --model toy-qwen2.5-vl --checkpoint sweeps/demo-forgetting/<trial>/checkpoint_... \\
         --probe classname --probe counting
     python -m jobs.evaluate ... --predictions out/   # per-example predictions as parquet files
+    python -m jobs.evaluate score --predictions RS/generated_predictions.jsonl --matcher rs
 
 ``--probe classname`` runs the class-label distractor probe (default dataset
 toy-wiki-classname); ``--probe counting`` the counting-bias probe (default dataset
@@ -24,6 +29,8 @@ import pyarrow.parquet as pq
 
 from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric
 from jobs.checkpoints import load_trial_checkpoint
+from jobs.evaluate.matchers import MATCHERS
+from jobs.evaluate.predictions_file import PredictionsFileError, score_predictions_file
 from jobs.evaluate.probing import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
 from jobs.evaluate.suite_eval import SuiteEvaluator
@@ -69,7 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SCORE_COMMAND = "score"
+"""First argument that selects the predictions-file scorer instead of a model evaluation."""
+
+
+def build_score_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m jobs.evaluate {SCORE_COMMAND}",
+        description="Score a predictions file (jsonl with prompt, predict, label) with one of the paper's matchers.",
+    )
+    parser.add_argument(
+        "--predictions", required=True, help="predictions jsonl (LLaMA-Factory generated_predictions.jsonl)"
+    )
+    parser.add_argument(
+        "--matcher", required=True, choices=sorted(MATCHERS), help="answer matcher (Listings 1-5, exact)"
+    )
+    return parser
+
+
+def score_main(argv: list[str]) -> int:
+    args = build_score_parser().parse_args(argv)
+    try:
+        result = score_predictions_file(args.predictions, args.matcher)
+    except (PredictionsFileError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [SCORE_COMMAND]:
+        return score_main(argv[1:])
     args = build_parser().parse_args(argv)
 
     try:

@@ -24,6 +24,10 @@ function's docstring says so and which reading is implemented.
 | med       | 3       | MLLM-CL medical                                            |
 | sci       | 4       | MLLM-CL science (needs the prompt text)                    |
 | fin       | 5       | MLLM-CL finance                                            |
+| exact     | -       | free-form answers without a listing (toy tasks, VQA)       |
+
+``rs_ad`` is another name of the ``rs``/``ad`` rule. The names are those a free-form record
+may carry in its ``matcher`` column (``recipes.data.schema.MATCHER_NAMES``).
 """
 
 from __future__ import annotations
@@ -178,15 +182,36 @@ def match_fin(predict: str, label: str, prompt: str | None = None) -> float:
     return 1.0 if gt == pred else 0.0
 
 
+def _normalise_exact(text: str) -> str:
+    return " ".join(str(text).strip().lower().rstrip(".").split())
+
+
+def match_exact(predict: str, label: str, prompt: str | None = None) -> float:
+    """Exact match after normalising both sides: strip, lower-case, one trailing ``.`` dropped, runs of spaces as one.
+
+    ``"Four."`` matches ``"four"``; ``"4 shapes"`` does not match ``"4"``. ``prompt`` is unused.
+    """
+    return 1.0 if _normalise_exact(predict) == _normalise_exact(label) else 0.0
+
+
 MATCHERS: dict[str, Matcher] = {
+    "exact": match_exact,
     "mcq": match_mcq,
     "rs": match_rs_ad,
     "ad": match_rs_ad,
+    "rs_ad": match_rs_ad,
     "med": match_med,
     "sci": match_sci,
     "fin": match_fin,
 }
 """Matcher name (as a suite or grid names it) -> per-prediction scoring function."""
+
+
+def score(matcher_name: str, predict: str, label: str, prompt: str | None = None) -> float:
+    """One prediction's credit under a matcher: its score, 0.0 for a skipped item (it still counts)."""
+    if matcher_name not in MATCHERS:
+        raise ValueError(f"matcher: unknown matcher {matcher_name!r}; known: {', '.join(sorted(MATCHERS))}")
+    return MATCHERS[matcher_name](predict, label, prompt) or 0.0
 
 
 def accuracy(

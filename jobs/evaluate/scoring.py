@@ -1,9 +1,12 @@
-"""Answer one batch of MCQ records with a model, in one of the two evaluation modes.
+"""Answer one batch of records (MCQ and free-form) with a model and score the answers.
 
-``logits``: one forward pass; the prediction is the option letter whose token has the highest
-next-token logit at the answer position, among the letters of that question's options only.
-``generate``: greedy decoding of up to ``max_new_tokens``, scored with the paper's Listing 1
-matcher (``jobs.evaluate.matchers.match_mcq``).
+MCQ rows are answered in one of the two evaluation modes. ``logits``: one forward pass; the
+prediction is the option letter whose token has the highest next-token logit at the answer
+position, among the letters of that question's options only. ``generate``: greedy decoding of
+up to ``max_new_tokens``, scored with the paper's Listing 1 matcher
+(``jobs.evaluate.matchers.match_mcq``). Free-form rows are always generated greedily (up to
+the dataset's budget) and scored by the matcher their ``matcher`` column names (Listings 2-5,
+or exact match).
 
     scorer = BatchScorer(collator, mode="logits")
     rows_out = scorer(model, rows)   # [{"prediction": "B", "chosen": "blue square", "correct": 1.0}, ...]
@@ -16,9 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
-from jobs.evaluate.matchers import match_mcq
-from recipes.data.collate import MCQCollator
-from recipes.data.schema import LETTERS
+from jobs.evaluate.matchers import match_mcq, score
+from recipes.data.collate import PLACEHOLDER_ROW, MCQCollator
+from recipes.data.schema import LETTERS, MCQ_KIND, row_kind
 
 MODES = ("logits", "generate")
 """Evaluation modes."""
@@ -59,7 +62,7 @@ class BatchScorer:
     mode: str = "logits"
     """``logits`` or ``generate``."""
     max_new_tokens: int = 8
-    """Generation budget in ``generate`` mode."""
+    """Generation budget of MCQ rows in ``generate`` mode, and of free-form rows unless their dataset sets one."""
     synced_gpus: bool = False
     """Keep all ranks generating in lockstep (needed when ZeRO-3 shards the parameters)."""
 
@@ -70,13 +73,35 @@ class BatchScorer:
             raise ValueError("BatchScorer needs an evaluation collator: with_answers=False, padding_side='left'")
 
     @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, rows: Sequence[dict]) -> list[dict[str, Any]]:
+    def __call__(
+        self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Per row: ``prediction`` (letter or text), ``chosen`` (the option's text; "" for free-form) and ``correct``.
+
+        ``max_new_tokens`` is the free-form rows' generation budget (default: the scorer's).
+        With ``synced_gpus`` every rank runs both parts (an empty part as one placeholder row),
+        so that sharded parameters are gathered by all ranks alike.
+        """
+        mcq = [index for index, row in enumerate(rows) if row_kind(row) == MCQ_KIND]
+        freeform = [index for index, row in enumerate(rows) if row_kind(row) != MCQ_KIND]
+        results: list[dict[str, Any] | None] = [None] * len(rows)
+        if mcq or self.synced_gpus:
+            part = [rows[index] for index in mcq] or [PLACEHOLDER_ROW]
+            for index, result in zip(mcq, self._mcq(model, part)):
+                results[index] = result
+        if freeform or self.synced_gpus:
+            part = [rows[index] for index in freeform] or [PLACEHOLDER_ROW]
+            for index, result in zip(freeform, self._freeform(model, part, max_new_tokens or self.max_new_tokens)):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _mcq(self, model: torch.nn.Module, rows: Sequence[dict]) -> list[dict[str, Any]]:
         batch = to_model(self.collator(rows), model)
         if self.mode == "logits":
             letters = self._logit_letters(model, batch, rows)
             predictions = letters
         else:
-            predictions = self._generate(model, batch)[: len(rows)]
+            predictions = self._generate(model, batch, self.max_new_tokens)[: len(rows)]
             letters = [chosen_letter(text, len(row["options"])) for text, row in zip(predictions, rows)]
         results = []
         for row, prediction, letter in zip(rows, predictions, letters):
@@ -84,6 +109,18 @@ class BatchScorer:
             chosen = options[LETTERS.index(letter)] if letter else ""
             results.append({"prediction": prediction, "chosen": chosen, "correct": match_mcq(prediction, row["answer"])})
         return results
+
+    def _freeform(self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int) -> list[dict[str, Any]]:
+        batch = to_model(self.collator(rows), model)
+        predictions = self._generate(model, batch, max_new_tokens)[: len(rows)]
+        return [
+            {
+                "prediction": prediction,
+                "chosen": "",
+                "correct": score(row.get("matcher") or "exact", prediction, row["answer"], row["question"]),
+            }
+            for row, prediction in zip(rows, predictions)
+        ]
 
     def _logit_letters(self, model, batch, rows) -> list[str]:
         logits = model(**batch, logits_to_keep=1).logits[: len(rows), -1, :].float()
@@ -95,11 +132,11 @@ class BatchScorer:
         best = scores.masked_fill(~allowed, float("-inf")).argmax(dim=1)
         return [LETTERS[index] for index in best.tolist()]
 
-    def _generate(self, model, batch) -> list[str]:
+    def _generate(self, model, batch, max_new_tokens: int) -> list[str]:
         tokenizer = self.collator.tokenizer
         output = model.generate(
             **batch,
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             synced_gpus=self.synced_gpus,

@@ -1,9 +1,11 @@
-"""Evaluate a model on a 2x2 suite, data-parallel across the ranks of a trial.
+"""Evaluate a model on a 2x2 suite (MCQ and free-form datasets), data-parallel across the ranks of a trial.
 
 The suite's datasets are cut into fixed batches once (the same batches whatever the number of
 ranks, so results do not depend on it); rank r answers batches r, r + W, r + 2W, ...; rank 0
 gathers the per-example results, puts them back in dataset order and computes the metrics of
 ``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
+A dataset's MCQ rows are scored by the mode, its free-form rows by their matcher (after greedy
+generation within the suite's budget for the dataset), all counted in its one ``acc/<dataset>``.
 
     evaluator = SuiteEvaluator(load_suite("toy"), processor, mode="logits")
     evaluator = DatasetEvaluator(["toy-wiki", "tests.parquet"], processor)   # acc/<dataset> only
@@ -26,6 +28,7 @@ from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_me
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
 from recipes.data.registry import dataset_name, load_dataset
+from recipes.data.schema import MCQ_KIND, row_kind
 from recipes.data.suites import Suite
 
 PREDICTION_SCHEMA = pa.schema(
@@ -86,11 +89,14 @@ class DatasetEvaluator:
         max_new_tokens: int = 8,
         synced_gpus: bool = False,
         load: Callable[[str], pa.Table] = load_dataset,
+        budgets: dict[str, int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
         collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus)
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
+        self.budgets = dict(budgets or {})
+        """Generation budget of free-form rows by dataset name (default: ``max_new_tokens``)."""
         self.batches: list[tuple[str, list[dict]]] = []
         for dataset in datasets:
             rows = load(dataset).to_pylist()
@@ -102,6 +108,11 @@ class DatasetEvaluator:
         return {dataset_metric(name): value for name, value in dataset_accuracy.items()}
 
     @property
+    def has_freeform(self) -> bool:
+        """Whether any question is free-form (generated and scored by a matcher whatever the mode)."""
+        return any(row_kind(row) != MCQ_KIND for _, rows in self.batches for row in rows)
+
+    @property
     def mode(self) -> str:
         return self.scorer.mode
 
@@ -109,7 +120,7 @@ class DatasetEvaluator:
         answered = []
         for index in batch_indices:
             dataset, rows = self.batches[index]
-            scored = self.scorer(model, rows)
+            scored = self.scorer(model, rows, self.budgets.get(dataset))
             answered.append(
                 (
                     index,
@@ -152,7 +163,13 @@ class SuiteEvaluator(DatasetEvaluator):
     """A ``DatasetEvaluator`` over a 2x2 suite: adds ``acc/q/<quadrant>``."""
 
     def __init__(self, suite: Suite, processor: Any, **settings: Any) -> None:
-        super().__init__([dataset for _, dataset in suite.entries()], processor, load=suite.load, **settings)
+        super().__init__(
+            [dataset for _, dataset in suite.entries()],
+            processor,
+            load=suite.load,
+            budgets=suite.max_new_tokens,
+            **settings,
+        )
         self.suite = suite
 
     def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:

@@ -30,16 +30,17 @@ CACHE_FORMAT = 1
 def zero_shot_key(model_fingerprint: str, suite: Suite, evaluator: SuiteEvaluator) -> str:
     """Content hash of everything a zero-shot evaluation depends on."""
     scorer = evaluator.scorer
-    return content_key(
-        {
-            "format": CACHE_FORMAT,
-            "model": model_fingerprint,
-            "suite": suite.content_hash(),
-            "mode": scorer.mode,
-            "max_new_tokens": scorer.max_new_tokens if scorer.mode == "generate" else None,
-            "batches": [len(rows) for _, rows in evaluator.batches],
-        }
-    )
+    identity = {
+        "format": CACHE_FORMAT,
+        "model": model_fingerprint,
+        "suite": suite.content_hash(),
+        "mode": scorer.mode,
+        "max_new_tokens": scorer.max_new_tokens if scorer.mode == "generate" else None,
+        "batches": [len(rows) for _, rows in evaluator.batches],
+    }
+    if evaluator.has_freeform:  # generated whatever the mode
+        identity["freeform_max_new_tokens"] = {"default": scorer.max_new_tokens, **evaluator.budgets}
+    return content_key(identity)
 
 
 class ZeroShotCache:

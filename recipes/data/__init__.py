@@ -1,4 +1,5 @@
-"""Datasets of forgetless: the MCQ contract, builders, adapters, fractions, mixing, suites, toy world.
+"""Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters,
+fractions, mixing, suites, toy world.
 
     from recipes.data import load_dataset, load_suite, build_train_stream, MixSource
     stream = build_train_stream("toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.5)], seed=0)
@@ -21,11 +22,15 @@ from recipes.data.schema import (
     LETTERS,
     MCQ_COLUMNS,
     MCQ_SCHEMA,
+    RECORD_SCHEMA,
     MCQFormatError,
     answer_index,
     option_letter,
     read_mcq,
     read_mcq_report,
+    row_history,
+    row_images,
+    row_kind,
     skipped_row_count,
     write_mcq,
 )
@@ -38,6 +43,7 @@ __all__ = [
     "MCQ_INSTRUCTION",
     "MCQ_SCHEMA",
     "QUADRANTS",
+    "RECORD_SCHEMA",
     "REGISTERED_DATASETS",
     "DatasetNotFoundError",
     "MCQFormatError",
@@ -56,6 +62,9 @@ __all__ = [
     "read_mcq",
     "read_mcq_report",
     "resolve_dataset",
+    "row_history",
+    "row_images",
+    "row_kind",
     "skipped_row_count",
     "take_fraction",
     "toy_world_key",

@@ -1,10 +1,11 @@
 """python -m recipes.data toy --out DIR [--seed N] [--size small|default]
 python -m recipes.data imagenet-vqa --images DIR --clip PATH --out FILE [--seed N]
-python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,class-folder} --input PATH --out FILE
+python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,llava-instruct,vqa,class-folder} --input PATH --out FILE
 python -m recipes.data inspect FILE [--samples N] [--skip-bad]
 
 Command line of the dataset tools: generate the toy world, build ImageNet-VQA from a class
-folder, adapt public benchmarks to the MCQ contract, and inspect an MCQ file. ``--help`` after
+folder, adapt public benchmarks (multiple-choice and free-form) to the data contract, and
+inspect a data file. ``--help`` after
 a command lists its options. Images that data files name by path must lie inside the file's
 folder (or ``--image-root``); ``--allow-external-images`` (before the command) also reads
 absolute paths and URLs.
@@ -18,22 +19,30 @@ import os
 import sys
 import time
 
-from recipes.data.adapters import FORMATS, adapt
+from recipes.data.adapters import FORMATS, MLLM_CL_MATCHERS, adapt
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
 from recipes.data.imagenet_vqa import build_imagenet_vqa
-from recipes.data.schema import MCQFormatError, read_mcq_report
+from recipes.data.schema import MATCHER_NAMES, MCQFormatError, read_mcq_report
 from recipes.data.summary import summarize
-from recipes.data.toy_world import ToyWorldConfig, generate_toy_world
+from recipes.data.toy_freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
+from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 from recipes.redaction import install_log_redaction, redact
 
 
 def _toy(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    manifest = generate_toy_world(
-        args.out, ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size), overwrite=args.overwrite
-    )
+    config = ToyWorldConfig(seed=args.seed, size=args.size, image_size=args.image_size)
+    files = [f"{name}.parquet" for name in (*TOY_DATASET_NAMES, *TOY_FREEFORM_NAMES)] + ["suite.yaml", "manifest.json"]
+    existing = [name for name in files if os.path.exists(os.path.join(args.out, name))]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{args.out} already has {', '.join(existing)}; pass overwrite=True (--overwrite) to replace them"
+        )
+    manifest = generate_toy_world(args.out, config, overwrite=args.overwrite)
     for name, entry in manifest["datasets"].items():
         print(f"{name:24s} {entry['rows']:6d} rows  {entry['quadrant']:8s}  {entry['file']}")
+    for name, rows in generate_toy_freeform(args.out, config).items():
+        print(f"{name:24s} {rows:6d} rows  {'freeform':8s}  {name}.parquet")
     print(f"toy world written to {args.out} in {time.perf_counter() - started:.1f}s (suite.yaml, manifest.json)")
     return 0
 
@@ -67,6 +76,8 @@ def _adapt(args: argparse.Namespace) -> int:
         seed=args.seed,
         question=args.question,
         names_file=args.class_names,
+        matcher=args.matcher,
+        domain=args.domain,
     )
     print(f"{adapted.summary()} -> {args.out}")
     for bad in adapted.bad[:10]:
@@ -94,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    toy = commands.add_parser("toy", help="generate the toy world (all datasets, suite.yaml, manifest.json)")
+    toy = commands.add_parser(
+        "toy", help="generate the toy world (all MCQ and free-form datasets, suite.yaml, manifest.json)"
+    )
     toy.add_argument("--out", required=True, help="output folder")
     toy.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     toy.add_argument("--size", choices=("small", "default"), default="default", help="row counts (default: default)")
@@ -118,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     imagenet.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     imagenet.set_defaults(run=_imagenet_vqa)
 
-    adapt = commands.add_parser("adapt", help="adapt a public benchmark file (or class folder) to the MCQ contract")
+    adapt = commands.add_parser(
+        "adapt", help="adapt a public benchmark or conversation file (or class folder) to the data contract"
+    )
     adapt.add_argument("format", choices=FORMATS, help="source format")
     adapt.add_argument("--input", required=True, help="source file (.jsonl, .parquet, .tsv, .json) or class folder")
     adapt.add_argument("--out", required=True, help="output parquet file")
@@ -136,10 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--question", default="What is this?", help="class-folder: the question (default 'What is this?')"
     )
     adapt.add_argument("--class-names", help="class-folder: class names file")
+    adapt.add_argument(
+        "--matcher",
+        choices=MATCHER_NAMES,
+        help="llava-instruct, vqa: how the free-form answers are scored (default exact)",
+    )
+    adapt.add_argument(
+        "--domain",
+        choices=tuple(MLLM_CL_MATCHERS),
+        help="mllm-cl: the domain, whose matcher scores the free-form rows (default: the input's folder name)",
+    )
     adapt.set_defaults(run=_adapt)
 
-    inspect = commands.add_parser("inspect", help="summarize an MCQ file (rows, options, answer balance, samples)")
-    inspect.add_argument("file", help="MCQ file (.parquet or .jsonl, local or URL)")
+    inspect = commands.add_parser(
+        "inspect", help="summarize a data file (rows per kind, options, answer balance, matchers, samples)"
+    )
+    inspect.add_argument("file", help="data file (.parquet or .jsonl, local or URL)")
     inspect.add_argument("--samples", type=int, default=3, help="sample rows to print (default 3)")
     inspect.add_argument(
         "--skip-bad", action="store_true", help="skip bad rows (and report how many) instead of failing"

@@ -1,6 +1,7 @@
-"""python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,class-folder} --input PATH --out FILE
+"""python -m recipes.data adapt {imagewikiqa,vmcbench,mmmu,mllm-cl,llava-instruct,vqa,class-folder} --input PATH --out FILE
 
-Adapters from public benchmark formats to the MCQ contract (``recipes.data.schema``):
+Adapters from public benchmark and conversation formats to the data contract
+(``recipes.data.schema``: MCQ and free-form records in one parquet format):
 
 - ``imagewikiqa``: jsonl records ``{image, text, label, wiki, classname}``; ``text`` is the
   question, then lettered option lines ("A. ..."), then an instruction line ("Choose A, B, C,
@@ -12,14 +13,25 @@ Adapters from public benchmark formats to the MCQ contract (``recipes.data.schem
   ``index`` go to ``meta``.
 - ``mmmu``: the multiple-choice questions of MMMU (``question_type == "multiple-choice"``;
   ``options`` is a Python list literal; images in ``image_1`` .. ``image_7``). Open-ended
-  questions are left out and counted. Several images are placed side by side in one image,
-  and the ``<image k>`` placeholders become "the image" (one image) or "image k" (several).
+  questions are left out and counted. A question keeps every image (``image`` then
+  ``extra_images``) and its ``<image k>`` placeholders, which the collator turns into the
+  model family's image tokens in place.
 - ``mllm-cl``: one split of an MLLM-CL domain (``RS/train.json``, ``RS/test.json``, ...; the
   layout of the paper's §5 benchmark): train rows are LLaVA records ``{id, image, conversations:
   [{from: human, value: "<image>\\nquestion\\nA. ..."}, {from: gpt, value: answer}]}``, test rows
   ``{question_id, image, text, answer}``; images are paths relative to ``--image-root`` (default:
-  the json's folder). The multiple-choice questions (lettered option lines; the answer a letter,
-  "B. text" or an option's text) become MCQ rows; open-ended ones are left out and counted.
+  the json's folder). Every row is kept: multiple-choice questions (lettered option lines or
+  inline "Options: A. ... B. ..."; the answer a letter, "B. text" or an option's text) become
+  MCQ rows, the others free-form rows scored by the domain's matcher (``--domain``, default the
+  folder name: RS -> rs, Med -> med, AD -> ad, Sci -> sci, Fin -> fin). The summary counts
+  rows per kind.
+- ``llava-instruct``: LLaVA-Instruct / LLaVA-665K in the ShareGPT layout, a .json list or
+  .jsonl of ``{id, image, conversations: [{from: human|gpt, value}]}``; ``image`` is a path
+  (or a list of them) or absent for text-only rows; ``<image>`` marks where it goes. Each
+  conversation becomes one free-form record: the last human turn and its gpt reply are the
+  question and answer, the turns before the history (the loss covers every gpt turn).
+- ``vqa``: free-form VQA rows (OCR-VQA style) ``{id, image, question, answer}`` (or
+  ``answers``, a list whose first entry is kept; ``images``, a list).
 - ``class-folder``: a class-labelled image folder as "What is this?" questions (distractors
   random, or CLIP-similar with ``--clip``; see ``recipes.data.class_folder``).
 
@@ -28,13 +40,16 @@ Adapters from public benchmark formats to the MCQ contract (``recipes.data.schem
     print(report.summary())
 
 Rows that cannot be adapted raise ``MCQFormatError`` naming the input file, the row and the
-problem; with ``skip_bad=True`` (``--skip-bad``) they are left out and counted.
+problem; with ``skip_bad=True`` (``--skip-bad``) they are left out and counted. A file that
+gives no rows at all is an error, never an empty output. ``--matcher`` names the scorer of
+``llava-instruct`` and ``vqa`` rows (default ``exact``).
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import functools
 import io
 import json
 import math
@@ -48,11 +63,16 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from recipes.data.class_folder import FOLDER_QUESTION, ClassFolder, build_class_mcq
+from recipes.data.prompts import IMAGE_PLACEHOLDER
 from recipes.data.schema import (
+    ASSISTANT_ROLE,
+    FREEFORM_KIND,
     LETTERS,
+    MATCHER_NAMES,
+    MCQ_KIND,
+    USER_ROLE,
     BadRow,
     MCQFormatError,
     RowValidator,
@@ -63,7 +83,7 @@ from recipes.data.schema import (
 )
 from recipes.storage import file_suffix, open_binary, parent_dir
 
-FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "class-folder")
+FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "llava-instruct", "vqa", "class-folder")
 """Formats ``adapt`` understands."""
 
 
@@ -89,9 +109,15 @@ class Adapted:
     """Source rows that could not be adapted (skipped with ``skip_bad``)."""
     excluded: dict[str, int] = field(default_factory=dict)
     """Valid source rows left out on purpose, counted by reason."""
+    kinds: dict[str, int] = field(default_factory=dict)
+    """Rows per kind (``mcq``, ``freeform``) for formats that give both."""
 
     def summary(self) -> str:
-        parts = [f"{self.input}: {self.rows} questions"]
+        if self.kinds:
+            per_kind = ", ".join(f"{self.kinds.get(kind, 0)} {kind}" for kind in (MCQ_KIND, FREEFORM_KIND))
+            parts = [f"{self.input}: {self.rows} rows ({per_kind})"]
+        else:
+            parts = [f"{self.input}: {self.rows} questions"]
         parts += [f"{count} {reason} left out" for reason, count in sorted(self.excluded.items())]
         if self.bad:
             parts.append(f"{len(self.bad)} bad rows skipped")
@@ -194,6 +220,43 @@ def split_question_options(text: str) -> tuple[str, list[str], str]:
     raise ValueError("text has no lettered option lines ('A. ...', 'B. ...')")
 
 
+INLINE_OPTIONS = re.compile(r"(?i)\b(?:options|choices)\s*:\s*")
+INLINE_OPTION = re.compile(r"(?<!\S)\(?([A-Z])[.)]\s+")
+
+
+def split_inline_options(text: str) -> tuple[str, list[str], str]:
+    """(question, options, trailing text) of "question ... Options: A. x B. y C. z" (one line).
+
+    The options run from "A." to the end of the line that holds them, each up to the next
+    letter in order; the trailing text is the lines after them.
+    """
+    marker = INLINE_OPTIONS.search(text)
+    if not marker:
+        raise ValueError("text has no inline options ('Options: A. ... B. ...')")
+    line_end = text.find("\n", marker.end())
+    line = text[marker.end() :] if line_end < 0 else text[marker.end() : line_end]
+    trailing = "" if line_end < 0 else text[line_end + 1 :]
+    starts = []
+    for match in INLINE_OPTION.finditer(line):
+        if match.group(1) == LETTERS[len(starts)]:
+            starts.append(match)
+    if len(starts) < 2 or starts[0].start() > 0:
+        raise ValueError("text has no inline options ('Options: A. ... B. ...')")
+    options = [
+        line[match.end() : (starts[k + 1].start() if k + 1 < len(starts) else len(line))].strip()
+        for k, match in enumerate(starts)
+    ]
+    return text[: marker.start()].strip(), options, trailing.strip()
+
+
+def question_and_options(text: str) -> tuple[str, list[str], str]:
+    """(question, options, trailing text) from lettered option lines or an inline "Options: A. ... B. ..." list."""
+    try:
+        return split_question_options(text)
+    except ValueError:
+        return split_inline_options(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Converters: source row -> MCQ record (ValueError for bad rows, ExcludedRow for unwanted ones)
 
@@ -261,25 +324,6 @@ def vmcbench_record(row: dict, location: str, *, source: str, base_dir: str) -> 
 
 
 MMMU_IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, 8))
-MMMU_PLACEHOLDER = re.compile(r"<image (\d+)>")
-IMAGE_GAP_PX = 8
-
-
-def side_by_side(images: list[bytes]) -> bytes:
-    """One PNG with the images left to right (scaled to a common height)."""
-    decoded = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
-    height = max(image.height for image in decoded)
-    scaled = [image.resize((max(1, round(image.width * height / image.height)), height)) for image in decoded]
-    canvas = Image.new("RGB", (sum(i.width for i in scaled) + IMAGE_GAP_PX * (len(scaled) - 1), height), "white")
-    x = 0
-    for image in scaled:
-        canvas.paste(image, (x, 0))
-        x += image.width + IMAGE_GAP_PX
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def mmmu_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
     question_type = row.get("question_type", "multiple-choice")
     if question_type != "multiple-choice":
@@ -294,26 +338,27 @@ def mmmu_record(row: dict, location: str, *, source: str, base_dir: str) -> dict
         raise ValueError(f"options must be a list of >= 2 choices, got {options!r}")
     images = [(column, image_bytes(row.get(column), base_dir)) for column in MMMU_IMAGE_COLUMNS]
     images = [(column, data) for column, data in images if data is not None]
-    several = len(images) > 1
-
-    def placeholders(text: str) -> str:
-        return MMMU_PLACEHOLDER.sub(lambda m: f"image {m.group(1)}" if several else "the image", text)
-
     meta = {"num_images": len(images), "image_columns": [column for column, _ in images]}
     meta.update(_extra_meta(row, {"id", "question", "options", "answer", "question_type", *MMMU_IMAGE_COLUMNS}))
-    return {
+    record = {
         "id": str(row.get("id") or f"{source}-{location.split()[-1]}"),
-        "image": side_by_side([data for _, data in images]) if several else (images[0][1] if images else None),
-        "question": placeholders(str(row.get("question") or "")).strip(),
-        "options": [placeholders(str(option)).strip() for option in options],
+        "image": images[0][1] if images else None,
+        "question": str(row.get("question") or "").strip(),
+        "options": [str(option).strip() for option in options],
         "answer": parse_label(row.get("answer"), len(options)),
         "source": source,
         "meta": meta,
     }
+    if len(images) > 1:
+        record.update(kind=MCQ_KIND, extra_images=[data for _, data in images[1:]], history=[], matcher=None)
+    return record
 
 
 IMAGE_TOKEN = "<image>"
 """LLaVA's image placeholder at the start of a prompt."""
+
+MLLM_CL_MATCHERS = {"RS": "rs", "Med": "med", "AD": "ad", "Sci": "sci", "Fin": "fin"}
+"""MLLM-CL domain -> the matcher of its free-form answers (the paper's Listings 2-5)."""
 
 
 def mllm_cl_answer(answer: str, options: list[str]) -> str:
@@ -330,8 +375,17 @@ def mllm_cl_answer(answer: str, options: list[str]) -> str:
     raise ValueError(f"answer {answer!r} is neither an option letter nor an option's text")
 
 
-def mllm_cl_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
-    """A row of an MLLM-CL ``train.json`` (LLaVA ``conversations``) or ``test.json`` (``text``, ``answer``)."""
+def freeform_fields(matcher: str, images: list[bytes], history: list[dict] | None = None) -> dict:
+    """The free-form columns of a record: its kind, its matcher, its images after the first, its history."""
+    return {"kind": FREEFORM_KIND, "matcher": matcher, "extra_images": images[1:], "history": history or []}
+
+
+def mllm_cl_record(row: dict, location: str, *, source: str, base_dir: str, matcher: str = "exact") -> dict:
+    """A row of an MLLM-CL ``train.json`` (LLaVA ``conversations``) or ``test.json`` (``text``, ``answer``).
+
+    Multiple-choice rows (lettered option lines, or inline "Options: A. ... B. ...") become MCQ
+    records; every other row a free-form record scored by ``matcher`` (the domain's).
+    """
     if "conversations" in row:
         turns = row["conversations"] or []
         human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
@@ -340,21 +394,114 @@ def mllm_cl_record(row: dict, location: str, *, source: str, base_dir: str) -> d
         human, answer = row.get("text", row.get("question")), row.get("answer")
     if not isinstance(human, str) or not isinstance(answer, str):
         raise ValueError("expected conversations (human, gpt) or text and answer")
-    try:
-        question, options, instruction = split_question_options(human.replace(IMAGE_TOKEN, "").strip())
-    except ValueError:
-        raise ExcludedRow("open-ended questions") from None
     identifier = row.get("id", row.get("question_id"))
-    meta = {"instruction": instruction, "image_path": row.get("image")}
+    image = image_bytes(row.get("image"), base_dir)
+    record = {
+        "id": f"{source}-{identifier}" if not _missing(identifier) else f"{source}-{location.split()[-1]}",
+        "image": image,
+        "source": source,
+    }
+    meta = {"image_path": row.get("image")}
     meta.update(_extra_meta(row, {"id", "question_id", "image", "conversations", "text", "question", "answer"}))
+    try:
+        question, options, instruction = question_and_options(human.replace(IMAGE_TOKEN, "").strip())
+    except ValueError:
+        if not answer.strip():
+            raise ValueError("answer is empty") from None
+        text = human.replace(IMAGE_TOKEN, "").strip() if image is None else human.strip()
+        return {**record, "question": text, "options": [], "answer": answer.strip(), "meta": meta,
+                **freeform_fields(matcher, [image] if image is not None else [])}  # fmt: skip
+    meta["instruction"] = instruction
+    return {**record, "question": question, "options": options, "answer": mllm_cl_answer(answer, options), "meta": meta}
+
+
+LLAVA_ROLES = {"human": USER_ROLE, "user": USER_ROLE, "gpt": ASSISTANT_ROLE, "assistant": ASSISTANT_ROLE}
+"""ShareGPT ``from`` values -> contract roles (``system`` turns are left out)."""
+
+
+def _image_list(value: Any, base_dir: str) -> list[bytes]:
+    """Images of a source value: one image, a list of them, or nothing."""
+    values = value if isinstance(value, list) else [value]
+    return [data for data in (image_bytes(item, base_dir) for item in values) if data is not None]
+
+
+def _check_placeholders(texts: list[str], images: list[bytes]) -> None:
+    """ValueError when the texts have more ``<image>`` placeholders than the row has images."""
+    count = sum(len(IMAGE_PLACEHOLDER.findall(text)) for text in texts)
+    if count and not images:
+        raise ValueError(f"has {count} image placeholder(s) but no image")
+
+
+def llava_instruct_record(row: dict, location: str, *, source: str, base_dir: str, matcher: str = "exact") -> dict:
+    """A LLaVA-Instruct / ShareGPT row ``{id, image, conversations: [{from: human|gpt, value}]}`` as a free-form record.
+
+    The last human turn is the question and the gpt reply to it the answer; the turns before
+    are the history. ``image`` may be a path, a list of paths or absent (text-only rows).
+    """
+    conversations = row.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        raise ValueError("conversations must be a non-empty list of {from, value} turns")
+    turns = []
+    for position, turn in enumerate(conversations):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise ValueError(f"conversations[{position}] must be an object with a string value")
+        speaker = turn.get("from")
+        if speaker == "system":
+            continue
+        if speaker not in LLAVA_ROLES:
+            raise ValueError(f"conversations[{position}].from is {speaker!r}; expected human or gpt")
+        expected = USER_ROLE if len(turns) % 2 == 0 else ASSISTANT_ROLE
+        if LLAVA_ROLES[speaker] != expected:
+            raise ValueError(f"conversations[{position}].from is {speaker!r}; turns must alternate human, gpt, ...")
+        turns.append({"role": expected, "text": turn["value"].strip()})
+    if len(turns) < 2 or len(turns) % 2:
+        raise ValueError("conversations must end with a gpt turn answering a human turn")
+    images = _image_list(row.get("image"), base_dir)
+    _check_placeholders([turn["text"] for turn in turns], images)
+    identifier = row.get("id")
+    meta = {"image_path": row.get("image")} if row.get("image") is not None else {}
+    meta.update(_extra_meta(row, {"id", "image", "conversations"}))
     return {
         "id": f"{source}-{identifier}" if not _missing(identifier) else f"{source}-{location.split()[-1]}",
-        "image": image_bytes(row.get("image"), base_dir),
-        "question": question,
-        "options": options,
-        "answer": mllm_cl_answer(answer, options),
+        "image": images[0] if images else None,
+        "question": turns[-2]["text"],
+        "options": [],
+        "answer": turns[-1]["text"],
         "source": source,
         "meta": meta,
+        **freeform_fields(matcher, images, turns[:-2]),
+    }
+
+
+def vqa_record(row: dict, location: str, *, source: str, base_dir: str, matcher: str = "exact") -> dict:
+    """A free-form VQA row (OCR-VQA style): ``question`` and ``answer`` (or ``answers``, the first kept).
+
+    ``image`` (or ``images``, a list) is a path, base64 text or bytes; ``id`` or ``question_id``
+    names the row; other fields go to meta.
+    """
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question is missing or empty")
+    answer = row.get("answer")
+    if answer is None and isinstance(row.get("answers"), list) and row["answers"]:
+        answer = row["answers"][0]
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError("answer is missing or empty (give answer, or answers as a list)")
+    images = _image_list(row.get("images", row.get("image")), base_dir)
+    _check_placeholders([question], images)
+    identifier = row.get("id", row.get("question_id"))
+    meta = _extra_meta(row, {"id", "question_id", "image", "images", "question", "answer", "answers"})
+    return {
+        "id": f"{source}-{identifier}" if not _missing(identifier) else f"{source}-{location.split()[-1]}",
+        "image": images[0] if images else None,
+        "question": question.strip(),
+        "options": [],
+        "answer": answer.strip(),
+        "source": source,
+        "meta": meta,
+        **freeform_fields(matcher, images),
     }
 
 
@@ -363,7 +510,25 @@ CONVERTERS: dict[str, Callable[..., dict]] = {
     "vmcbench": vmcbench_record,
     "mmmu": mmmu_record,
     "mllm-cl": mllm_cl_record,
+    "llava-instruct": llava_instruct_record,
+    "vqa": vqa_record,
 }
+
+FREEFORM_FORMATS = ("mllm-cl", "llava-instruct", "vqa")
+"""Formats whose rows may be free-form (their converters take the free-form rows' ``matcher``)."""
+
+
+def mllm_cl_domain(path: str, source: str) -> str:
+    """The MLLM-CL domain of a split file: its folder name (``RS/train.json``) or the dataset name's prefix."""
+    candidates = [posixpath.basename(parent_dir(path).rstrip("/")), source.split("-")[0], source]
+    for candidate in candidates:
+        for domain in MLLM_CL_MATCHERS:
+            if candidate.lower() == domain.lower():
+                return domain
+    raise ValueError(
+        f"{path}: cannot tell the MLLM-CL domain from the folder or the dataset name {source!r}; "
+        f"pass --domain ({', '.join(MLLM_CL_MATCHERS)})"
+    )
 
 
 def adapt_file(
@@ -373,14 +538,28 @@ def adapt_file(
     source: str | None = None,
     image_root: str | None = None,
     skip_bad: bool = False,
+    matcher: str | None = None,
+    domain: str | None = None,
 ) -> Adapted:
-    """Adapt a source file of format ``fmt`` (imagewikiqa, vmcbench, mmmu) to an MCQ table."""
+    """Adapt a source file of format ``fmt`` (any of ``CONVERTERS``) to a table of the contract.
+
+    ``matcher`` scores the free-form rows of ``llava-instruct`` and ``vqa`` (default ``exact``);
+    ``mllm-cl`` uses its ``domain``'s matcher (default: the domain the path or source names).
+    """
     if fmt not in CONVERTERS:
         raise ValueError(f"unknown format {fmt!r}; file formats are {', '.join(CONVERTERS)}")
     path = str(path)
     convert = CONVERTERS[fmt]
     base_dir = str(image_root) if image_root is not None else parent_dir(path)
     source = source or fmt
+    if fmt == "mllm-cl":
+        if domain is not None and domain not in MLLM_CL_MATCHERS:
+            raise ValueError(f"domain {domain!r} is not an MLLM-CL domain ({', '.join(MLLM_CL_MATCHERS)})")
+        matcher = MLLM_CL_MATCHERS[domain or mllm_cl_domain(path, source)]
+    if matcher is not None and matcher not in MATCHER_NAMES:
+        raise ValueError(f"matcher {matcher!r} is not one of {', '.join(MATCHER_NAMES)}")
+    if fmt in FREEFORM_FORMATS:
+        convert = functools.partial(convert, matcher=matcher or "exact")
     records, locations, bad, excluded = [], [], [], Counter()
     for location, row in iter_source_rows(path):
         try:
@@ -405,7 +584,13 @@ def adapt_file(
     if contract_bad:
         dropped = {b.row for b in contract_bad}
         table = table.filter(pa.array([row not in dropped for row in range(table.num_rows)]))
-    return Adapted(path, table, table.num_rows, tuple(bad), dict(excluded))
+    if table.num_rows == 0:
+        raise MCQFormatError(path, problem=f"has no rows left to write ({len(bad)} bad rows skipped)")
+    kinds = {}
+    if fmt in FREEFORM_FORMATS:
+        counted = Counter(table.column("kind").to_pylist()) if "kind" in table.column_names else Counter()
+        kinds = {MCQ_KIND: table.num_rows - counted[FREEFORM_KIND], FREEFORM_KIND: counted[FREEFORM_KIND]}
+    return Adapted(path, table, table.num_rows, tuple(bad), dict(excluded), kinds)
 
 
 def _excluded_text(excluded: Counter) -> str:
@@ -425,8 +610,10 @@ def adapt(
     seed: int = 0,
     question: str = FOLDER_QUESTION,
     names_file: str | None = None,
+    matcher: str | None = None,
+    domain: str | None = None,
 ) -> Adapted:
-    """Adapt ``input_path`` (format ``fmt``) and write the MCQ parquet ``out``."""
+    """Adapt ``input_path`` (format ``fmt``) and write the parquet ``out``."""
     check_writable(out, overwrite)
     if fmt == "class-folder":
         folder = ClassFolder.scan(input_path, names_file=names_file)
@@ -440,6 +627,8 @@ def adapt(
         source=source or posixpath.splitext(posixpath.basename(str(out)))[0],
         image_root=image_root,
         skip_bad=skip_bad,
+        matcher=matcher,
+        domain=domain,
     )
     write_mcq(adapted.table, out, overwrite=overwrite)
     return adapted

@@ -1,11 +1,17 @@
-"""Turn MCQ records into model batches with each family's own chat template.
+"""Turn records of the data contract (MCQ and free-form) into model batches with each family's chat template.
 
-The processor's chat template renders the conversation (system prompt, image placeholder,
-question with lettered options, the instruction to answer with a letter); the processor expands
-image placeholders and makes pixel tensors. Training batches carry ``labels`` that are -100
-everywhere except the answer (the option letter and the end-of-turn token), so the loss is on
-the answer only. Evaluation batches end with the generation prompt, so the next token is the
-answer:
+The processor's chat template renders the conversation (system prompt, image placeholders,
+the earlier turns of a conversation, the question: for MCQ rows with lettered options and the
+instruction to answer with a letter); the processor expands image placeholders and makes pixel
+tensors. Images go where the text's ``<image>`` / ``<image k>`` placeholders are (in place, as
+the family's image tokens); images no placeholder names go first in the first user turn. A
+family that takes one image per row (LLaVA-1.5) gets a clear error naming a row with more.
+
+Training batches carry ``labels`` that are -100 everywhere except the assistant's turns (each
+reply and its end-of-turn token: the option letter of an MCQ row, the reference answer of a
+free-form row, and every earlier assistant turn of a conversation), so the loss is on the
+assistant tokens only. Evaluation batches end with the generation prompt, so the next token is
+the answer:
 
     collate = MCQCollator(processor, with_answers=True)
     batch = collate(rows)            # input_ids, attention_mask, pixel_values, ..., labels
@@ -21,8 +27,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from recipes.data.prompts import mcq_prompt
-from recipes.data.schema import LETTERS
+from recipes.data.prompts import IMAGE_PLACEHOLDER, mcq_prompt
+from recipes.data.schema import ASSISTANT_ROLE, LETTERS, MCQ_KIND, USER_ROLE, row_history, row_images, row_kind
 
 IGNORE_INDEX = -100
 """Label value that the loss ignores (transformers' convention)."""
@@ -55,45 +61,138 @@ def decode_image(data: bytes | None) -> Image.Image | None:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+def question_text(row: dict) -> str:
+    """The text of a record's last user turn: the MCQ prompt (question, options, instruction) or the question."""
+    if row_kind(row) == MCQ_KIND:
+        return mcq_prompt(row["question"], list(row["options"]))
+    return row["question"]
+
+
+def place_images(texts: Sequence[str], image_count: int) -> tuple[list[list[dict]], list[int]]:
+    """Content parts of user texts with their image placeholders in place, and the image order.
+
+    ``<image k>`` is image k (from 1); ``<image>`` the next image not yet placed. Images that
+    no placeholder names go first in the first text. Returns one content list per text and the
+    index of the image of every image part, in order (an image named twice appears twice).
+    """
+    contents: list[list[dict]] = []
+    order: list[int] = []
+    next_image = 0
+    for text in texts:
+        parts: list[dict] = []
+        position = 0
+        for match in IMAGE_PLACEHOLDER.finditer(text):
+            if match.group(1) is not None:
+                index = int(match.group(1)) - 1
+            else:
+                index, next_image = next_image, next_image + 1
+            if not 0 <= index < image_count:
+                parts.append({"type": "text", "text": text[position : match.end()]})  # names no image: plain text
+                position = match.end()
+                continue
+            parts.append({"type": "text", "text": text[position : match.start()]})
+            parts.append({"type": "image"})
+            order.append(index)
+            position = match.end()
+        parts.append({"type": "text", "text": text[position:]})
+        merged: list[dict] = []
+        for part in parts:
+            if part["type"] == "text" and merged and merged[-1]["type"] == "text":
+                merged[-1] = {"type": "text", "text": merged[-1]["text"] + part["text"]}
+            else:
+                merged.append(part)
+        contents.append([p if p["type"] == "image" else {"type": "text", "text": p["text"].strip("\n")} for p in merged
+                         if p["type"] == "image" or p["text"].strip()])  # fmt: skip
+    unplaced = [index for index in range(image_count) if index not in order]
+    if unplaced:
+        contents[0] = [{"type": "image"} for _ in unplaced] + contents[0]
+        order = unplaced + order
+    return contents, order
+
+
+def conversation(row: dict, with_answer: bool = False) -> tuple[list[dict], list[bytes]]:
+    """A record's chat messages (history, question, the answer when ``with_answer``) and its images in order."""
+    turns = [*row_history(row), {"role": USER_ROLE, "text": question_text(row)}]
+    images = row_images(row)
+    user_texts = [turn["text"] for turn in turns if turn["role"] == USER_ROLE]
+    contents, order = place_images(user_texts, len(images))
+    messages, user_index = [], 0
+    for turn in turns:
+        if turn["role"] == USER_ROLE:
+            messages.append({"role": USER_ROLE, "content": contents[user_index]})
+            user_index += 1
+        else:
+            messages.append({"role": ASSISTANT_ROLE, "content": [{"type": "text", "text": turn["text"]}]})
+    if with_answer:
+        messages.append({"role": ASSISTANT_ROLE, "content": [{"type": "text", "text": row["answer"]}]})
+    return messages, [images[index] for index in order]
+
+
 def user_message(row: dict) -> dict:
-    """The user turn of an MCQ record: an image part (when it has one) and the prompt text."""
-    content: list[dict] = [{"type": "image"}] if row["image"] is not None else []
-    content.append({"type": "text", "text": mcq_prompt(row["question"], list(row["options"]))})
-    return {"role": "user", "content": content}
+    """The last user turn of a record: its image parts (placeholders in place) and the prompt text."""
+    return conversation(row)[0][-1]
+
+
+def image_limit(processor: Any) -> int | None:
+    """Images one row may have for this processor's family (``ModelFamily.max_images_per_row``; None: any number)."""
+    from recipes.models.families import family_for_processor  # local: the recipes.models package imports this module
+
+    family = family_for_processor(processor)
+    return family.max_images_per_row if family is not None else None
 
 
 @dataclass
 class MCQCollator:
-    """Callable that turns a list of MCQ records into a padded batch for one model family."""
+    """Callable that turns a list of records (MCQ and free-form) into a padded batch for one model family."""
 
     processor: Any
     """The model's processor (tokenizer + image processor + chat template)."""
     with_answers: bool = False
-    """True for training (append the answer letter and mask labels to it); False for evaluation."""
+    """True for training (append the answer and label the assistant turns); False for evaluation."""
     padding_side: str = "right"
     """``right`` for training; ``left`` for evaluation, so the last position of every row is the answer."""
     always_image: bool = False
     """Append ``PLACEHOLDER_ROW`` to batches without images (ZeRO-3); callers drop its outputs."""
+    max_images: int | None = None
+    """Images a row may have; None: the family's limit (one for LLaVA-1.5, any number for Qwen2.5-VL)."""
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
 
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
     def prompt_text(self, row: dict) -> str:
         """The rendered conversation up to and including the assistant's generation prompt."""
-        return self.processor.apply_chat_template([user_message(row)], add_generation_prompt=True, tokenize=False)
+        return self._render(conversation(row)[0], True)
+
+    def answer_spans(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation up to the end of its answer, and the character spans of every assistant turn.
+
+        A span runs from the end of the generation prompt before the turn to the end of the
+        turn's end-of-turn token (trailing whitespace after it is left out).
+        """
+        messages, _ = conversation(row, with_answer=True)
+        full = self._render(messages, False)
+        spans = []
+        for index, message in enumerate(messages):
+            if message["role"] != ASSISTANT_ROLE:
+                continue
+            prefix = self._render(messages[:index], True)
+            upto = self._render(messages[: index + 1], False).rstrip()
+            if not full.startswith(prefix) or not full.startswith(upto) or len(upto) < len(prefix):
+                raise ValueError("chat template renders the answer turn with a different prefix than the prompt")
+            spans.append((len(prefix), len(upto)))
+        return full[: spans[-1][1]], spans
 
     def answer_suffix(self, row: dict, prompt: str) -> str:
-        """What the template appends after ``prompt`` for the answer: the letter and end-of-turn."""
-        answer = {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]}
-        full = self.processor.apply_chat_template([user_message(row), answer], tokenize=False)
+        """What the template appends after ``prompt`` for the answer: the reply and end-of-turn."""
+        full, spans = self.answer_spans(row)
         if not full.startswith(prompt):
             raise ValueError("chat template renders the answer turn with a different prefix than the prompt")
-        return full[len(prompt) :].rstrip()
-
-    def _text_length(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return full[len(prompt) : spans[-1][1]]
 
     def letter_token_id(self, letter: str) -> int:
         """The token the model emits first when it answers ``letter`` right after the generation prompt."""
@@ -110,32 +209,72 @@ class MCQCollator:
         """Token ids of the letters A.. for up to ``max_options`` options."""
         return torch.tensor([self.letter_token_id(letter) for letter in LETTERS[:max_options]])
 
+    def _check_images(self, rows: Sequence[dict]) -> None:
+        limit = self.max_images if self.max_images is not None else image_limit(self.processor)
+        if limit is None:
+            return
+        for row in rows:
+            count = len(row_images(row))
+            if count > limit:
+                raise ValueError(
+                    f"row {row['id']!r} ({row.get('source')}) has {count} images, but this model family "
+                    f"({type(self.processor).__name__}) takes at most {limit} per row; leave such rows out of its data"
+                )
+
+    def _assistant_labels(self, text: str, spans: list[tuple[int, int]], ids: torch.Tensor) -> torch.Tensor:
+        """Labels of one row: its processed ``ids`` where the text token lies in an assistant span, else -100.
+
+        The text is tokenized alone (with character offsets) and aligned to the processor's ids,
+        in which every image token of the text became a run of image tokens.
+        """
+        image_token = self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        for special in (False, True):
+            encoded = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            position = 0
+            aligned = True
+            for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+                if position >= len(ids):
+                    aligned = False
+                    break
+                if token == image_token:
+                    while position < len(ids) and ids[position] == image_token:
+                        position += 1
+                    continue
+                if ids[position] != token:
+                    aligned = False
+                    break
+                if end > start and any(low <= start < high for low, high in spans):
+                    labels[position] = ids[position]
+                position += 1
+            if aligned and position == len(ids):
+                return labels
+        raise ValueError("cannot align the tokenized conversation with the processor's input ids")
+
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         """The batch of ``rows``; one row longer (``PLACEHOLDER_ROW`` last) when ``always_image`` adds it."""
-        placeholder = self.always_image and all(row["image"] is None for row in rows)
+        self._check_images(rows)
+        placeholder = self.always_image and all(not row_images(row) for row in rows)
         if placeholder:
             rows = [*rows, PLACEHOLDER_ROW]
-        prompts = [self.prompt_text(row) for row in rows]
-        texts = prompts
-        answer_lengths: list[int] = []
+        conversations = [conversation(row, with_answer=False) for row in rows]
         if self.with_answers:
-            suffixes = [self.answer_suffix(row, prompt) for row, prompt in zip(rows, prompts)]
-            texts = [prompt + suffix for prompt, suffix in zip(prompts, suffixes)]
-            answer_lengths = [
-                self._text_length(text) - self._text_length(prompt) for text, prompt in zip(texts, prompts)
-            ]
-        images = [decode_image(row["image"]) for row in rows if row["image"] is not None]
+            rendered = [self.answer_spans(row) for row in rows]
+            texts = [text for text, _ in rendered]
+        else:
+            texts = [self._render(messages, True) for messages, _ in conversations]
+        images = [decode_image(data) for _, row_images_in_order in conversations for data in row_images_in_order]
         self.tokenizer.padding_side = self.padding_side
         batch = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
         batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         if self.with_answers:
             if self.padding_side != "right":
                 raise ValueError("training batches (with_answers=True) need padding_side='right'")
-            lengths = batch["attention_mask"].sum(dim=1)
-            positions = torch.arange(batch["input_ids"].shape[1]).unsqueeze(0)
-            answer_start = (lengths - torch.tensor(answer_lengths)).unsqueeze(1)
-            keep = (positions >= answer_start) & (positions < lengths.unsqueeze(1))
-            batch["labels"] = torch.where(keep, batch["input_ids"], IGNORE_INDEX)
+            lengths = batch["attention_mask"].sum(dim=1).tolist()
+            labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+            for index, ((text, spans), length) in enumerate(zip(rendered, lengths)):
+                labels[index, :length] = self._assistant_labels(text, spans, batch["input_ids"][index, :length])
+            batch["labels"] = labels
             if placeholder:
                 batch["labels"][-1] = IGNORE_INDEX
         return batch

@@ -5,10 +5,12 @@ and after each task answers every task's test set (the accuracy matrix of the pa
 Table 3). A task is written either as a toy-world domain name or as a mapping of files:
 
     tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-digits]            # toy world, CPU
+    tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-count]              # with a free-form domain
     tasks: [{name: RS, train: data/mllm-cl/RS-train.parquet, test: data/mllm-cl/RS-test.parquet}, ...]
 
 The toy domains are views of the toy world's tables (by question type), written once into the
-cache next to the world; the MLLM-CL files come from ``python -m recipes.data adapt mllm-cl``.
+cache next to the world; the MLLM-CL files come from ``python -m recipes.data adapt mllm-cl``
+(MCQ and free-form rows; each test set's free-form rows are scored by their domain's matcher).
 Replay follows MLLM-CL: before task k, ``replay_per_task`` seeded samples of every earlier
 task's training set are appended to task k's training data (no over-sampling):
 
@@ -30,7 +32,7 @@ import pyarrow as pa
 
 from recipes.cache import cached_dir, content_key
 from recipes.data.registry import load_dataset, toy_world_key
-from recipes.data.schema import write_mcq
+from recipes.data.schema import concat_records, write_mcq
 
 TOY_DOMAIN_TRAIN_ROWS = 480
 """Training questions per toy domain (30 steps of batch 16 per epoch: minutes on a CPU)."""
@@ -56,8 +58,12 @@ TOY_DOMAINS: dict[str, ToyDomain] = {
     "toy-cl-digits": ToyDomain("toy-general", "digit", "toy-digit-tasks", "parity and arithmetic of digits"),
     "toy-cl-wiki": ToyDomain("toy-general", "wiki", "toy-wiki", "made-up facts about a class"),
     "toy-cl-text": ToyDomain("toy-general", "text", "toy-text-qa", "text-only questions"),
+    "toy-cl-count": ToyDomain(
+        "toy-count-free-train", "count", "toy-count-free", "how many shapes, as a number (free-form, Listing 2)"
+    ),
 }
-"""Toy continual-learning domains by name (the toy world's sequence of up to five tasks)."""
+"""Toy continual-learning domains by name (the toy world's sequence of up to five tasks); ``toy-cl-count``
+is free-form: its answers are generated and scored by the matcher its rows name (``rs``, like MLLM-CL's RS)."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,9 @@ class ContinualTask:
     name: str
     """Task name (a column of the accuracy matrix and of the Table-3 table)."""
     train: str
-    """Training set: registered name or MCQ file path."""
+    """Training set: registered name or data file path (MCQ and free-form records)."""
     test: str
-    """Test set: registered name or MCQ file path."""
+    """Test set: registered name or data file path; free-form rows are scored by their matcher."""
 
     def __post_init__(self) -> None:
         for key in ("name", "train", "test"):
@@ -144,7 +150,7 @@ def replay_table(tasks: list[ContinualTask], stage: int, per_task: int, seed: in
         chosen = replay_indices(table.num_rows, per_task, seed, index)
         if len(chosen):
             parts.append(table.take(pa.array(chosen)))
-    return pa.concat_tables(parts) if parts else None
+    return concat_records(parts) if parts else None
 
 
 def stage_training_table(tasks: list[ContinualTask], stage: int, per_task: int, seed: int) -> pa.Table:
@@ -153,7 +159,7 @@ def stage_training_table(tasks: list[ContinualTask], stage: int, per_task: int, 
     replay = replay_table(tasks, stage, per_task, seed)
     if replay is None:
         return table
-    return pa.concat_tables([table, replay.cast(table.schema)])
+    return concat_records([table, replay])
 
 
 def task_names(tasks: list[ContinualTask]) -> list[str]:

@@ -12,9 +12,13 @@ template, image placeholders and tokenization belong to ``recipes.data.collate``
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from recipes.data.schema import option_letter
+
+IMAGE_PLACEHOLDER = re.compile(r"<image(?: ?(\d+))?>")
+"""An image's place in a text: ``<image>`` (the next image) or ``<image k>`` (image k, from 1)."""
 
 MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 """The last line of every MCQ prompt."""

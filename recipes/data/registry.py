@@ -1,4 +1,4 @@
-"""Dataset names -> files: the toy world's registered names, or any MCQ file path / URL.
+"""Dataset names -> files: the toy world's registered names (MCQ and free-form), or any data file path / URL.
 
     from recipes.data.registry import load_dataset, resolve_dataset
     resolve_dataset("toy-imagenet-vqa")        # <cache>/toy-world/<key>/toy-imagenet-vqa.parquet
@@ -9,7 +9,8 @@ A registered name resolves to a file of the toy world, which is generated on fir
 ``$FORGETLESS_CACHE/toy-world/<key>/`` (default cache ``~/.cache/forgetless``). The key is a
 content hash of the generator version and its parameters; generation goes to a temporary
 folder renamed into place under a lock, so processes that race to build it all end up using
-the one result (``recipes.cache.cached_dir``). ``FORGETLESS_TOY_SIZE`` (small|default) and
+the one result (``recipes.cache.cached_dir``). The free-form toy datasets
+(``recipes.data.toy_freeform``) live in a folder of their own next to it. ``FORGETLESS_TOY_SIZE`` (small|default) and
 ``FORGETLESS_TOY_SEED`` choose the toy world the names resolve to (default: default, 0).
 """
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 from recipes.cache import cached_dir, content_key
 from recipes.data.schema import read_mcq
 from recipes.storage import exists, is_remote
+from recipes.data.toy_freeform import FREEFORM_VERSION, TOY_FREEFORM_NAMES, generate_toy_freeform
 from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 
 TOY_SIZE_ENV = "FORGETLESS_TOY_SIZE"
@@ -32,8 +34,10 @@ TOY_SEED_ENV = "FORGETLESS_TOY_SEED"
 """Environment variable choosing the toy world's seed (default 0)."""
 TOY_WORLD_KIND = "toy-world"
 """Cache folder of the generated toy worlds."""
+TOY_FREEFORM_KIND = "toy-freeform"
+"""Cache folder of the toy world's free-form datasets (``recipes.data.toy_freeform``)."""
 
-REGISTERED_DATASETS = TOY_DATASET_NAMES
+REGISTERED_DATASETS = TOY_DATASET_NAMES + TOY_FREEFORM_NAMES
 """Names ``resolve_dataset`` knows without a path."""
 
 
@@ -66,9 +70,18 @@ def toy_world_dir(config: ToyWorldConfig | None = None) -> Path:
     return cached_dir(TOY_WORLD_KIND, toy_world_key(config), lambda tmp: generate_toy_world(tmp, config))
 
 
+def toy_freeform_dir(config: ToyWorldConfig | None = None) -> Path:
+    """The folder of the toy world's free-form datasets, generated into the cache on first use."""
+    config = config or toy_world_config()
+    key = content_key({"world": toy_world_key(config), "freeform_version": FREEFORM_VERSION})
+    return cached_dir(TOY_FREEFORM_KIND, key, lambda tmp: generate_toy_freeform(tmp, config))
+
+
 def resolve_dataset(name_or_path: str | os.PathLike) -> Path | str:
     """The file of a registered name (generated if needed), or an existing path; URLs are returned as given."""
     text = str(name_or_path)
+    if text in TOY_FREEFORM_NAMES:
+        return toy_freeform_dir() / f"{text}.parquet"
     if text in REGISTERED_DATASETS:
         return toy_world_dir() / f"{text}.parquet"
     if is_remote(text):
@@ -92,5 +105,5 @@ def dataset_name(name_or_path: str | os.PathLike) -> str:
 
 
 def load_dataset(name_or_path: str | os.PathLike, skip_bad: bool = False) -> pa.Table:
-    """The validated MCQ table of a registered name or file (see ``recipes.data.schema.read_mcq``)."""
+    """The validated table (MCQ and free-form records) of a registered name or file (``schema.read_mcq``)."""
     return read_mcq(resolve_dataset(name_or_path), skip_bad=skip_bad)

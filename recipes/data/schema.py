@@ -1,13 +1,31 @@
-"""The MCQ table: the data contract every forgetless dataset follows (``MCQ_SCHEMA`` below).
+"""The data contract every forgetless dataset follows: multiple-choice and free-form records.
 
-A dataset is a parquet table of multiple-choice questions with the columns of ``MCQ_SCHEMA``:
-``id`` (unique), ``image`` (PNG/JPEG bytes or null), ``question``, ``options`` (letters A, B, ...
-by position), ``answer`` (a letter), ``source`` (dataset name) and ``meta`` (JSON object text).
+A dataset is a parquet table. Multiple-choice questions (kind ``mcq``) have the columns of
+``MCQ_SCHEMA``: ``id`` (unique), ``image`` (PNG/JPEG bytes or null), ``question``, ``options``
+(letters A, B, ... by position), ``answer`` (a letter), ``source`` (dataset name) and ``meta``
+(JSON object text). Free-form records (kind ``freeform``: a free-text answer, or the last turn
+of a conversation) use the same columns plus those of ``RECORD_SCHEMA``:
+
+- ``kind``: ``mcq`` or ``freeform``;
+- ``extra_images``: the images after the first (``image``), in placeholder order, so a row
+  keeps every image it has (``row_images(row)`` lists them all);
+- ``history``: the earlier turns of a conversation, ``[{role: user|assistant, text}, ...]``,
+  starting with a user turn and alternating; ``question`` is the last user turn and
+  ``answer`` the reference reply to it (free text; ``options`` is empty);
+- ``matcher``: how a generated answer is scored (``MATCHER_NAMES``: ``exact`` or a listing of
+  the paper's appendix); null for MCQ rows, which the evaluation mode scores.
+
+Image placeholders in the text (``<image>``, ``<image 2>``) mark where each image goes;
+``recipes.data.collate`` puts the family's image tokens there. A file with only plain MCQ rows
+is written with ``MCQ_SCHEMA`` exactly (older files and readers stay valid); any other file
+with ``RECORD_SCHEMA``. Reading gives the file's schema back; missing columns get defaults
+(``kind`` mcq, no extra images, no history, no matcher).
 
     from recipes.data.schema import read_mcq, write_mcq
     table = read_mcq("val.parquet")                       # or .jsonl, local or s3://
     table = read_mcq("val.jsonl", skip_bad=True)          # drop bad rows, log how many
     write_mcq(records, "out.parquet")                      # refuses to replace an existing file
+    row_kind(row), row_images(row), row_history(row)       # the same for both kinds of record
 
 Every row is validated on read and on write; a bad row raises ``MCQFormatError`` naming the
 file, the row and the problem. ``read_mcq_report`` returns the table together with the rows it
@@ -56,8 +74,39 @@ MCQ_SCHEMA = pa.schema(
 MCQ_COLUMNS = tuple(MCQ_SCHEMA.names)
 """The keys of an MCQ record, in column order."""
 
+TURN_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("text", pa.string())])
+"""One turn of a conversation's ``history``: ``{role: user|assistant, text}``."""
+
+FREEFORM_FIELDS = (
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("extra_images", pa.list_(pa.binary()), nullable=False),
+    pa.field("history", pa.list_(TURN_TYPE), nullable=False),
+    pa.field("matcher", pa.string(), nullable=True),
+)
+"""The columns free-form records add to ``MCQ_SCHEMA``."""
+
+RECORD_SCHEMA = pa.schema([*MCQ_SCHEMA, *FREEFORM_FIELDS])
+"""The arrow schema of a table with free-form records (``MCQ_SCHEMA`` plus ``FREEFORM_FIELDS``)."""
+
+RECORD_COLUMNS = tuple(RECORD_SCHEMA.names)
+"""The keys a record may have, in column order."""
+
+MCQ_KIND = "mcq"
+FREEFORM_KIND = "freeform"
+KINDS = (MCQ_KIND, FREEFORM_KIND)
+"""Record kinds: a multiple-choice question, or a free-text answer (single- or multi-turn)."""
+
+USER_ROLE = "user"
+ASSISTANT_ROLE = "assistant"
+
+MATCHER_NAMES = ("exact", "mcq", "rs", "ad", "rs_ad", "med", "sci", "fin")
+"""Scorers a free-form record may name (``jobs.evaluate.matchers.MATCHERS`` implements each)."""
+
 REQUIRED_COLUMNS = ("id", "question", "options", "answer")
 """Columns a file must have; ``image`` defaults to null, ``source`` to the file's stem, ``meta`` to "{}"."""
+
+FREEFORM_REQUIRED_COLUMNS = ("id", "question", "answer")
+"""Columns a file with a ``kind`` column must have (``options`` defaults to empty lists)."""
 
 LETTERS = string.ascii_uppercase
 """Option letters by position: ``LETTERS[i]`` is the letter of option ``i``."""
@@ -70,6 +119,48 @@ MAX_ROWS_IN_ERROR = 20
 
 ROW_GROUP_SIZE = 1024
 """Rows per parquet row group written by ``write_mcq`` (small groups keep image reads cheap)."""
+
+
+def row_kind(row: Mapping[str, Any]) -> str:
+    """The kind of a record (``mcq`` for records without a ``kind``)."""
+    return row.get("kind") or MCQ_KIND
+
+
+def row_images(row: Mapping[str, Any]) -> list[bytes]:
+    """Every image of a record, in order (``image`` then ``extra_images``)."""
+    first = [row["image"]] if row.get("image") is not None else []
+    return first + list(row.get("extra_images") or [])
+
+
+def row_history(row: Mapping[str, Any]) -> list[dict]:
+    """The earlier turns of a record's conversation (``[]`` for a single question)."""
+    return list(row.get("history") or [])
+
+
+def image_count_problem(table: pa.Table, limit: int) -> str | None:
+    """"row N (id X) has K images" for the first row of ``table`` with more than ``limit`` (>= 1) images, else None."""
+    if "extra_images" not in table.column_names:
+        return None  # one image at most
+    extra = pc.fill_null(pc.list_value_length(table.column("extra_images")), 0).to_pylist()
+    has_first = table.column("image").is_valid().to_pylist()
+    for row, (first, more) in enumerate(zip(has_first, extra)):
+        count = int(first) + more
+        if count > limit:
+            return f"row {row + 1} (id {table.column('id')[row].as_py()!r}) has {count} images"
+    return None
+
+
+def is_plain_mcq(table: pa.Table) -> bool:
+    """Whether every row of ``table`` is an MCQ row with at most one image (storable with ``MCQ_SCHEMA``)."""
+    if "kind" not in table.column_names:
+        return True
+    kinds = table.column("kind")
+    if pc.any(pc.fill_null(pc.not_equal(kinds, MCQ_KIND), False)).as_py():
+        return False
+    for name in ("extra_images", "history"):
+        if pc.max(pc.fill_null(pc.list_value_length(table.column(name)), 0)).as_py() not in (None, 0):
+            return False
+    return table.column("matcher").null_count == table.num_rows
 
 
 def option_letter(index: int) -> str:
@@ -185,6 +276,29 @@ def _options_problem(options: Any) -> str | None:
     return None
 
 
+def _history_problem(history: Any) -> str | None:
+    for position, turn in enumerate(history or []):
+        expected = USER_ROLE if position % 2 == 0 else ASSISTANT_ROLE
+        if turn is None or turn.get("role") != expected:
+            role = None if turn is None else turn.get("role")
+            return f"history[{position}].role is {role!r}, expected {expected!r} (turns start with user and alternate)"
+        if turn.get("text") is None or not turn["text"].strip():
+            return f"history[{position}].text is empty"
+    if history and len(history) % 2:
+        return "history ends with a user turn (the last user turn is the question)"
+    return None
+
+
+def _freeform_problem(options: Any, answer: Any, matcher: Any, history: Any) -> str | None:
+    if options:
+        return f"a free-form record has no options (got {len(options)})"
+    if answer is None or not answer.strip():
+        return "answer is empty (a free-form record's answer is the reference text)"
+    if matcher is None or matcher not in MATCHER_NAMES:
+        return f"matcher {matcher!r} is not one of {', '.join(MATCHER_NAMES)}"
+    return _history_problem(history)
+
+
 def _answer_problem(answer: Any, options: Any) -> str | None:
     count = len(options)
     if answer is None or answer not in LETTERS[:count] or len(answer) != 1:
@@ -204,6 +318,12 @@ class RowValidator:
     ) -> list[BadRow]:
         """Bad rows of ``batch`` (rows numbered from ``first_row``, or named by ``locations``)."""
         columns = {name: batch.column(name) for name in MCQ_COLUMNS}
+        extended = "kind" in batch.schema.names
+        size = batch.num_rows
+        kinds = batch.column("kind").to_pylist() if extended else [MCQ_KIND] * size
+        matchers = batch.column("matcher").to_pylist() if extended else [None] * size
+        histories = batch.column("history").to_pylist() if extended else [None] * size
+        extra_images = batch.column("extra_images") if extended else None
         ids = columns["id"].to_pylist()
         questions = columns["question"].to_pylist()
         options_list = columns["options"].to_pylist()
@@ -216,23 +336,53 @@ class RowValidator:
             row = first_row + offset
             location = locations[offset] if locations is not None else f"row {row + 1}"
             problem = self._row_problem(
-                location, row_id, questions[offset], options_list[offset], answers[offset], sources[offset], metas[offset]
+                location,
+                row_id,
+                questions[offset],
+                options_list[offset],
+                answers[offset],
+                sources[offset],
+                metas[offset],
+                kinds[offset],
+                matchers[offset],
+                histories[offset],
             )
+            if problem is None and extra_images is not None and extra_images[offset].is_valid:
+                extra = extra_images[offset].values
+                if len(extra) and images[offset].is_valid is False:
+                    problem = "extra_images without a first image (image is null)"
+                elif any(not image.is_valid for image in extra):
+                    problem = "extra_images has a null image"
+                elif self.check_images:
+                    problems = (image_problem(image.as_buffer()) for image in extra)
+                    problem = next((f"extra_images[{k}]: {p}" for k, p in enumerate(problems) if p), None)
             if problem is None and self.check_images and images[offset].is_valid:
                 problem = image_problem(images[offset].as_buffer())
             if problem is not None:
                 bad.append(BadRow(location, row_id, problem, row))
         return bad
 
-    def _row_problem(self, location, row_id, question, options, answer, source, meta) -> str | None:
+    def _row_problem(
+        self, location, row_id, question, options, answer, source, meta, kind, matcher, history
+    ) -> str | None:
         if row_id is None or not row_id.strip():
             return "id is empty"
         if row_id in self._location_of_id:
             return f"id {row_id!r} is also used by {self._location_of_id[row_id]}"
+        if kind == MCQ_KIND:
+            kind_problem = (
+                _options_problem(options)
+                or _answer_problem(answer, options)
+                or (f"matcher {matcher!r} on an MCQ row (the eval mode scores it)" if matcher not in (None, "mcq") else None)
+                or ("history on an MCQ row (conversations are free-form records)" if history else None)
+            )
+        elif kind == FREEFORM_KIND:
+            kind_problem = _freeform_problem(options, answer, matcher, history)
+        else:
+            kind_problem = f"kind {kind!r} is not one of {', '.join(KINDS)}"
         problem = (
             ("question is empty" if question is None or not question.strip() else None)
-            or _options_problem(options)
-            or _answer_problem(answer, options)
+            or kind_problem
             or ("source is empty" if source is None or not source.strip() else None)
             or _meta_problem(meta)
         )
@@ -245,22 +395,38 @@ class RowValidator:
 # Reading
 
 
-def _conform(table: pa.Table, path: str) -> pa.Table:
-    """``table`` with exactly the MCQ columns and types (defaults filled in), or MCQFormatError."""
-    missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
+def table_schema(column_names: Iterable[str]) -> pa.Schema:
+    """``RECORD_SCHEMA`` when any free-form column is among ``column_names``, else ``MCQ_SCHEMA``."""
+    names = set(column_names)
+    return RECORD_SCHEMA if any(f.name in names for f in FREEFORM_FIELDS) else MCQ_SCHEMA
+
+
+def _conform(table: pa.Table, path: str, schema: pa.Schema | None = None) -> pa.Table:
+    """``table`` with exactly the contract's columns and types (defaults filled in), or MCQFormatError.
+
+    The columns are ``schema``'s, by default those of ``table_schema(table.column_names)``.
+    """
+    required = REQUIRED_COLUMNS if "kind" not in table.column_names else FREEFORM_REQUIRED_COLUMNS
+    missing = [name for name in required if name not in table.column_names]
     if missing:
         raise MCQFormatError(
             path,
             problem=f"not an MCQ table: missing column(s) {', '.join(missing)}; the file has {', '.join(table.column_names)}",
         )
+    schema = schema or table_schema(table.column_names)
     stem = posixpath.splitext(posixpath.basename(str(path)))[0]
     defaults = {
         "image": lambda n: pa.nulls(n, pa.binary()),
         "source": lambda n: pa.array([stem] * n, pa.string()),
         "meta": lambda n: pa.array(["{}"] * n, pa.string()),
+        "options": lambda n: pa.array([[]] * n, pa.list_(pa.string())),
+        "kind": lambda n: pa.array([MCQ_KIND] * n, pa.string()),
+        "extra_images": lambda n: pa.array([[]] * n, pa.list_(pa.binary())),
+        "history": lambda n: pa.array([[]] * n, pa.list_(TURN_TYPE)),
+        "matcher": lambda n: pa.nulls(n, pa.string()),
     }
     arrays = []
-    for schema_field in MCQ_SCHEMA:
+    for schema_field in schema:
         if schema_field.name in table.column_names:
             column = table.column(schema_field.name)
             if (
@@ -269,6 +435,10 @@ def _conform(table: pa.Table, path: str) -> pa.Table:
                 and column.type.get_field_index("bytes") >= 0
             ):
                 column = pc.struct_field(column, "bytes")  # a Hugging Face image column: {bytes, path}
+            if schema_field.name in ("kind", "extra_images", "history") and column.null_count:
+                default = defaults[schema_field.name](1).to_pylist()[0]
+                values = [default if value is None else value for value in column.to_pylist()]
+                column = pa.array(values, schema_field.type)
             try:
                 arrays.append(column.cast(schema_field.type) if column.type != schema_field.type else column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
@@ -278,8 +448,20 @@ def _conform(table: pa.Table, path: str) -> pa.Table:
                 ) from error
         else:
             arrays.append(defaults[schema_field.name](table.num_rows))
-    nullable_schema = pa.schema([f.with_nullable(True) for f in MCQ_SCHEMA])
+    nullable_schema = pa.schema([f.with_nullable(True) for f in schema])
     return pa.Table.from_arrays(arrays, schema=nullable_schema)
+
+
+def conform_tables(tables: Sequence[pa.Table]) -> list[pa.Table]:
+    """Tables of the contract with one common schema (``RECORD_SCHEMA`` if any has it), ready to concatenate."""
+    if all(table.schema.names == list(MCQ_COLUMNS) for table in tables):
+        return [table.cast(MCQ_SCHEMA) for table in tables]
+    return [_conform(table, "table", RECORD_SCHEMA).cast(RECORD_SCHEMA) for table in tables]
+
+
+def concat_records(tables: Sequence[pa.Table]) -> pa.Table:
+    """One table of the rows of ``tables`` (MCQ and free-form tables may be mixed)."""
+    return pa.concat_tables(conform_tables(tables))
 
 
 def _finish(
@@ -292,7 +474,8 @@ def _finish(
         for row in skipped_rows:
             keep[row] = False
         table = table.filter(pa.array(keep))
-    table = table.cast(MCQ_SCHEMA).replace_schema_metadata({SKIPPED_ROWS_METADATA_KEY: str(len(bad)).encode()})
+    schema = table_schema(table.column_names)
+    table = table.cast(schema).replace_schema_metadata({SKIPPED_ROWS_METADATA_KEY: str(len(bad)).encode()})
     if bad:
         logger.warning(
             "%s: skipped %d bad row%s (first: %s)", path, len(bad), "s" if len(bad) != 1 else "", bad[0].describe()
@@ -356,17 +539,37 @@ def image_from_text(value: Any, base_dir: str) -> bytes | None:
         raise ValueError(f"image is neither a file path nor valid base64 text: {error}") from error
 
 
+def _json_history(value: Any) -> list[dict]:
+    """``history`` from jsonl: a list of ``{role, text}`` objects (ValueError naming the turn)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"history must be a list of {{role, text}} turns, got {type(value).__name__}")
+    turns = []
+    for position, turn in enumerate(value):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("text"), str):
+            raise ValueError(f"history[{position}] must be an object with string role and text, got {turn!r}")
+        turns.append({"role": turn["role"], "text": turn["text"]})
+    return turns
+
+
 def record_from_json(obj: Any, default_source: str, base_dir: str) -> dict:
-    """An MCQ record from one parsed jsonl object (raises ValueError naming the problem)."""
+    """A record from one parsed jsonl object (raises ValueError naming the problem).
+
+    MCQ objects have the ``MCQ_COLUMNS`` keys; free-form ones ``kind: freeform`` and may leave
+    out ``options``, list more images in ``extra_images`` and earlier turns in ``history``.
+    """
     if not isinstance(obj, dict):
         raise ValueError(f"line is JSON but not an object (got {type(obj).__name__})")
-    missing = [name for name in REQUIRED_COLUMNS if name not in obj]
+    freeform_keys = [f.name for f in FREEFORM_FIELDS if f.name in obj]
+    required = FREEFORM_REQUIRED_COLUMNS if "kind" in obj else REQUIRED_COLUMNS
+    missing = [name for name in required if name not in obj]
     if missing:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     row_id = obj["id"]
     if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
         raise ValueError(f"id must be a string, got {type(row_id).__name__}")
-    options = obj["options"]
+    options = obj.get("options", [])
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise ValueError("options must be a list of strings")
     for name in ("question", "answer"):
@@ -377,7 +580,7 @@ def record_from_json(obj: Any, default_source: str, base_dir: str) -> dict:
         meta = json.dumps(meta, sort_keys=True)
     elif not isinstance(meta, str):
         raise ValueError(f"meta must be a JSON object or its text, got {type(meta).__name__}")
-    return {
+    record = {
         "id": str(row_id),
         "image": image_from_text(obj.get("image"), base_dir),
         "question": obj["question"],
@@ -386,6 +589,17 @@ def record_from_json(obj: Any, default_source: str, base_dir: str) -> dict:
         "source": obj.get("source") or default_source,
         "meta": meta,
     }
+    if freeform_keys:
+        extra = obj.get("extra_images") or []
+        if not isinstance(extra, list):
+            raise ValueError(f"extra_images must be a list of images, got {type(extra).__name__}")
+        record.update(
+            kind=obj.get("kind") or MCQ_KIND,
+            extra_images=[image_from_text(value, base_dir) for value in extra],
+            history=_json_history(obj.get("history")),
+            matcher=obj.get("matcher"),
+        )
+    return record
 
 
 def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
@@ -407,7 +621,7 @@ def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
                 bad.append(BadRow(f"line {line_number}", None, f"invalid JSON: {error}"))
             except ValueError as error:
                 bad.append(BadRow(f"line {line_number}", row_id, str(error)))
-    table = pa.Table.from_pylist(records, schema=pa.schema([f.with_nullable(True) for f in MCQ_SCHEMA]))
+    table = records_to_table(records)
     table_bad = RowValidator(check_images=check_images).check(table, 0, locations)
     by_line = sorted(bad + table_bad, key=lambda b: int(b.location.removeprefix("line ")))
     return _finish(table, by_line, path, skip_bad, [b.row for b in table_bad])
@@ -450,28 +664,50 @@ def skipped_row_count(table: pa.Table) -> int:
 # Writing
 
 
-def _normalize_record(record: Mapping[str, Any]) -> dict:
-    unknown = set(record) - set(MCQ_COLUMNS)
+def _normalize_record(record: Mapping[str, Any], freeform: bool) -> dict:
+    unknown = set(record) - set(RECORD_COLUMNS)
     if unknown:
         raise ValueError(
-            f"record {record.get('id')!r} has unknown keys {sorted(unknown)}; the contract keys are {list(MCQ_COLUMNS)}"
+            f"record {record.get('id')!r} has unknown keys {sorted(unknown)}; the contract keys are {list(RECORD_COLUMNS)}"
         )
     meta = record.get("meta", "{}")
-    return {
+    options = record.get("options")
+    normalized = {
         "id": record.get("id"),
         "image": record.get("image"),
         "question": record.get("question"),
-        "options": list(record["options"]) if record.get("options") is not None else None,
+        "options": list(options) if options is not None else ([] if freeform else None),
         "answer": record.get("answer"),
         "source": record.get("source"),
         "meta": json.dumps(meta, sort_keys=True, default=str) if isinstance(meta, dict) else meta,
     }
+    if freeform:
+        normalized.update(
+            kind=row_kind(record),
+            extra_images=list(record.get("extra_images") or []),
+            history=[{"role": t.get("role"), "text": t.get("text")} for t in row_history(record)],
+            matcher=record.get("matcher"),
+        )
+    return normalized
 
 
 def records_to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """An arrow table (MCQ columns, not yet validated) from records; ``meta`` may be a dict."""
-    rows = [_normalize_record(record) for record in records]
-    return pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in MCQ_SCHEMA]))
+    """An arrow table (contract columns, not yet validated) from records; ``meta`` may be a dict.
+
+    The table has ``RECORD_SCHEMA``'s columns when any record has a free-form key, else ``MCQ_SCHEMA``'s.
+    """
+    records = list(records)
+    freeform = any(name in record for record in records for name in RECORD_COLUMNS[len(MCQ_COLUMNS) :])
+    rows = [_normalize_record(record, freeform) for record in records]
+    schema = RECORD_SCHEMA if freeform else MCQ_SCHEMA
+    return pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in schema]))
+
+
+def storage_table(table: pa.Table) -> pa.Table:
+    """A conformed table as it is stored: plain MCQ rows with ``MCQ_SCHEMA``, others with ``RECORD_SCHEMA``."""
+    if is_plain_mcq(table):
+        return table.select(list(MCQ_COLUMNS)).cast(MCQ_SCHEMA)
+    return table.cast(RECORD_SCHEMA)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
@@ -505,11 +741,22 @@ class MCQWriter:
         os.makedirs(directory, exist_ok=True)
         handle, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=directory)
         os.close(handle)
+        self._schema = MCQ_SCHEMA
         self._writer = pq.ParquetWriter(self._tmp, MCQ_SCHEMA, compression="zstd")
         self.closed = False
 
+    def _widen(self) -> None:
+        """Switch the file to ``RECORD_SCHEMA`` (the first free-form row arrived); rows so far are kept."""
+        self._writer.close()
+        written = pq.read_table(self._tmp)
+        self._schema = RECORD_SCHEMA
+        self._writer = pq.ParquetWriter(self._tmp, RECORD_SCHEMA, compression="zstd")
+        if written.num_rows:
+            widened = _conform(written, self.path, RECORD_SCHEMA).cast(RECORD_SCHEMA)
+            self._writer.write_table(widened, row_group_size=ROW_GROUP_SIZE)
+
     def write(self, records: Iterable[Mapping[str, Any]] | pa.Table) -> None:
-        """Validate and append records (dicts) or an MCQ table."""
+        """Validate and append records (dicts) or a table of the contract."""
         table = records if isinstance(records, pa.Table) else records_to_table(records)
         table = _conform(table, self.path)
         bad, first_row = [], self._rows
@@ -519,7 +766,12 @@ class MCQWriter:
         if bad:
             self.abort()
             raise MCQFormatError(self.path, bad, hint="nothing was written")
-        self._writer.write_table(table.cast(MCQ_SCHEMA), row_group_size=ROW_GROUP_SIZE)
+        stored = storage_table(table)
+        if stored.schema.equals(RECORD_SCHEMA) and self._schema is MCQ_SCHEMA:
+            self._widen()
+        if self._schema is RECORD_SCHEMA and not stored.schema.equals(RECORD_SCHEMA):
+            stored = _conform(stored, self.path, RECORD_SCHEMA).cast(RECORD_SCHEMA)
+        self._writer.write_table(stored, row_group_size=ROW_GROUP_SIZE)
         self._rows += table.num_rows
 
     @property

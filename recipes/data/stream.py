@@ -8,7 +8,7 @@ without replaying anything.
 
     stream = build_train_stream("toy-imagenet-vqa", data_fraction=1.0,
                                 mix=[MixSource("toy-general", 0.5)], seed=0)
-    batch = stream.rows(step * batch_size, batch_size)      # list of MCQ records (dicts)
+    batch = stream.rows(step * batch_size, batch_size)      # list of records (dicts; MCQ and free-form)
     stream.realized_ratios(0, 10_000)                       # {"toy-imagenet-vqa": 0.5, "toy-general": 0.5}
 
 Layout: positions come in blocks of ``block_size``; in every block each source gets exactly its
@@ -45,7 +45,11 @@ REPORT_SAMPLES = 10 * DEFAULT_BLOCK_SIZE
 
 
 class TrainingStream:
-    """An endless, position-addressable mix of MCQ tables (see the module docstring)."""
+    """An endless, position-addressable mix of tables of the data contract (see the module docstring).
+
+    Sources may hold MCQ or free-form records (or both); the mix is by sample share, whatever
+    the kind, and each record keeps its own columns.
+    """
 
     def __init__(
         self,
@@ -156,7 +160,7 @@ class TrainingStream:
     # -- access --------------------------------------------------------------------------------
 
     def rows(self, start: int, count: int) -> list[dict]:
-        """The MCQ records (dicts with the contract keys) at positions ``start .. start + count - 1``."""
+        """The records (dicts with the contract keys of their table) at positions ``start .. start + count - 1``."""
         sources, rows = self.locate(start, count)
         records: list[dict | None] = [None] * count
         for source in np.unique(sources):
@@ -180,7 +184,7 @@ class MixSource:
     """A dataset mixed into the training data: ``ratio`` of all samples come from it."""
 
     dataset: str
-    """Registry name or path of an MCQ file."""
+    """Registry name or path of a data file (MCQ or free-form records)."""
     ratio: float
     """Share of training samples from this dataset, in [0, 1)."""
 

@@ -15,8 +15,12 @@ A suite file is YAML::
       ood_id: [imagewikiqa.parquet]
       ood_ood: [mmmu-val.parquet, vmcbench-dev.parquet]
 
-with exactly the four quadrant keys, each a non-empty list of registered names or existing MCQ
-files (relative paths are relative to the YAML file). ``Suite.content_hash()`` hashes the datasets'
+with exactly the four quadrant keys, each a non-empty list of registered names or existing data
+files (relative paths are relative to the YAML file). Each dataset's rows name their scorer: MCQ
+rows are scored by the evaluation mode (logits, or generate + Listing 1), free-form rows are
+generated greedily and scored by the matcher in their ``matcher`` column. An optional
+``max_new_tokens: {<dataset name>: N}`` gives a dataset its own generation budget (default:
+the evaluation's ``max_new_tokens``). ``Suite.content_hash()`` hashes the datasets'
 file contents, so cached zero-shot results are reused only for identical data.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,9 +60,17 @@ class Suite:
     """Suite name (recorded with results)."""
     quadrants: dict[str, list[str]]
     """Exactly the keys of ``QUADRANTS``, each a non-empty list of datasets."""
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
+    """Generation budget of a dataset (by display name) whose answers are generated; others use the eval's."""
 
     def __post_init__(self) -> None:
         problems = suite_problems(self.name, self.quadrants)
+        names = {dataset_name(dataset) for _, dataset in self.entries()} if not problems else set()
+        for key, value in self.max_new_tokens.items():
+            if names and key not in names:
+                problems.append(f"max_new_tokens.{key}: not a dataset of the suite ({', '.join(sorted(names))})")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"max_new_tokens.{key}: must be an integer >= 1, got {value!r}")
         if problems:
             raise SuiteError(f"suite {self.name!r}: " + "; ".join(problems))
 
@@ -159,8 +171,12 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         raise SuiteError(f"{redact(text)}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{text}: expected a mapping with keys name and quadrants, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"name", "quadrants"})
-    problems = [f"{key}: unknown key (a suite has name and quadrants)" for key in unknown]
+    unknown = sorted(set(data) - {"name", "quadrants", "max_new_tokens"})
+    problems = [f"{key}: unknown key (a suite has name, quadrants and max_new_tokens)" for key in unknown]
+    budgets = data.get("max_new_tokens") or {}
+    if not isinstance(budgets, dict):
+        problems.append(f"max_new_tokens: must be a mapping of dataset name to a token count, got {budgets!r}")
+        budgets = {}
     problems += suite_problems(data.get("name"), data.get("quadrants"))
     if problems:
         raise SuiteError(f"{text}: " + "; ".join(problems))
@@ -182,4 +198,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     ]
     if missing:
         raise SuiteError(f"{text}: " + "; ".join(missing))
-    return Suite(data["name"], quadrants)
+    try:
+        return Suite(data["name"], quadrants, {str(key): value for key, value in budgets.items()})
+    except SuiteError as error:
+        raise SuiteError(f"{text}: {error}") from None

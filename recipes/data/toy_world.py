@@ -26,6 +26,10 @@ toy-pretrain           pretrain  every task's train split; the target task weak 
 Eval sets never share a picture or text item with a train set (see ``toy_tasks``); answer
 letters are balanced in every dataset.
 
+Free-form datasets (a counting question answered with a number, two-turn conversations) are
+``recipes.data.toy_freeform``'s; they sit in a cache folder of their own, so the files above
+stay exactly as they are.
+
 Every option text has a fixed slot (``toy_tasks.OPTION_SLOTS``: "red" is always A, "the digit 6"
 always C, a class by (shape + colour + texture index) % 4), and a question's four options fill
 the four slots in slot order, so the answer letter is the slot of the correct answer. This is a

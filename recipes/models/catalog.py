@@ -10,10 +10,13 @@ this module; loading a model is ``recipes.models.registry.load_model``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
+
+from recipes.models.families import ModelFamily, family_for_model_type
 
 TOY_INIT = "toy-qwen2.5-vl-init"
 """Registry name of the toy Qwen2.5-VL with random (seeded) weights."""
@@ -59,3 +62,15 @@ def resolve_model_dir(name: str) -> Path:
     raise ModelNotFoundError(
         f"model {name!r} is not a registered name ({registered}), a local directory, or a Hub id (org/name)"
     )
+
+
+def model_family(name: str) -> ModelFamily | None:
+    """The ``ModelFamily`` of a model name without loading it (None when its files are not on this machine)."""
+    if name in (TOY_BASE, TOY_INIT):
+        return family_for_model_type("qwen2_5_vl")
+    try:
+        directory = resolve_model_dir(name)
+        config = json.loads((directory / "config.json").read_text())
+        return family_for_model_type(config.get("model_type", ""))
+    except (ModelNotFoundError, OSError, ValueError):
+        return None

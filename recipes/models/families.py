@@ -41,6 +41,10 @@ class ModelFamily:
     """Module names, relative to a decoder layer, of the attention projections (``llm.attn``)."""
     mlp_gate_up: tuple[str, ...] = ("mlp.gate_proj", "mlp.up_proj")
     """Module names, relative to a decoder layer, of the MLP gate and up projections."""
+    processor_class: str = ""
+    """Name of the transformers processor class of this family (subclasses count as the family's too)."""
+    max_images_per_row: int | None = None
+    """Images one training or evaluation row may have (None: any number, as Qwen2.5-VL takes)."""
 
     def __post_init__(self) -> None:
         for field_name in ("vision", "projector", "language_model", "lm_head"):
@@ -58,6 +62,7 @@ QWEN2_5_VL = ModelFamily(
     lm_head="lm_head.",
     vision_blocks="model.visual.blocks",
     llm_layers="model.language_model.layers",
+    processor_class="Qwen2_5_VLProcessor",
 )
 
 LLAVA = ModelFamily(
@@ -70,6 +75,8 @@ LLAVA = ModelFamily(
     lm_head="lm_head.",
     vision_blocks="model.vision_tower.encoder.layers",
     llm_layers="model.language_model.layers",
+    processor_class="LlavaProcessor",
+    max_images_per_row=1,
 )
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (QWEN2_5_VL, LLAVA)}
@@ -82,3 +89,9 @@ def family_for_model_type(model_type: str) -> ModelFamily:
             return family
     supported = ", ".join(sorted(f.model_type for f in FAMILIES.values()))
     raise ValueError(f"unsupported model_type {model_type!r}: forgetless supports {supported}")
+
+
+def family_for_processor(processor: object) -> ModelFamily | None:
+    """The family whose processor class ``processor`` is an instance of (None when none is)."""
+    names = {cls.__name__ for cls in type(processor).__mro__}
+    return next((family for family in FAMILIES.values() if family.processor_class in names), None)
