@@ -9,7 +9,7 @@ from transformers import LlavaProcessor, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from recipes.data.collate import IGNORE_INDEX, PLACEHOLDER_ROW, MCQCollator
-from recipes.data.prompts import MCQ_INSTRUCTION
+from recipes.data.prompts import mcq_instruction
 from recipes.models import load_model
 from tests.tiny_models import mcq_row, tiny_qwen
 
@@ -24,7 +24,7 @@ LLAVA_TEMPLATE = (
 
 def llava_processor() -> LlavaProcessor:
     """A LLaVA-1.5 processor with a word-level tokenizer over the test's words (no download)."""
-    words = sorted(set(" ".join([MCQ_INSTRUCTION, mcq_row()["question"], *mcq_row()["options"], "USER ASSISTANT"]).replace(".", " . ").replace("?", " ? ").replace(":", " : ").split()))
+    words = sorted(set(" ".join([mcq_instruction(4), mcq_row()["question"], *mcq_row()["options"], "USER ASSISTANT"]).replace(".", " . ").replace("?", " ? ").replace(":", " : ").replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split()))
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "<image>": 4, **{w: i + 5 for i, w in enumerate(words + list("ABCD"))}}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -60,7 +60,7 @@ def test_prompt_has_lettered_options_and_the_instruction(family):
     prompt = collate.prompt_text(mcq_row(0))
     for letter, option in zip("ABCD", mcq_row(0)["options"]):
         assert f"{letter}. {option}" in prompt
-    assert MCQ_INSTRUCTION in prompt
+    assert mcq_instruction(4) in prompt
     assert prompt.rstrip().endswith(("assistant", "ASSISTANT:"))
     ids = collate.option_token_ids(4)
     assert len(set(ids.tolist())) == 4

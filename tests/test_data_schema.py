@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recipes.data.prompts import mcq_prompt
+from recipes.data.prompts import mcq_instruction, mcq_prompt
 from recipes.data.schema import (
     LETTERS,
     MCQ_COLUMNS,
@@ -70,8 +70,21 @@ def test_answer_index_rejects(answer, options):
 def test_mcq_prompt_text():
     assert mcq_prompt(" What is it? ", ["red circle", "blue square", "green star"]) == (
         "What is it?\nA. red circle\nB. blue square\nC. green star\n"
-        "Answer with the option's letter from the given choices directly."
+        "Please answer with a single letter (A, B, or C)."
     )
+
+
+@pytest.mark.parametrize(
+    "count, instruction",
+    [
+        (1, "Please answer with a single letter (A)."),
+        (2, "Please answer with a single letter (A or B)."),
+        (4, "Please answer with a single letter (A, B, C, or D)."),
+        (6, "Please answer with a single letter (A, B, C, D, E, or F)."),
+    ],
+)
+def test_mcq_instruction_lists_the_option_letters(count, instruction):
+    assert mcq_instruction(count) == instruction
 
 
 def test_mcq_prompt_needs_options():

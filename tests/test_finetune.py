@@ -291,3 +291,49 @@ def test_trial_identity_ignores_where_it_runs(tmp_path):
     assert moved.trial_id == trial.trial_id
     assert make_trial(tmp_path, "sqlite://", lr=1e-4).trial_id != trial.trial_id
     assert trial.name == "llm.attn-full-lr2e-03-f1.0-s0"
+
+
+def refuses_connections(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` any more."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster, monkeypatch):
+    """The tracking server is stopped once the trial has logged step 2 and started again (same port and
+    store): rank 0's MLflow client retries, the trial finishes, every step is in the run once, and the
+    run shows training on both sides of the outage (train/loss points logged before the server went
+    away and after it was back)."""
+    import threading
+    import time
+
+    from tests.conftest import MlflowServer, wait_for
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "20")  # ~ several minutes of retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    server = MlflowServer(tmp_path)
+    server.start()
+    steps = 30
+    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=steps, eval_every=15, log_every=1))
+    outcome: list = []
+    training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
+    training.start()
+    try:
+        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, "train/loss"), "the trial logging step 2")
+        server.stop()
+        wait_for(lambda: refuses_connections(server.port), "the tracking server to go away")
+        went_away = time.time() * 1000
+    finally:
+        server.start()
+    came_back = time.time() * 1000
+    training.join(timeout=600)
+    try:
+        assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
+        assert metric_steps(server.uri, trial.run_id, "train/loss") == list(range(1, steps + 1))
+        assert metric_steps(server.uri, trial.run_id, "acc/q/id_id") == [0, 15, 30]
+        logged_at = [m.timestamp for m in MlflowClient(server.uri).get_metric_history(trial.run_id, "train/loss")]
+        assert min(logged_at) <= went_away and max(logged_at) >= came_back, "the trial did not run through the outage"
+    finally:
+        server.stop()

@@ -1,16 +1,19 @@
-"""The toy base knows the toy world before any fine-tuning: zero-shot accuracy above chance in
-every quadrant of the 2x2 suite.
+"""The shipped toy base: the same weights and the same zero-shot accuracies on every machine.
 
-The shipped base (``toy-qwen2.5-vl``: 1,500 steps, about 5 minutes) is too slow for the test
-suite, so this builds a faster variant with the same architecture and pre-training code: 500
-steps on a pre-training mix of the default-size toy world in which the target task has a 40%
-share instead of 10% (the class task is the slowest to learn). Chance is 25%; the bar is three
-standard errors of a guesser above it (31.5% on id_id's 400 questions, 30.3% on ood_id's 600).
+``recipes/models/shipped/toy-qwen2.5-vl`` is what ``toy-qwen2.5-vl`` resolves to when the toy world
+it was pre-trained on is the one this code generates (``pretraining_inputs_key``). These tests check
+that it still is (a change to the toy world, the prompts or the pre-training settings makes the
+first one fail: rebuild with ``python -m recipes.toy pretrain --ship``), that its zero-shot
+accuracies on the demo's toy suite are the README's to the digit, that it knows the toy world
+(above chance in every quadrant), that a damaged file is refused, and that the build cache finds a
+model instead of rebuilding it.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,28 +22,22 @@ from jobs.evaluate.suite_eval import SuiteEvaluator
 from recipes.data.suites import QUADRANTS, load_suite
 from recipes.data.toy_world import ToyWorldConfig
 from recipes.models import load_model
-from recipes.models.toy_base import PretrainConfig, toy_model_dir
+from recipes.models import toy_base
+from recipes.models.toy_base import PretrainConfig, shipped_base, toy_model_dir
 
+SHIPPED_ZERO_SHOT = {
+    "acc/q/id_id": None,
+    "acc/q/id_ood": None,
+    "acc/q/ood_id": None,
+    "acc/q/ood_ood": None,
+}
+"""The shipped base's quadrant accuracies (percent, two decimals) on the default toy suite: the
+step-0 row of the README's demo tables."""
 CHANCE = 0.25
 """Every toy question has four options."""
 STANDARD_ERRORS = 3.0
 """How far above chance every quadrant must be, in standard errors of a guesser's accuracy on its
 questions (a guesser gets there with probability ~0.1%)."""
-FASTER_PRETRAIN_SHARES = (
-    ("classify", 0.4),
-    ("styles", 0.6 * 1 / 9),
-    ("digits", 0.6 * 1 / 9),
-    ("attributes", 0.6 * 2.5 / 9),
-    ("wiki", 0.6 * 2 / 9),
-    ("digit-tasks", 0.6 * 1.5 / 9),
-    ("text-qa", 0.6 * 1 / 9),
-)
-"""The faster variant's pre-training mix: the target task at 40%, the rest in fixed proportions."""
-
-
-def faster_pretrain_world() -> ToyWorldConfig:
-    """The default-size toy world with the faster variant's pre-training mix."""
-    return ToyWorldConfig(size="default", pretrain_shares=FASTER_PRETRAIN_SHARES)
 
 
 def file_identities(directory: Path) -> dict[str, tuple[int, int]]:
@@ -49,29 +46,67 @@ def file_identities(directory: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def fast_base(tmp_path_factory):
+def default_world():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FORGETLESS_TOY_SIZE", "default")  # the suite below is the demo's, 200 questions per set
-        build = lambda: toy_model_dir(True, pretrain_config=PretrainConfig(steps=500), pretrain_world=faster_pretrain_world())  # noqa: E731
-        directory = build()
-        loaded = load_model(str(directory))
-        suite = load_suite("toy")
-        result = SuiteEvaluator(suite, loaded.processor, batch_size=64).evaluate(loaded.model)
-        questions = {q: sum(suite.load(d).num_rows for d in suite.quadrants[q]) for q in QUADRANTS}
-        built = file_identities(directory)
-        again = build()
-    return directory, again, result, questions, built
+        patch.setenv("FORGETLESS_TOY_SIZE", "default")  # the demo's world and suite
+        yield
+
+
+@pytest.fixture(scope="module")
+def shipped_result(default_world):
+    directory = toy_model_dir(pretrained=True)
+    loaded = load_model(str(directory))
+    suite = load_suite("toy")
+    result = SuiteEvaluator(suite, loaded.processor, batch_size=64).evaluate(loaded.model)
+    questions = {q: sum(suite.load(d).num_rows for d in suite.quadrants[q]) for q in QUADRANTS}
+    return directory, result, questions
+
+
+def test_the_shipped_base_was_built_from_this_toy_world(default_world):
+    manifest = json.loads((toy_base.SHIPPED_BASE_DIR / toy_base.MANIFEST_NAME).read_text())
+    identity = toy_base._shipped_identity(toy_base.ToyModelConfig(), PretrainConfig(), None)
+    assert manifest["identity"] == identity, (
+        "the toy world, prompts or pre-training settings changed since the base was shipped: "
+        "run `python -m recipes.toy pretrain --ship` and commit the result"
+    )
+    assert shipped_base(identity) == toy_base.SHIPPED_BASE_DIR
+
+
+def test_the_registered_base_is_the_shipped_one(shipped_result):
+    directory, _, _ = shipped_result
+    manifest = json.loads((toy_base.SHIPPED_BASE_DIR / toy_base.MANIFEST_NAME).read_text())
+    for name, digest in manifest["files"].items():
+        assert toy_base._file_sha256(directory / name) == digest, name
+
+
+def test_zero_shot_accuracies_are_the_readmes_to_the_digit(shipped_result):
+    _, result, _ = shipped_result
+    assert {name: round(result.metrics[name], 2) for name in SHIPPED_ZERO_SHOT} == SHIPPED_ZERO_SHOT
 
 
 @pytest.mark.parametrize("quadrant", QUADRANTS)
-def test_pretrained_base_is_above_chance_in_every_quadrant(fast_base, quadrant):
-    _, _, result, questions, _ = fast_base
+def test_the_base_is_above_chance_in_every_quadrant(shipped_result, quadrant):
+    _, result, questions = shipped_result
     bar = 100 * (CHANCE + STANDARD_ERRORS * math.sqrt(CHANCE * (1 - CHANCE) / questions[quadrant]))
     assert result.quadrant(quadrant) >= bar, (round(bar, 1), result.metrics)
 
 
-def test_pretraining_is_cached_and_reported(fast_base):
-    directory, again, _, _, built = fast_base
-    assert '"steps": 500' in (directory / "pretrain_report.json").read_text()
-    assert again == directory
+def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch, default_world):
+    damaged = tmp_path / "toy-qwen2.5-vl"
+    shutil.copytree(toy_base.SHIPPED_BASE_DIR, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(toy_base, "SHIPPED_BASE_DIR", damaged)
+    identity = toy_base._shipped_identity(toy_base.ToyModelConfig(), PretrainConfig(), None)
+    with pytest.raises(RuntimeError, match="model.safetensors: sha256 .* is not the manifest's"):
+        shipped_base(identity)
+
+
+def test_a_built_base_is_found_not_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGETLESS_CACHE", str(tmp_path))
+    build = lambda: toy_model_dir(True, pretrain_config=PretrainConfig(steps=3), pretrain_world=ToyWorldConfig(size="small"))  # noqa: E731
+    directory = build()
+    built = file_identities(directory)
+    assert '"steps": 3' in (directory / toy_base.PRETRAIN_REPORT_NAME).read_text()
+    assert build() == directory
     assert file_identities(directory) == built, "the second request rebuilt the model instead of finding it"

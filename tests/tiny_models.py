@@ -15,8 +15,8 @@ from recipes.models.toy import ToyModelConfig, build_toy_model, build_toy_proces
 from tests.data_fixtures import mcq_record, png_bytes
 
 TINY_TEXTS = [
-    "What is the main object in this image?\nA. red striped circle\nB. blue dotted square\n"
-    "Answer with the option's letter from the given choices directly.",
+    "What is the class of this image?\nA. red striped circle\nB. blue dotted square\n"
+    "Please answer with a single letter (A, B, C, or D).",
     "How many objects are there? one two three four",
 ]
 
@@ -94,6 +94,6 @@ def mcq_row(index: int = 0, with_image: bool = True, answer: str = "B") -> dict:
         index,
         image=image,
         answer=answer,
-        question="What is the main object in this image?",
+        question="What is the class of this image?",
         options=["red striped circle", "blue dotted square", "green circle", "red square"],
     )

@@ -8,7 +8,7 @@ fractions, mixing, suites, toy world.
 Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapters, inspect).
 """
 
-from recipes.data.prompts import MCQ_INSTRUCTION, mcq_prompt
+from recipes.data.prompts import mcq_instruction, mcq_prompt
 from recipes.data.registry import (
     REGISTERED_DATASETS,
     DatasetNotFoundError,
@@ -40,7 +40,7 @@ from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
 __all__ = [
     "LETTERS",
     "MCQ_COLUMNS",
-    "MCQ_INSTRUCTION",
+    "mcq_instruction",
     "MCQ_SCHEMA",
     "QUADRANTS",
     "RECORD_SCHEMA",

@@ -14,7 +14,7 @@ the directory names ("Faces_easy" -> "Faces easy") or from a names file:
 sit in memory. Image files are stored as they are (JPEG stays JPEG).
 
     folder = ClassFolder.scan("/data/imagenet/val", names_file="LOC_synset_mapping.txt")
-    build_class_mcq(folder, "imagenet-vqa-val.parquet", question=IMAGENET_QUESTION, clip_path="/models/clip")
+    build_class_mcq(folder, "imagenet-vqa-val.parquet", question=CLASS_QUESTION, clip_path="/models/clip")
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ logger = logging.getLogger("forgetless.data")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 """File extensions counted as images when scanning a folder (case-insensitive)."""
 
-IMAGENET_QUESTION = "What is the main object in this image?"
-"""The ImageNet-VQA question."""
+CLASS_QUESTION = "What is the class of this image?"
+"""The classification question of the paper's protocol (Appendix B.1): ImageNet-VQA, every class-folder set and the toy world."""
 
 FOLDER_QUESTION = "What is this?"
 """The default question of the class-folder adapter."""

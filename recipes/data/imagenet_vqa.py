@@ -1,7 +1,7 @@
 """python -m recipes.data imagenet-vqa --images DIR --clip PATH --out FILE [--seed N]
 
 ImageNet-VQA (paper §2.1, appendix B.1): every image of a class-labelled folder becomes the
-question "What is the main object in this image?" with four options, the true class and three
+question "What is the class of this image?" with four options, the true class and three
 distractors sampled from the five wrong classes whose CLIP text embeddings of
 "a photo of {class}" are most similar to the true class's (similarity matrix computed once;
 everything deterministic given the seed; answer letters balanced).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from recipes.data.class_folder import IMAGENET_QUESTION, ClassFolder, build_class_mcq
+from recipes.data.class_folder import CLASS_QUESTION, ClassFolder, build_class_mcq
 
 
 def build_imagenet_vqa(
@@ -47,7 +47,7 @@ def build_imagenet_vqa(
     return build_class_mcq(
         folder,
         out,
-        question=IMAGENET_QUESTION,
+        question=CLASS_QUESTION,
         clip_path=clip_path,
         seed=seed,
         source=source,

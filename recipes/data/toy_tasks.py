@@ -26,7 +26,7 @@ that slot where similarity applies (classes: ``SlotDistractorSampler`` pools of 
 sharing most attributes). Answer slots are dealt per dataset by an ``AnswerSlotDealer`` so that
 letters stay balanced, and the answer (class, digit, item) is then drawn within its slot.
 
-Tasks (ID text = "What is the main object in this image?"):
+Tasks (ID text = "What is the class of this image?"):
 
 ==================  ==============================================================
 classify            the target task: the class of a shape scene, one distractor per
@@ -53,7 +53,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from recipes.data.class_folder import IMAGENET_QUESTION
+from recipes.data.class_folder import CLASS_QUESTION
 from recipes.data.distractors import AnswerSlotDealer, SlotDistractorSampler
 from recipes.data.toy_images import (
     COLOURS,
@@ -403,7 +403,7 @@ def classify(
     variant: str = "plain",
     styles: tuple[str, ...] = ("plain",),
 ) -> list[ToyQuestion]:
-    """The target task: "What is the main object in this image?" -> the class name."""
+    """The target task: "What is the class of this image?" -> the class name."""
     classes = Rounds(slots_of(range(len(TOY_CLASSES)), CLASS_SLOTS.__getitem__), rng)
     questions = []
     for slot, style in zip(_deal(dealer, [ALL_SLOTS] * count, rng), _balanced(styles, count, rng)):
@@ -413,7 +413,7 @@ def classify(
         meta = {"task": "classify", **_class_meta(class_index, scene)}
         questions.append(
             ToyQuestion(
-                _scene_png(context, scene, rng), IMAGENET_QUESTION, TOY_CLASSES[class_index].name, distractors, meta
+                _scene_png(context, scene, rng), CLASS_QUESTION, TOY_CLASSES[class_index].name, distractors, meta
             )
         )
     return questions
@@ -530,7 +530,7 @@ def digits_classify(
         questions.append(
             ToyQuestion(
                 _digit_png(context, index, rng),
-                IMAGENET_QUESTION,
+                CLASS_QUESTION,
                 DIGIT_NAMES[digit],
                 _one_per_other_slot(slot, DIGIT_NAMES, rng),
                 meta,

@@ -77,7 +77,7 @@ from recipes.data.toy_tasks import (
 
 logger = logging.getLogger("forgetless.data")
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when the generator's output changes: it is part of the cache key."""
 
 NUM_OPTIONS = NUM_SLOTS

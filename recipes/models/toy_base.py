@@ -1,24 +1,30 @@
-"""python -m recipes.models.toy_base
+"""python -m recipes.toy pretrain [--ship]
 
 The toy base model: the tiny Qwen2.5-VL pre-trained on the toy world, so that fine-tuning it
 on the toy target task can really forget what it knew.
 
-Pre-training runs once on the ``toy-pretrain`` mix (every toy task, the target task weak) and is
-cached by a content hash of the model config, the pre-training config and the toy world, under
-``$FORGETLESS_CACHE/models/`` (see ``recipes.cache``). The registry names ``toy-qwen2.5-vl``
-and ``toy-qwen2.5-vl-init`` resolve here:
+The project ships the pre-trained base (``recipes/models/shipped/toy-qwen2.5-vl``, about 5 MB,
+with a manifest of what it was built from and each file's sha256), so every machine starts from
+the same weights and the first sweep does not wait for pre-training. The registry names
+``toy-qwen2.5-vl`` and ``toy-qwen2.5-vl-init`` resolve here, into ``$FORGETLESS_CACHE/models/``
+(see ``recipes.cache``):
 
     from recipes.models.toy_base import toy_model_dir
-    path = toy_model_dir(pretrained=True)   # builds on first use (5-15 minutes on 2 CPU cores)
+    path = toy_model_dir(pretrained=True)   # the shipped base, copied once into the cache
 
-Running the module builds (or finds) the base and prints where it is.
+When the toy world, the prompts, the model or the pre-training settings change, the shipped
+base no longer matches what it was built from (``pretraining_inputs_key``) and the base is
+pre-trained here on first use (5-15 minutes on 2 CPU cores, 0.2-0.6 s per step);
+``python -m recipes.toy pretrain --ship`` rebuilds the shipped copy and its manifest.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +33,7 @@ import torch
 
 from recipes.cache import cached_dir, content_key
 from recipes.data.collate import MCQCollator
-from recipes.data.prompts import mcq_prompt
+from recipes.data.prompts import MCQ_INSTRUCTION_TEMPLATE, mcq_prompt
 from recipes.data.registry import load_dataset, toy_world_dir, toy_world_key
 from recipes.data.schema import read_mcq
 from recipes.data.toy_world import ToyWorldConfig
@@ -38,6 +44,12 @@ PRETRAIN_DATASET = "toy-pretrain"
 """The toy world's pre-training mix."""
 TOKENIZER_DATASETS = ("toy-pretrain", "toy-general")
 """Datasets whose texts train the toy tokenizer."""
+SHIPPED_BASE_DIR = Path(__file__).with_name("shipped") / "toy-qwen2.5-vl"
+"""The pre-trained toy base shipped with the project (written by ``python -m recipes.toy pretrain --ship``)."""
+MANIFEST_NAME = "manifest.json"
+"""The shipped base's manifest: what it was built from and each file's sha256."""
+PRETRAIN_REPORT_NAME = "pretrain_report.json"
+"""Pre-training settings and final loss, written next to the weights."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,72 @@ def _build_init(directory: Path, model_config: ToyModelConfig) -> None:
     save_toy(model, processor, directory)
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pretraining_inputs_key(world: ToyWorldConfig | None = None) -> str:
+    """Content hash of everything the base learns from: the tokenizer's texts (prompts included) and
+    every row of the pre-training mix (images as bytes). Equal keys mean an equal toy base."""
+    digest = hashlib.sha256()
+    for text in _tokenizer_texts():
+        digest.update(text.encode() + b"\0")
+    table = read_mcq(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet")
+    for row in table.select(["id", "image", "question", "options", "answer"]).to_pylist():
+        digest.update(json.dumps([row["id"], row["question"], row["options"], row["answer"]]).encode())
+        digest.update(row["image"] or b"")
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _shipped_identity(model_config: ToyModelConfig, pretrain_config: PretrainConfig, world: ToyWorldConfig | None) -> dict:
+    return {
+        "model": model_config.to_dict(),
+        "pretrain": asdict(pretrain_config),
+        "inputs": pretraining_inputs_key(world),
+    }
+
+
+def shipped_base(identity: dict) -> Path | None:
+    """The shipped base's folder if it was built from ``identity`` (checked file by file), else None."""
+    manifest_path = SHIPPED_BASE_DIR / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("identity") != identity:
+        return None
+    for name, expected in manifest["files"].items():
+        actual = _file_sha256(SHIPPED_BASE_DIR / name)
+        if actual != expected:
+            raise RuntimeError(
+                f"{SHIPPED_BASE_DIR / name}: sha256 {actual[:12]}... is not the manifest's {expected[:12]}...; "
+                "restore the file from the repository or rebuild it with `python -m recipes.toy pretrain --ship`"
+            )
+    return SHIPPED_BASE_DIR
+
+
+def _pretrain_into(directory: Path, init_dir: Path, pretrain_config: PretrainConfig, world: ToyWorldConfig | None) -> None:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    _log(f"pre-training the toy base ({pretrain_config.steps} steps, once; cached under {directory.parent}) ...")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_dir)
+    processor = load_toy_processor(init_dir)
+    torch.manual_seed(pretrain_config.seed)
+    rows = read_mcq(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet").to_pylist()
+    losses = pretrain(model, processor, pretrain_config, rows, log=_log)
+    save_toy(model, processor, directory)
+    report = {"pretrain": asdict(pretrain_config), "final_loss": sum(losses[-100:]) / len(losses[-100:])}
+    (directory / PRETRAIN_REPORT_NAME).write_text(json.dumps(report, indent=2))
+
+
+def _init_dir(model_config: ToyModelConfig) -> Path:
+    init_key = content_key({"model": model_config.to_dict(), "world": toy_world_key(), "prompt": MCQ_INSTRUCTION_TEMPLATE, "format": 2})
+    return cached_dir("models", f"toy-qwen2.5-vl-init-{init_key}", lambda tmp: _build_init(tmp, model_config))
+
+
 def toy_model_dir(
     pretrained: bool,
     model_config: ToyModelConfig = ToyModelConfig(),
@@ -127,42 +205,49 @@ def toy_model_dir(
 ) -> Path:
     """Directory of the toy model (random init, or pre-trained on the toy world), built once.
 
-    ``pretrain_world`` is the toy world whose ``toy-pretrain`` mix the base learns (default: the
-    world the registered names resolve to; tests use a smaller mix).
+    The pre-trained base is copied from the shipped one when that was built from the same
+    inputs (``shipped_base``), so every machine gets the same weights; otherwise it is pre-trained
+    here. ``pretrain_world`` is the toy world whose ``toy-pretrain`` mix the base learns (default:
+    the world the registered names resolve to; tests use a smaller mix).
     """
-    init_key = content_key({"model": model_config.to_dict(), "world": toy_world_key(), "format": 1})
-    init_dir = cached_dir("models", f"toy-qwen2.5-vl-init-{init_key}", lambda tmp: _build_init(tmp, model_config))
+    init_dir = _init_dir(model_config)
     if not pretrained:
         return init_dir
 
     def build(directory: Path) -> None:
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        shipped = shipped_base(_shipped_identity(model_config, pretrain_config, pretrain_world))
+        if shipped is None:
+            _pretrain_into(directory, init_dir, pretrain_config, pretrain_world)
+            return
+        _log(f"using the shipped toy base ({shipped})")
+        for path in shipped.iterdir():
+            shutil.copy2(path, directory / path.name)
 
-        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-        log(f"building the toy base model once (cached under {directory.parent}) ...")
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_dir)
-        processor = load_toy_processor(init_dir)
-        torch.manual_seed(pretrain_config.seed)
-        rows = read_mcq(toy_world_dir(pretrain_world) / f"{PRETRAIN_DATASET}.parquet").to_pylist()
-        losses = pretrain(model, processor, pretrain_config, rows, log=log)
-        save_toy(model, processor, directory)
-        report = {"pretrain": asdict(pretrain_config), "final_loss": sum(losses[-100:]) / len(losses[-100:])}
-        (directory / "pretrain_report.json").write_text(json.dumps(report, indent=2))
-
-    identity = {"init": init_key, "pretrain": asdict(pretrain_config)}
+    identity = {"init": init_dir.name, "pretrain": asdict(pretrain_config)}
     if pretrain_world is not None:
         identity["world"] = toy_world_key(pretrain_world)
-    key = content_key(identity)
-    return cached_dir("models", f"toy-qwen2.5-vl-{key}", build)
+    return cached_dir("models", f"toy-qwen2.5-vl-{content_key(identity)}", build)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipes.models.toy_base", description=__doc__.split("\n\n")[1])
-    parser.parse_args(argv)
-    path = toy_model_dir(pretrained=True)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def ship_base(log=_log) -> Path:
+    """Pre-train the default toy base from scratch and write it, with its manifest, to ``SHIPPED_BASE_DIR``."""
+    model_config, pretrain_config = ToyModelConfig(), PretrainConfig()
+    init_dir = _init_dir(model_config)
+    with tempfile.TemporaryDirectory() as scratch:
+        built = Path(scratch) / "base"
+        built.mkdir()
+        _pretrain_into(built, init_dir, pretrain_config, None)
+        if SHIPPED_BASE_DIR.exists():
+            shutil.rmtree(SHIPPED_BASE_DIR)
+        SHIPPED_BASE_DIR.mkdir(parents=True)
+        for path in sorted(built.iterdir()):
+            shutil.copy2(path, SHIPPED_BASE_DIR / path.name)
+    files = {path.name: _file_sha256(path) for path in sorted(SHIPPED_BASE_DIR.iterdir())}
+    manifest = {
+        "identity": _shipped_identity(model_config, pretrain_config, None),
+        "files": files,
+        "command": "python -m recipes.toy pretrain --ship",
+    }
+    (SHIPPED_BASE_DIR / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"shipped toy base written to {SHIPPED_BASE_DIR}")
+    return SHIPPED_BASE_DIR
