@@ -25,10 +25,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
-from jobs.continual.loop import continual_loop_per_worker
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.loop import train_loop_per_worker
 from jobs.finetune.tracking import TrialTracker, start_trial_run
+from jobs.worker import trial_worker
 from recipes import storage
 from recipes.models import resolve_model_dir
 
@@ -58,7 +57,7 @@ def build_trainer(trial: TrialConfig, callbacks: Sequence[Any] = ()):
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
     filesystem, root = storage.arrow_filesystem(trial.storage)
     return TorchTrainer(
-        continual_loop_per_worker if trial.continual else train_loop_per_worker,
+        trial_worker,
         train_loop_config={"trial": trial.to_dict()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=trial.workers, use_gpu=use_gpu, resources_per_worker=resources),

@@ -5,41 +5,23 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pyarrow as pa
 import pytest
-import torch
 
 from jobs.evaluate.probing import classname_probe, counting_probe
 from jobs.evaluate.scoring import chosen_letter
 from jobs.evaluate.suite_eval import SuiteEvaluator, delta_metrics, quadrant_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
-from recipes.data.collate import MCQCollator
 from recipes.data.registry import load_dataset
 from recipes.data.suites import QUADRANTS, Suite, load_suite
 from recipes.models import load_model
-from recipes.models.toy import save_toy
+from recipes.models.toy_base import SHIPPED_BASE_DIR
 
 
 @pytest.fixture(scope="module")
-def letter_model(tmp_path_factory):
-    """The random toy model after 40 steps on the target task: it answers with a letter."""
-    loaded = load_model("toy-qwen2.5-vl-init")
-    rows = load_dataset("toy-imagenet-vqa").to_pylist()
-    collate = MCQCollator(loaded.processor, with_answers=True)
-    optimizer = torch.optim.AdamW(loaded.model.parameters(), lr=2e-3)
-    torch.manual_seed(0)
-    loaded.model.train()
-    for step in range(40):
-        batch = collate(rows[(step * 16) % len(rows) :][:16])
-        loss = loaded.model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    loaded.model.eval()
-    directory = tmp_path_factory.mktemp("letter-model")
-    save_toy(loaded.model, loaded.processor, directory)
-    loaded.path = directory
-    return loaded
+def letter_model():
+    """The shipped pre-trained toy base: it answers with a bare letter (read from its folder, so the
+    small toy world of the tests does not ask for a base of its own)."""
+    return load_model(str(SHIPPED_BASE_DIR))
 
 
 @pytest.fixture(scope="module")

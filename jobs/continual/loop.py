@@ -17,7 +17,7 @@ the last task, ``cl/last/<task>``, ``cl/average_at/<task>``, ``cl/last`` and ``c
 zero-shot row. A checkpoint (the whole model after the task, with the matrix so far) is
 reported after every task, so a restarted trial resumes after its last finished task.
 
-    TorchTrainer(continual_loop_per_worker, train_loop_config={"trial": trial.to_dict()}, ...)
+    ContinualWorker(trial).run()     # on every worker, from jobs.worker.trial_worker
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -50,7 +49,6 @@ from recipes.data.continual import stage_training_table, task_names
 from recipes.data.registry import dataset_name
 from recipes.data.stream import TrainingStream
 from recipes.methods import merge_lora
-from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.continual")
 
@@ -180,11 +178,3 @@ class ContinualWorker(TrialWorker):
                 if stage + 1 == len(self.tasks):
                     metrics.update(self.log_scores(step))
             self.report(step, {**metrics, "step": step, CONTINUAL_TASKS_DONE: float(stage + 1)}, checkpoint=True)
-
-
-def continual_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point of continual trials: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    install_log_redaction()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ContinualWorker(TrialConfig.from_dict(config["trial"])).run()

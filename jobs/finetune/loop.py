@@ -8,14 +8,13 @@ last step, all workers evaluate a shard of the 2x2 suite, rank 0 logs to MLflow,
 worker reports the metrics to Ray Train, with its part of a checkpoint every
 ``checkpoint_every`` steps (default: at every evaluation), at the last step and on an early stop:
 
-    TorchTrainer(train_loop_per_worker, train_loop_config={"trial": trial.to_dict()}, ...)
+    TrialWorker(trial).run()     # on every worker, from jobs.worker.trial_worker
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
 from recipes.models import load_model
-from recipes.redaction import install_log_redaction
 
 log = logging.getLogger("forgetless.finetune")
 
@@ -290,11 +288,3 @@ class TrialWorker:
                             checkpoint=stop or done in checkpoints)
                 if stop:
                     return
-
-
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: ``config["trial"]`` is a ``TrialConfig.to_dict()``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    install_log_redaction()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    TrialWorker(TrialConfig.from_dict(config["trial"])).run()
