@@ -301,7 +301,7 @@ def refuses_connections(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster, monkeypatch):
+def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_path, ray_cluster):
     """The tracking server is stopped once the trial has logged step 2 and started again (same port and
     store): rank 0's MLflow client retries, the trial finishes, every step is in the run once, and the
     run shows training on both sides of the outage (train/loss points logged before the server went
@@ -311,8 +311,6 @@ def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_
 
     from tests.conftest import MlflowServer, wait_for
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "20")  # ~ several minutes of retries
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     server = MlflowServer(tmp_path)
     server.start()
     steps = 30

@@ -444,9 +444,9 @@ def test_continual_stage_with_a_freeform_domain_replays_mcq_rows():
 def test_trial_trains_on_mixed_batches_and_scores_a_freeform_dataset(tmp_path, tracking_uri, ray_cluster):
     import yaml
 
-    from jobs.finetune.config import TrialConfig
     from jobs.trial import run_trial
     from tests.conftest import metric_steps
+    from tests.test_finetune import make_trial
 
     suite = {
         "name": "mixed",
@@ -459,24 +459,8 @@ def test_trial_trains_on_mixed_batches_and_scores_a_freeform_dataset(tmp_path, t
         "max_new_tokens": {"toy-count-free": 4},
     }
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    trial = TrialConfig(
-        model="toy-qwen2.5-vl-init",
-        parts="llm.attn",
-        lr=2e-3,
-        steps=2,
-        eval_every=2,
-        batch_size=8,
-        micro_batch_size=8,
-        workers=1,
-        zero_stage=2,
-        warmup_ratio=0.0,
-        eval_batch_size=64,
-        mix=(MixSource("toy-chat", 0.5),),
-        eval_suite=str(tmp_path / "suite.yaml"),
-        storage=str(tmp_path / "storage"),
-        tracking_uri=tracking_uri,
-        experiment=f"test-{tmp_path.name}",
-    )
+    trial = make_trial(tmp_path, tracking_uri, steps=2, eval_every=2, micro_batch_size=8,
+                       mix=(MixSource("toy-chat", 0.5),), eval_suite=str(tmp_path / "suite.yaml"))
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
     for key in ("acc/toy-count-free", "acc/q/id_ood", "train/loss"):
