@@ -26,9 +26,9 @@ os.environ.setdefault("FORGETLESS_TOY_SIZE", "small")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # MLflow's client retries an unreachable server with backoff (factor 2 by default: waits of 4, 8,
-# ... 128 s); the outage test's server is back within seconds, and a shorter backoff sees it sooner.
+# ... 128 s); the outage test's server is back within seconds, and half the backoff sees it sooner.
 # Set before the session's Ray cluster starts, so its workers inherit them.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "10")
 
 S3_BUCKET = "forgetless-test"

@@ -10,7 +10,7 @@ import pytest
 
 import recipes.data.class_folder as class_folder_module
 from recipes.data.__main__ import main
-from recipes.data.class_folder import IMAGENET_QUESTION, ClassFolder, build_class_mcq, read_class_names
+from recipes.data.class_folder import CLASS_QUESTION, ClassFolder, build_class_mcq, read_class_names
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
 from recipes.data.imagenet_vqa import build_imagenet_vqa
 from recipes.data.schema import LETTERS, answer_index, read_mcq
@@ -149,7 +149,7 @@ def test_imagenet_vqa_uses_clip_top5_distractors(tmp_path, image_folder, clip_di
         scores = similarity[true].copy()
         scores[true] = -np.inf
         top5 = {folder.class_names[j] for j in np.argsort(-scores)[:5]}
-        assert row["question"] == IMAGENET_QUESTION
+        assert row["question"] == CLASS_QUESTION
         assert row["options"][answer_index(row)] == meta["classname"]
         assert len(row["options"]) == 4 and len(set(row["options"])) == 4
         assert set(row["options"]) - {meta["classname"]} <= top5
