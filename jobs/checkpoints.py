@@ -18,9 +18,11 @@ plain containers only, plus the few DeepSpeed record classes its files hold
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import importlib
 import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,19 @@ def _record_classes() -> list[type]:
     return classes
 
 
+def _record_enum_member(cls: type, name: str) -> enum.Enum:
+    """What ``getattr(cls, name)`` in a checkpoint may mean: a member of a DeepSpeed record enum.
+
+    Some Python versions (Debian's 3.11.2 among them) pickle enum members by name, as
+    ``getattr(ZeroStageEnum, "weights")``; this stands in for ``builtins.getattr`` while loading and
+    answers only for the enums in ``DEEPSPEED_RECORD_CLASSES``, so a checkpoint cannot reach any
+    other attribute of anything.
+    """
+    if isinstance(cls, type) and issubclass(cls, enum.Enum) and cls in _record_classes() and name in cls.__members__:
+        return cls[name]
+    raise pickle.UnpicklingError(f"checkpoint asks for attribute {name!r} of {cls!r}, which is not a record enum")
+
+
 @contextlib.contextmanager
 def weights_only_loading() -> Iterator[None]:
     """Inside, every ``torch.load`` (also one asking for ``weights_only=False``) loads data only."""
@@ -64,7 +79,7 @@ def weights_only_loading() -> Iterator[None]:
 
     torch.load = load
     try:
-        with torch.serialization.safe_globals(_record_classes()):
+        with torch.serialization.safe_globals([*_record_classes(), (_record_enum_member, "builtins.getattr")]):
             yield
     finally:
         torch.load = original

@@ -11,7 +11,10 @@ import pytest
 import torch
 import yaml
 
-from jobs.checkpoints import CHECKPOINT_TAG, trained_state_dict
+from deepspeed.runtime.fp16.loss_scaler import LossScaler
+from deepspeed.runtime.zero.config import ZeroStageEnum
+
+from jobs.checkpoints import CHECKPOINT_TAG, trained_state_dict, weights_only_loading
 from recipes.redaction import MASK, RedactingFilter, credential_problem, redact, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +77,33 @@ def test_checkpoint_from_storage_is_never_run_as_code(tmp_path):
         trained_state_dict(tmp_path / "checkpoint")
     assert not marker.exists()
     assert torch.load is original_load
+
+
+class ByName:
+    """Pickles as ``getattr(owner, name)``: how some Python versions pickle enum members."""
+
+    def __init__(self, owner, name: str):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+@pytest.mark.parametrize("owner, name, loads_as", [
+    (ZeroStageEnum, "weights", ZeroStageEnum.weights),   # DeepSpeed's optimizer state on Python 3.11.2
+    (ZeroStageEnum, "__init__", None),                   # no other attribute of a record enum
+    (LossScaler, "__init__", None),                      # nor of a record class that is not an enum
+    (Path, "touch", None),                               # nor of anything else
+])
+def test_checkpoints_may_name_record_enum_members_and_nothing_else(tmp_path, owner, name, loads_as):
+    path = tmp_path / "state.pt"
+    torch.save({"zero_stage": ByName(owner, name)}, path)
+    with weights_only_loading():
+        if loads_as is None:
+            with pytest.raises(pickle.UnpicklingError):
+                torch.load(path)
+        else:
+            assert torch.load(path)["zero_stage"] is loads_as
 
 
 SECRETS = {
