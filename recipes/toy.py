@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from recipes.models.toy_base import ship_base, toy_model_dir
+from recipes.models.toy_base import PRETRAIN_REPORT_NAME, ship_base, toy_model_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = ship_base() if args.ship else toy_model_dir(pretrained=not args.init)
     print(path)
-    report = path / "pretrain_report.json"
+    report = path / PRETRAIN_REPORT_NAME
     if report.is_file():
         details = json.loads(report.read_text())
         print(f"pre-trained {details['pretrain']['steps']} steps, final loss {details['final_loss']:.4f}")
