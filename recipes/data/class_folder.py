@@ -37,9 +37,6 @@ logger = logging.getLogger("forgetless.data")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 """File extensions counted as images when scanning a folder (case-insensitive)."""
 
-CLASS_QUESTION = "What is the class of this image?"
-"""The classification question of the paper's protocol (Appendix B.1): ImageNet-VQA, every class-folder set and the toy world."""
-
 FOLDER_QUESTION = "What is this?"
 """The default question of the class-folder adapter."""
 

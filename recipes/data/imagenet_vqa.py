@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 
-from recipes.data.class_folder import CLASS_QUESTION, ClassFolder, build_class_mcq
+from recipes.data.class_folder import ClassFolder, build_class_mcq
+from recipes.data.prompts import CLASS_QUESTION
 
 
 def build_imagenet_vqa(

@@ -53,8 +53,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from recipes.data.class_folder import CLASS_QUESTION
 from recipes.data.distractors import AnswerSlotDealer, SlotDistractorSampler
+from recipes.data.prompts import CLASS_QUESTION
 from recipes.data.toy_images import (
     COLOURS,
     SHAPES,
