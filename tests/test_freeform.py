@@ -405,8 +405,8 @@ from recipes.data.stream import MixSource, build_train_stream  # noqa: E402
 
 
 def test_toy_freeform_datasets_are_registered_and_deterministic():
-    from recipes.data.toy_freeform import toy_freeform_records
-    from recipes.data.toy_world import ToyWorldConfig
+    from recipes.toyworld.freeform import toy_freeform_records
+    from recipes.toyworld.world import ToyWorldConfig
 
     count = load_dataset("toy-count-free").to_pylist()
     assert {row["question"] for row in count} == {"How many shapes are there? Answer with a number."}

@@ -1,5 +1,6 @@
 """Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters,
-fractions, mixing, suites, toy world.
+dataset names, fractions, mixing, suites. The toy world is ``recipes.toy``; registered names
+reach it through the registry's dataset providers.
 
     from recipes.data import load_dataset, load_suite, build_train_stream, MixSource
     stream = build_train_stream("toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.5)], seed=0)
@@ -10,12 +11,11 @@ Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapte
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
 from recipes.data.registry import (
-    REGISTERED_DATASETS,
     DatasetNotFoundError,
     dataset_name,
     load_dataset,
+    registered_datasets,
     resolve_dataset,
-    toy_world_key,
 )
 from recipes.data.sampling import fraction_indices, take_fraction
 from recipes.data.schema import (
@@ -44,7 +44,6 @@ __all__ = [
     "MCQ_SCHEMA",
     "QUADRANTS",
     "RECORD_SCHEMA",
-    "REGISTERED_DATASETS",
     "DatasetNotFoundError",
     "MCQFormatError",
     "MixSource",
@@ -61,12 +60,12 @@ __all__ = [
     "option_letter",
     "read_mcq",
     "read_mcq_report",
+    "registered_datasets",
     "resolve_dataset",
     "row_history",
     "row_images",
     "row_kind",
     "skipped_row_count",
     "take_fraction",
-    "toy_world_key",
     "write_mcq",
 ]
