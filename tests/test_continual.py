@@ -19,7 +19,7 @@ from jobs.finetune.loop import RESUMED_TAG
 from jobs.trial import ensure_trial_run, run_trial
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, parse_grid
-from recipes.data.adapters import adapt_file
+from recipes.adapters.formats import adapt_file
 from recipes.data.continual import (
     ContinualTask,
     load_train_table,

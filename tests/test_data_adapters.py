@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recipes.adapters.formats import adapt, adapt_file
+from recipes.adapters.rows import parse_label, split_question_options
 from recipes.data.__main__ import main
-from recipes.data.adapters import adapt, adapt_file, parse_label, split_question_options
 from recipes.data.schema import MCQFormatError, read_mcq
 from tests.data_fixtures import png_bytes
 

@@ -124,8 +124,9 @@ def test_inspect_counts_kinds_matchers_and_images():
 
 # -- adapters on files in the public layouts -------------------------------------------------------
 
+from recipes.adapters.formats import adapt_file  # noqa: E402
+from recipes.adapters.rows import split_inline_options  # noqa: E402
 from recipes.data.__main__ import main as data_main  # noqa: E402
-from recipes.data.adapters import adapt_file, split_inline_options  # noqa: E402
 
 MLLM_CL_DOMAINS = {
     # domain: (train rows, test rows) in MLLM-CL's layout: LLaVA conversations / question_id, text, answer

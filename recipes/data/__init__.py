@@ -1,6 +1,8 @@
-"""Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters,
-dataset names, fractions, mixing, suites. The toy world is ``recipes.toy``; registered names
-reach it through the registry's dataset providers.
+"""The data contract of forgetless: MCQ and free-form records, reading and writing them, dataset
+names, fractions, mixing, suites, continual task sequences, collation. Public formats become
+records through ``recipes.adapters``; the toy world is ``recipes.toyworld``, which registered names
+reach through the registry's dataset providers. The contract imports neither; its command line
+(``python -m recipes.data``) brings the three together.
 
     from recipes.data import load_dataset, load_suite, build_train_stream, MixSource
     stream = build_train_stream("toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.5)], seed=0)
