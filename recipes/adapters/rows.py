@@ -1,13 +1,14 @@
-"""python -m recipes.data adapt FORMAT --input PATH --out FILE   (reads the input through here)
-
-Source rows of the public formats: every row of a .parquet, .jsonl, .json (list) or .tsv file
-with its location, and the parsing the converters share: images from bytes, Hugging Face image
-structs, paths or base64; answer labels; lettered or inline option lists; the source fields a
-record does not use, kept in ``meta``.
+"""Source rows of the public formats, and the parsing their converters share.
 
     from recipes.adapters.rows import iter_source_rows, question_and_options
     for location, row in iter_source_rows("test.jsonl"):
         question, options, trailing = question_and_options(row["text"])
+
+``python -m recipes.data adapt`` reads its input through here: every row of a .parquet, .jsonl,
+.json (list) or .tsv file with its location. The converters (``recipes.adapters.mcq``,
+``recipes.adapters.freeform``) share the rest: images from bytes, Hugging Face image structs,
+paths or base64; answer labels; lettered or inline option lists; the source fields a record
+does not use, kept in ``meta``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""resolve_dataset("toy-imagenet-vqa")   (recipes.data.registry; the toy world's names resolve here)
-
-The toy world's datasets by name: the world's registered names (MCQ and free-form), its eval
-suite and its continual-learning domains, made on first use into the cache. ``PROVIDER`` is what
-the data registry (``recipes.data.registry``) knows the toy world by; the registry imports this
-module the first time it is asked for a name, so the data contract never imports the toy world.
+"""The toy world's datasets by name, made on first use into the cache: its dataset provider.
 
     from recipes.toyworld.datasets import toy_world_dir, toy_world_key
     toy_world_dir()                            # <cache>/toy-world/<key>/ (generated on first use)
     toy_world_key(ToyWorldConfig(size="small"))
+    resolve_dataset("toy-imagenet-vqa")        # recipes.data.registry, through PROVIDER below
+
+The world's registered names (MCQ and free-form), its eval suite (``toy``) and its
+continual-learning domains (``toy-cl-*``) resolve here. ``PROVIDER`` is what the data registry
+(``recipes.data.registry``) knows the toy world by; the registry imports this module the first
+time it is asked about a name, so the data contract never imports the toy world.
 
 The toy world is generated on first use into ``$FORGETLESS_CACHE/toy-world/<key>/`` (default
 cache ``~/.cache/forgetless``). The key is a content hash of the generator version and its
