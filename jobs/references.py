@@ -38,7 +38,7 @@ from recipes.models.catalog import (
 from recipes.uri_checks import data_uri_problem
 
 MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
-"""File suffixes of MCQ datasets (``recipes.data.schema.read_mcq``)."""
+"""File suffixes of MCQ datasets (``recipes.data.readers.read_mcq``)."""
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 """File suffixes of suite files."""

@@ -14,7 +14,8 @@ from recipes.adapters.imagenet_vqa import build_imagenet_vqa
 from recipes.data.__main__ import main
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
 from recipes.data.prompts import CLASS_QUESTION
-from recipes.data.schema import LETTERS, answer_index, read_mcq
+from recipes.data.readers import read_mcq
+from recipes.data.schema import LETTERS, answer_index
 from tests.data_fixtures import CLASS_NAMES, build_tiny_clip, write_class_folder
 
 

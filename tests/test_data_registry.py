@@ -10,9 +10,9 @@ import pytest
 
 import recipes.toyworld.world as toy_world_module
 from recipes.data.registry import DatasetNotFoundError, dataset_name, load_dataset, registered_datasets, resolve_dataset
-from recipes.data.schema import write_mcq
 from recipes.data.stream import MixSource, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
+from recipes.data.writers import write_mcq
 from recipes.toyworld.datasets import toy_world_key
 from recipes.toyworld.freeform import TOY_FREEFORM_NAMES
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig

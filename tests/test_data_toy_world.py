@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from recipes.data.distractors import AnswerSlotDealer
-from recipes.data.schema import answer_index, read_mcq
+from recipes.data.readers import read_mcq
+from recipes.data.schema import answer_index
 from recipes.data.suites import QUADRANTS, load_suite
 from recipes.toyworld.images import BACKGROUNDS, TOY_CLASSES
 from recipes.toyworld.tasks import CLASS_SLOTS, OPTION_SLOTS, option_slot

@@ -7,19 +7,18 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from recipes.data.readers import read_mcq, read_mcq_report
 from recipes.data.schema import (
     MCQ_SCHEMA,
     RECORD_SCHEMA,
     MCQFormatError,
     concat_records,
-    read_mcq,
-    read_mcq_report,
     row_history,
     row_images,
     row_kind,
-    write_mcq,
 )
 from recipes.data.summary import summarize
+from recipes.data.writers import write_mcq
 from tests.data_fixtures import mcq_record, png_bytes
 
 

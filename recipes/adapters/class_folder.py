@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
-from recipes.data.schema import MCQWriter, check_writable
+from recipes.data.writers import MCQWriter, check_writable
 
 logger = logging.getLogger("forgetless.data")
 

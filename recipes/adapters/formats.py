@@ -75,10 +75,9 @@ from recipes.data.schema import (
     BadRow,
     MCQFormatError,
     RowValidator,
-    check_writable,
     records_to_table,
-    write_mcq,
 )
+from recipes.data.writers import check_writable, write_mcq
 from recipes.storage import parent_dir
 
 FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "llava-instruct", "vqa", "class-folder")

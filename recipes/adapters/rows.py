@@ -23,7 +23,8 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
-from recipes.data.schema import LETTERS, image_from_text
+from recipes.data.readers import image_from_text
+from recipes.data.schema import LETTERS
 from recipes.storage import file_suffix, open_binary
 
 

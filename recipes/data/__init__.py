@@ -12,6 +12,7 @@ Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapte
 """
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
+from recipes.data.readers import read_mcq, read_mcq_report, skipped_row_count
 from recipes.data.registry import (
     DatasetNotFoundError,
     dataset_name,
@@ -28,16 +29,13 @@ from recipes.data.schema import (
     MCQFormatError,
     answer_index,
     option_letter,
-    read_mcq,
-    read_mcq_report,
     row_history,
     row_images,
     row_kind,
-    skipped_row_count,
-    write_mcq,
 )
 from recipes.data.stream import MixSource, TrainingStream, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
+from recipes.data.writers import write_mcq
 
 __all__ = [
     "LETTERS",

@@ -27,7 +27,8 @@ from recipes.adapters.formats import FORMATS, adapt
 from recipes.adapters.freeform import MLLM_CL_MATCHERS
 from recipes.adapters.imagenet_vqa import build_imagenet_vqa
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
-from recipes.data.schema import MATCHER_NAMES, MCQFormatError, read_mcq_report
+from recipes.data.readers import read_mcq_report
+from recipes.data.schema import MATCHER_NAMES, MCQFormatError
 from recipes.data.summary import summarize
 from recipes.redaction import install_log_redaction, redact
 from recipes.toyworld.freeform import TOY_FREEFORM_NAMES, generate_toy_freeform

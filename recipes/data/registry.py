@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 import pyarrow as pa
 
-from recipes.data.schema import read_mcq
+from recipes.data.readers import read_mcq
 from recipes.storage import exists, is_remote
 
 PROVIDER_MODULES = ("recipes.toyworld.datasets",)
@@ -91,5 +91,5 @@ def dataset_name(name_or_path: str | os.PathLike) -> str:
 
 
 def load_dataset(name_or_path: str | os.PathLike, skip_bad: bool = False) -> pa.Table:
-    """The validated table (MCQ and free-form records) of a registered name or file (``schema.read_mcq``)."""
+    """The validated table (MCQ and free-form records) of a registered name or file (``readers.read_mcq``)."""
     return read_mcq(resolve_dataset(name_or_path), skip_bad=skip_bad)

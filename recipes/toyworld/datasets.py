@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from recipes.cache import cached_dir, content_key
 from recipes.data.registry import DatasetProvider, load_dataset
-from recipes.data.schema import write_mcq
+from recipes.data.writers import write_mcq
 from recipes.toyworld.freeform import FREEFORM_VERSION, TOY_FREEFORM_NAMES, generate_toy_freeform
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world, suite_spec
 

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from recipes.data.schema import write_mcq
+from recipes.data.writers import write_mcq
 from recipes.toyworld.images import TOY_CLASSES
 from recipes.toyworld.tasks import ToyContext, _listed_text_items, _scene_png, sample_scene
 from recipes.toyworld.world import ToySizes, ToyWorldConfig, dataset_rng

@@ -60,7 +60,7 @@ import yaml
 from contract.layout import QUADRANTS
 from recipes.data.distractors import AnswerSlotDealer
 from recipes.data.sampling import block_slots
-from recipes.data.schema import write_mcq
+from recipes.data.writers import write_mcq
 from recipes.toyworld.images import STYLES
 from recipes.toyworld.tasks import (
     NUM_SLOTS,
