@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from jobs.finetune.config import TRIAL_OWNED_KEYS
-from recipes.data.registry import REGISTERED_DATASETS
+from recipes.data.registry import registered_datasets
 from recipes.storage import file_suffix, is_remote
-from recipes.data.suites import NAMED_SUITES, SuiteError, load_suite
+from recipes.data.suites import SuiteError, load_suite, named_suites
 from recipes.models.catalog import (
     HUB_MODELS,
     REGISTERED_MODELS,
@@ -38,7 +38,7 @@ from recipes.models.catalog import (
 from recipes.uri_checks import data_uri_problem
 
 MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
-"""File suffixes of MCQ datasets (``recipes.data.schema.read_mcq``)."""
+"""File suffixes of MCQ datasets (``recipes.data.readers.read_mcq``)."""
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 """File suffixes of suite files."""
@@ -96,14 +96,14 @@ def model_problems(model: str, check_paths: bool, where: str = "model") -> list[
 
 def dataset_problems(where: str, value: str, check_paths: bool) -> list[str]:
     """A registered dataset name or an MCQ file (local or URL, without credentials)."""
-    if value in REGISTERED_DATASETS:
+    if value in registered_datasets():
         return []
     uri = data_uri_problem(where, value)
     if uri:
         return [uri]
     if not (file_suffix(value) in MCQ_SUFFIXES or looks_like_path(value) or "/" in value or is_remote(value)):
         alternative = f"the path of an MCQ file: {', '.join(MCQ_SUFFIXES)}"
-        return [f"{where}: " + unknown_name("dataset", value, REGISTERED_DATASETS, alternative)]
+        return [f"{where}: " + unknown_name("dataset", value, registered_datasets(), alternative)]
     if file_suffix(value) not in MCQ_SUFFIXES:
         return [f"{where}: {value!r} is not an MCQ file; expected {', '.join(MCQ_SUFFIXES)}"]
     if check_paths and not is_remote(value) and not _local_path(value).is_file():
@@ -113,13 +113,13 @@ def dataset_problems(where: str, value: str, check_paths: bool) -> list[str]:
 
 def suite_problems(value: str, check_paths: bool, where: str = "eval.suite") -> list[str]:
     """A named suite, or a suite YAML that loads, with its datasets on this machine (with ``check_paths``)."""
-    if value in NAMED_SUITES:
+    if value in named_suites():
         return []
     uri = data_uri_problem(where, value)
     if uri:
         return [uri]
     if file_suffix(value) not in SUITE_SUFFIXES:
-        return [f"{where}: " + unknown_name("suite", value, NAMED_SUITES, "the path of a suite YAML file")]
+        return [f"{where}: " + unknown_name("suite", value, named_suites(), "the path of a suite YAML file")]
     if not check_paths or is_remote(value):
         return []
     if not _local_path(value).is_file():

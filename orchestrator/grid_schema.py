@@ -33,11 +33,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig, name_problem
-from recipes.data.continual import TOY_DOMAINS
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
 from recipes.storage import S3_PREFIX
+from recipes.toyworld.datasets import TOY_DOMAINS
 
 TRIAL_DEFAULTS: dict[str, Any] = {name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""

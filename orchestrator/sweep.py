@@ -43,8 +43,9 @@ from orchestrator.progress import SummaryRow, SweepProgress, summary_table, wors
 from orchestrator.runs import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
 from recipes.data.continual import load_train_table
+from recipes.data.readers import read_mcq
 from recipes.data.registry import resolve_dataset
-from recipes.data.schema import MCQFormatError, image_count_problem, read_mcq
+from recipes.data.schema import MCQFormatError, image_count_problem
 from recipes.data.suites import SuiteError, load_suite
 from recipes.models import resolve_model_dir
 from recipes.models.catalog import model_family

@@ -19,7 +19,7 @@ from jobs.finetune.loop import RESUMED_TAG
 from jobs.trial import ensure_trial_run, run_trial
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, parse_grid
-from recipes.data.adapters import adapt_file
+from recipes.adapters.formats import adapt_file
 from recipes.data.continual import (
     ContinualTask,
     load_train_table,
@@ -27,7 +27,8 @@ from recipes.data.continual import (
     resolve_task,
     stage_training_table,
 )
-from recipes.data.schema import MCQFormatError, write_mcq
+from recipes.data.schema import MCQFormatError
+from recipes.data.writers import write_mcq
 from recipes.models import load_model
 from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
 from tests.test_sweep import sweep_command, trial_runs, write_grid

@@ -10,9 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recipes.adapters.formats import adapt, adapt_file
+from recipes.adapters.rows import parse_label, split_question_options
 from recipes.data.__main__ import main
-from recipes.data.adapters import adapt, adapt_file, parse_label, split_question_options
-from recipes.data.schema import MCQFormatError, read_mcq
+from recipes.data.readers import read_mcq
+from recipes.data.schema import MCQFormatError
 from tests.data_fixtures import png_bytes
 
 RED, BLUE = png_bytes((255, 0, 0), size=10), png_bytes((0, 0, 255), size=20)

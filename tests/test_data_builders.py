@@ -8,12 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import recipes.data.class_folder as class_folder_module
+import recipes.adapters.class_folder as class_folder_module
+from recipes.adapters.class_folder import ClassFolder, build_class_mcq, read_class_names
+from recipes.adapters.imagenet_vqa import build_imagenet_vqa
 from recipes.data.__main__ import main
-from recipes.data.class_folder import CLASS_QUESTION, ClassFolder, build_class_mcq, read_class_names
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
-from recipes.data.imagenet_vqa import build_imagenet_vqa
-from recipes.data.schema import LETTERS, answer_index, read_mcq
+from recipes.data.prompts import CLASS_QUESTION
+from recipes.data.readers import read_mcq
+from recipes.data.schema import LETTERS, answer_index
 from tests.data_fixtures import CLASS_NAMES, build_tiny_clip, write_class_folder
 
 

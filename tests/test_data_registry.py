@@ -8,20 +8,14 @@ from pathlib import Path
 
 import pytest
 
-import recipes.data.toy_world as toy_world_module
-from recipes.data.registry import (
-    REGISTERED_DATASETS,
-    DatasetNotFoundError,
-    dataset_name,
-    load_dataset,
-    resolve_dataset,
-    toy_world_key,
-)
-from recipes.data.schema import write_mcq
+import recipes.toyworld.world as toy_world_module
+from recipes.data.registry import DatasetNotFoundError, dataset_name, load_dataset, registered_datasets, resolve_dataset
 from recipes.data.stream import MixSource, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
-from recipes.data.toy_freeform import TOY_FREEFORM_NAMES
-from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig
+from recipes.data.writers import write_mcq
+from recipes.toyworld.datasets import toy_world_key
+from recipes.toyworld.freeform import TOY_FREEFORM_NAMES
+from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig
 from tests.data_fixtures import mcq_record
 
 
@@ -56,11 +50,11 @@ def test_registered_name_builds_the_toy_world_once(fresh_cache):
     freeform = resolve_dataset("toy-chat")
     assert freeform.parent.parent == fresh_cache / "toy-freeform"
     assert all((freeform.parent / f"{name}.parquet").exists() for name in TOY_FREEFORM_NAMES)
-    assert set(REGISTERED_DATASETS) == {*TOY_DATASET_NAMES, *TOY_FREEFORM_NAMES}
+    assert set(registered_datasets()) == {*TOY_DATASET_NAMES, *TOY_FREEFORM_NAMES}
 
 
 def test_racing_processes_share_one_build(fresh_cache):
-    script = "from recipes.data.registry import toy_world_dir; print(toy_world_dir())"
+    script = "from recipes.toyworld.datasets import toy_world_dir; print(toy_world_dir())"
     processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = {process.communicate(timeout=120)[0].strip() for process in processes}
     assert all(process.returncode == 0 for process in processes)
@@ -128,7 +122,7 @@ def test_toy_suite(small_world_env):
     assert tuple(suite.quadrants) == QUADRANTS == ("id_id", "id_ood", "ood_id", "ood_ood")
     assert suite.quadrants["id_id"] == ["toy-imagenet-vqa-val", "toy-imagenet-vqa-v2"]
     assert suite.quadrants["ood_id"] == ["toy-attributes", "toy-wiki", "toy-wiki-classname"]
-    assert set(suite.dataset_names().values()) <= set(REGISTERED_DATASETS)
+    assert set(suite.dataset_names().values()) <= set(registered_datasets())
     assert suite.content_hash() == load_suite("toy").content_hash()
     assert suite.load("toy-text-qa").num_rows == 40
 

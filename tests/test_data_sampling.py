@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from recipes.data.sampling import fraction_indices, take_fraction
-from recipes.data.schema import write_mcq
 from recipes.data.stream import MixSource, TrainingStream, block_slots, build_train_stream
+from recipes.data.writers import write_mcq
 from tests.data_fixtures import mcq_record
 
 

@@ -11,18 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
-from recipes.data.schema import (
-    LETTERS,
-    MCQ_COLUMNS,
-    MCQ_SCHEMA,
-    MCQFormatError,
-    answer_index,
-    option_letter,
-    read_mcq,
-    read_mcq_report,
-    skipped_row_count,
-    write_mcq,
-)
+from recipes.data.readers import read_mcq, read_mcq_report, skipped_row_count
+from recipes.data.schema import LETTERS, MCQ_COLUMNS, MCQ_SCHEMA, MCQFormatError, answer_index, option_letter
+from recipes.data.writers import write_mcq
 from tests.data_fixtures import mcq_record, png_bytes
 
 

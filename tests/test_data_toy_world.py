@@ -15,11 +15,12 @@ import pytest
 from PIL import Image
 
 from recipes.data.distractors import AnswerSlotDealer
-from recipes.data.schema import answer_index, read_mcq
+from recipes.data.readers import read_mcq
+from recipes.data.schema import answer_index
 from recipes.data.suites import QUADRANTS, load_suite
-from recipes.data.toy_images import BACKGROUNDS, TOY_CLASSES
-from recipes.data.toy_tasks import CLASS_SLOTS, OPTION_SLOTS, option_slot
-from recipes.data.toy_world import SIZES, TOY_DATASETS, ToyWorldConfig, toy_records
+from recipes.toyworld.images import BACKGROUNDS, TOY_CLASSES
+from recipes.toyworld.tasks import CLASS_SLOTS, OPTION_SLOTS, option_slot
+from recipes.toyworld.world import SIZES, TOY_DATASETS, ToyWorldConfig, toy_records
 
 EVAL_SETS = [d.name for d in TOY_DATASETS if d.split == "eval"]
 TRAIN_SETS = [d.name for d in TOY_DATASETS if d.split == "train"]

@@ -7,19 +7,18 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from recipes.data.readers import read_mcq, read_mcq_report
 from recipes.data.schema import (
     MCQ_SCHEMA,
     RECORD_SCHEMA,
     MCQFormatError,
     concat_records,
-    read_mcq,
-    read_mcq_report,
     row_history,
     row_images,
     row_kind,
-    write_mcq,
 )
 from recipes.data.summary import summarize
+from recipes.data.writers import write_mcq
 from tests.data_fixtures import mcq_record, png_bytes
 
 
@@ -124,8 +123,9 @@ def test_inspect_counts_kinds_matchers_and_images():
 
 # -- adapters on files in the public layouts -------------------------------------------------------
 
+from recipes.adapters.formats import adapt_file  # noqa: E402
+from recipes.adapters.rows import split_inline_options  # noqa: E402
 from recipes.data.__main__ import main as data_main  # noqa: E402
-from recipes.data.adapters import adapt_file, split_inline_options  # noqa: E402
 
 MLLM_CL_DOMAINS = {
     # domain: (train rows, test rows) in MLLM-CL's layout: LLaVA conversations / question_id, text, answer
@@ -405,8 +405,8 @@ from recipes.data.stream import MixSource, build_train_stream  # noqa: E402
 
 
 def test_toy_freeform_datasets_are_registered_and_deterministic():
-    from recipes.data.toy_freeform import toy_freeform_records
-    from recipes.data.toy_world import ToyWorldConfig
+    from recipes.toyworld.freeform import toy_freeform_records
+    from recipes.toyworld.world import ToyWorldConfig
 
     count = load_dataset("toy-count-free").to_pylist()
     assert {row["question"] for row in count} == {"How many shapes are there? Answer with a number."}

@@ -12,7 +12,7 @@ import pytest
 
 from recipes.redaction import CREDENTIAL_HINT
 from orchestrator.grid import GridError, load_grid, parse_grid
-from recipes.data.registry import REGISTERED_DATASETS
+from recipes.data.registry import registered_datasets
 from recipes.models.catalog import REGISTERED_MODELS
 
 BASE = """\
@@ -141,7 +141,7 @@ BROKEN = [
         BASE + "train: {dataset: toy-imagenet}\n",
         [
             "train.dataset: unknown dataset 'toy-imagenet'; did you mean 'toy-imagenet-vqa'? "
-            f"(registered: {', '.join(REGISTERED_DATASETS)}; or the path of an MCQ file: .parquet, .pq, .jsonl, .ndjson)"
+            f"(registered: {', '.join(registered_datasets())}; or the path of an MCQ file: .parquet, .pq, .jsonl, .ndjson)"
         ],
     ),
     (

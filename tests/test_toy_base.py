@@ -20,10 +20,10 @@ import pytest
 
 from jobs.evaluate.suite_eval import SuiteEvaluator
 from recipes.data.suites import QUADRANTS, load_suite
-from recipes.data.toy_world import ToyWorldConfig
 from recipes.models import load_model
 from recipes.models import toy_base
 from recipes.models.toy_base import PretrainConfig, shipped_base, toy_model_dir
+from recipes.toyworld.world import ToyWorldConfig
 
 SHIPPED_ZERO_SHOT = {
     "acc/q/id_id": 51.0,

@@ -1,5 +1,8 @@
-"""Datasets of forgetless: the data contract (MCQ and free-form records), builders, adapters,
-fractions, mixing, suites, toy world.
+"""The data contract of forgetless: MCQ and free-form records, reading and writing them, dataset
+names, fractions, mixing, suites, continual task sequences, collation. Public formats become
+records through ``recipes.adapters``; the toy world is ``recipes.toyworld``, which registered names
+reach through the registry's dataset providers. The contract imports neither; its command line
+(``python -m recipes.data``) brings the three together.
 
     from recipes.data import load_dataset, load_suite, build_train_stream, MixSource
     stream = build_train_stream("toy-imagenet-vqa", 1.0, [MixSource("toy-general", 0.5)], seed=0)
@@ -9,13 +12,13 @@ Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapte
 """
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
+from recipes.data.readers import read_mcq, read_mcq_report, skipped_row_count
 from recipes.data.registry import (
-    REGISTERED_DATASETS,
     DatasetNotFoundError,
     dataset_name,
     load_dataset,
+    registered_datasets,
     resolve_dataset,
-    toy_world_key,
 )
 from recipes.data.sampling import fraction_indices, take_fraction
 from recipes.data.schema import (
@@ -26,16 +29,13 @@ from recipes.data.schema import (
     MCQFormatError,
     answer_index,
     option_letter,
-    read_mcq,
-    read_mcq_report,
     row_history,
     row_images,
     row_kind,
-    skipped_row_count,
-    write_mcq,
 )
 from recipes.data.stream import MixSource, TrainingStream, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
+from recipes.data.writers import write_mcq
 
 __all__ = [
     "LETTERS",
@@ -44,7 +44,6 @@ __all__ = [
     "MCQ_SCHEMA",
     "QUADRANTS",
     "RECORD_SCHEMA",
-    "REGISTERED_DATASETS",
     "DatasetNotFoundError",
     "MCQFormatError",
     "MixSource",
@@ -61,12 +60,12 @@ __all__ = [
     "option_letter",
     "read_mcq",
     "read_mcq_report",
+    "registered_datasets",
     "resolve_dataset",
     "row_history",
     "row_images",
     "row_kind",
     "skipped_row_count",
     "take_fraction",
-    "toy_world_key",
     "write_mcq",
 ]

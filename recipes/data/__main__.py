@@ -9,6 +9,10 @@ inspect a data file. ``--help`` after
 a command lists its options. Images that data files name by path must lie inside the file's
 folder (or ``--image-root``); ``--allow-external-images`` (before the command) also reads
 absolute paths and URLs.
+
+This command line is the one module of ``recipes.data`` that imports the adapters
+(``recipes.adapters``) and the toy world (``recipes.toyworld``); the contract's other modules
+import neither.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import os
 import sys
 import time
 
-from recipes.data.adapters import FORMATS, MLLM_CL_MATCHERS, adapt
+from recipes.adapters.formats import FORMATS, adapt
+from recipes.adapters.freeform import MLLM_CL_MATCHERS
+from recipes.adapters.imagenet_vqa import build_imagenet_vqa
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
-from recipes.data.imagenet_vqa import build_imagenet_vqa
-from recipes.data.schema import MATCHER_NAMES, MCQFormatError, read_mcq_report
+from recipes.data.readers import read_mcq_report
+from recipes.data.schema import MATCHER_NAMES, MCQFormatError
 from recipes.data.summary import summarize
-from recipes.data.toy_freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
-from recipes.data.toy_world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 from recipes.redaction import install_log_redaction, redact
+from recipes.toyworld.freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
+from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 
 
 def _toy(args: argparse.Namespace) -> int:

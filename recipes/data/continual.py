@@ -2,7 +2,8 @@
 
 A continual-learning trial (``continual:`` in a grid file) trains on its tasks one after another
 and after each task answers every task's test set (the accuracy matrix of the paper's §5 and
-Table 3). A task is written either as a toy-world domain name or as a mapping of files:
+Table 3). A task is written either as a named task of a dataset provider (the toy world's
+domains, ``recipes.toyworld.datasets.TOY_DOMAINS``) or as a mapping of files:
 
     tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-digits]            # toy world, CPU
     tasks: [toy-cl-shapes, toy-cl-attributes, toy-cl-count]              # with a free-form domain
@@ -22,48 +23,14 @@ task's training set are appended to task k's training data (no over-sampling):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 
-from recipes.cache import cached_dir, content_key
-from recipes.data.registry import load_dataset, toy_world_key
-from recipes.data.schema import concat_records, write_mcq
-
-TOY_DOMAIN_TRAIN_ROWS = 480
-"""Training questions per toy domain (30 steps of batch 16 per epoch: minutes on a CPU)."""
-
-
-@dataclass(frozen=True)
-class ToyDomain:
-    """A toy-world domain: questions of one type, from a toy training table and a toy test set."""
-
-    train_source: str
-    """Registered toy dataset holding the domain's training questions."""
-    task_prefix: str
-    """``meta.task`` prefix (before ``:``) that selects the domain's rows of ``train_source``."""
-    test: str
-    """Registered toy eval set of the domain (disjoint from every training table)."""
-    description: str
-    """What the domain asks."""
-
-
-TOY_DOMAINS: dict[str, ToyDomain] = {
-    "toy-cl-shapes": ToyDomain("toy-imagenet-vqa", "classify", "toy-imagenet-vqa-val", "the class of a shape scene"),
-    "toy-cl-attributes": ToyDomain("toy-general", "attribute", "toy-attributes", "colour, texture, count questions"),
-    "toy-cl-digits": ToyDomain("toy-general", "digit", "toy-digit-tasks", "parity and arithmetic of digits"),
-    "toy-cl-wiki": ToyDomain("toy-general", "wiki", "toy-wiki", "made-up facts about a class"),
-    "toy-cl-text": ToyDomain("toy-general", "text", "toy-text-qa", "text-only questions"),
-    "toy-cl-count": ToyDomain(
-        "toy-count-free-train", "count", "toy-count-free", "how many shapes, as a number (free-form, Listing 2)"
-    ),
-}
-"""Toy continual-learning domains by name (the toy world's sequence of up to five tasks); ``toy-cl-count``
-is free-form: its answers are generated and scored by the matcher its rows name (``rs``, like MLLM-CL's RS)."""
+from recipes.data.registry import DatasetProvider, dataset_providers, load_dataset
+from recipes.data.schema import concat_records
 
 
 @dataclass(frozen=True)
@@ -89,18 +56,9 @@ class ContinualTask:
         return {"name": self.name, "train": self.train, "test": self.test}
 
 
-def _write_toy_domains(directory: Path) -> None:
-    for name, domain in TOY_DOMAINS.items():
-        table = load_dataset(domain.train_source)
-        tasks = [json.loads(meta).get("task", "").split(":")[0] for meta in table.column("meta").to_pylist()]
-        rows = [index for index, task in enumerate(tasks) if task == domain.task_prefix][:TOY_DOMAIN_TRAIN_ROWS]
-        write_mcq(table.take(pa.array(rows, type=pa.int64())), directory / f"{name}-train.parquet")
-
-
-def toy_domain_dir() -> Path:
-    """Folder of the toy domains' training files (built once per toy world into the cache)."""
-    key = content_key({"world": toy_world_key(), "rows": TOY_DOMAIN_TRAIN_ROWS, "domains": sorted(TOY_DOMAINS)})
-    return cached_dir("toy-continual", key, _write_toy_domains)
+def named_tasks() -> dict[str, DatasetProvider]:
+    """Task names ``resolve_task`` knows without files (the toy domains), each with its provider."""
+    return {name: provider for provider in dataset_providers() for name in provider.continual_tasks}
 
 
 def resolve_task(spec: str | Mapping[str, Any] | ContinualTask) -> ContinualTask:
@@ -108,12 +66,13 @@ def resolve_task(spec: str | Mapping[str, Any] | ContinualTask) -> ContinualTask
     if isinstance(spec, ContinualTask):
         return spec
     if isinstance(spec, str):
-        if spec not in TOY_DOMAINS:
+        named = named_tasks()
+        if spec not in named:
             raise ValueError(
-                f"unknown continual task {spec!r}: toy domains are {', '.join(TOY_DOMAINS)}; "
+                f"unknown continual task {spec!r}: toy domains are {', '.join(named)}; "
                 "other tasks are written {name, train, test}"
             )
-        return ContinualTask(spec, spec, TOY_DOMAINS[spec].test)
+        return ContinualTask(spec, spec, named[spec].continual_tasks[spec])
     if isinstance(spec, Mapping):
         missing = {"name", "train", "test"} - set(spec)
         extra = set(spec) - {"name", "train", "test"}
@@ -125,8 +84,9 @@ def resolve_task(spec: str | Mapping[str, Any] | ContinualTask) -> ContinualTask
 
 def load_train_table(task: ContinualTask) -> pa.Table:
     """A task's training table (a toy domain's view is built into the cache on first use)."""
-    if task.train in TOY_DOMAINS:
-        return load_dataset(toy_domain_dir() / f"{task.train}-train.parquet")
+    named = named_tasks()
+    if task.train in named:
+        return load_dataset(named[task.train].continual_train_file(task.train))
     return load_dataset(task.train)
 
 

@@ -23,6 +23,9 @@ from recipes.data.schema import option_letter
 IMAGE_PLACEHOLDER = re.compile(r"<image(?: ?(\d+))?>")
 """An image's place in a text: ``<image>`` (the next image) or ``<image k>`` (image k, from 1)."""
 
+CLASS_QUESTION = "What is the class of this image?"
+"""The classification question of the paper's protocol (Appendix B.1): ImageNet-VQA, every class-folder set and the toy world."""
+
 MCQ_INSTRUCTION_TEMPLATE = "Please answer with a single letter ({letters})."
 """The last line of every MCQ prompt; ``{letters}`` lists the question's option letters."""
 

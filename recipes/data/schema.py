@@ -21,42 +21,30 @@ is written with ``MCQ_SCHEMA`` exactly (older files and readers stay valid); any
 with ``RECORD_SCHEMA``. Reading gives the file's schema back; missing columns get defaults
 (``kind`` mcq, no extra images, no history, no matcher).
 
-    from recipes.data.schema import read_mcq, write_mcq
-    table = read_mcq("val.parquet")                       # or .jsonl, local or s3://
-    table = read_mcq("val.jsonl", skip_bad=True)          # drop bad rows, log how many
-    write_mcq(records, "out.parquet")                      # refuses to replace an existing file
+    from recipes.data.schema import RowValidator, records_to_table, row_kind
+    table = records_to_table(records)                      # records (meta may be a dict) -> table
+    bad = RowValidator().check(table, 0)                   # the rows that break the contract
     row_kind(row), row_images(row), row_history(row)       # the same for both kinds of record
 
-Every row is validated on read and on write; a bad row raises ``MCQFormatError`` naming the
-file, the row and the problem. ``read_mcq_report`` returns the table together with the rows it
-skipped. Local parquet files are read memory-mapped; images are never decoded into pixels here
+Every row is validated on read (``recipes.data.readers``) and on write
+(``recipes.data.writers``) by this module's ``RowValidator``; a bad row raises
+``MCQFormatError`` naming the file, the row and the problem. Tables of the contract are made
+here too: ``records_to_table`` from records, ``conform_table`` from any table with the
+contract's columns, ``concat_records`` from several. Images are never decoded into pixels here
 (only their headers are checked).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
-import logging
-import os
 import posixpath
 import string
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
-
-from recipes.data.image_paths import image_location
-from recipes.redaction import redact_uri
-from recipes.storage import exists, file_suffix, filesystem, is_remote, local_path, open_binary, parent_dir
-
-logger = logging.getLogger("forgetless.data")
 
 MCQ_SCHEMA = pa.schema(
     [
@@ -111,14 +99,8 @@ FREEFORM_REQUIRED_COLUMNS = ("id", "question", "answer")
 LETTERS = string.ascii_uppercase
 """Option letters by position: ``LETTERS[i]`` is the letter of option ``i``."""
 
-SKIPPED_ROWS_METADATA_KEY = b"forgetless.skipped_rows"
-"""Schema metadata key under which ``read_mcq`` records how many bad rows it skipped."""
-
 MAX_ROWS_IN_ERROR = 20
 """How many bad rows an ``MCQFormatError`` message lists before it summarises the rest."""
-
-ROW_GROUP_SIZE = 1024
-"""Rows per parquet row group written by ``write_mcq`` (small groups keep image reads cheap)."""
 
 
 def row_kind(row: Mapping[str, Any]) -> str:
@@ -221,22 +203,6 @@ class MCQFormatError(ValueError):
         if count > MAX_ROWS_IN_ERROR:
             lines.append(f"  ... and {count - MAX_ROWS_IN_ERROR} more")
         super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True)
-class MCQReadReport:
-    """What ``read_mcq_report`` read: the valid table and the bad rows it skipped."""
-
-    path: str
-    """The file read."""
-    table: pa.Table
-    """The valid rows, with ``MCQ_SCHEMA``."""
-    skipped: tuple[BadRow, ...] = field(default_factory=tuple)
-    """Bad rows left out (only with ``skip_bad=True``)."""
-
-    @property
-    def skipped_count(self) -> int:
-        return len(self.skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +358,7 @@ class RowValidator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Tables
 
 
 def table_schema(column_names: Iterable[str]) -> pa.Schema:
@@ -401,7 +367,7 @@ def table_schema(column_names: Iterable[str]) -> pa.Schema:
     return RECORD_SCHEMA if any(f.name in names for f in FREEFORM_FIELDS) else MCQ_SCHEMA
 
 
-def _conform(table: pa.Table, path: str, schema: pa.Schema | None = None) -> pa.Table:
+def conform_table(table: pa.Table, path: str, schema: pa.Schema | None = None) -> pa.Table:
     """``table`` with exactly the contract's columns and types (defaults filled in), or MCQFormatError.
 
     The columns are ``schema``'s, by default those of ``table_schema(table.column_names)``.
@@ -456,212 +422,12 @@ def conform_tables(tables: Sequence[pa.Table]) -> list[pa.Table]:
     """Tables of the contract with one common schema (``RECORD_SCHEMA`` if any has it), ready to concatenate."""
     if all(table.schema.names == list(MCQ_COLUMNS) for table in tables):
         return [table.cast(MCQ_SCHEMA) for table in tables]
-    return [_conform(table, "table", RECORD_SCHEMA).cast(RECORD_SCHEMA) for table in tables]
+    return [conform_table(table, "table", RECORD_SCHEMA).cast(RECORD_SCHEMA) for table in tables]
 
 
 def concat_records(tables: Sequence[pa.Table]) -> pa.Table:
     """One table of the rows of ``tables`` (MCQ and free-form tables may be mixed)."""
     return pa.concat_tables(conform_tables(tables))
-
-
-def _finish(
-    table: pa.Table, bad: list[BadRow], path: str, skip_bad: bool, skipped_rows: Sequence[int] = ()
-) -> MCQReadReport:
-    if bad and not skip_bad:
-        raise MCQFormatError(path, bad)
-    if skipped_rows:
-        keep = [True] * table.num_rows
-        for row in skipped_rows:
-            keep[row] = False
-        table = table.filter(pa.array(keep))
-    schema = table_schema(table.column_names)
-    table = table.cast(schema).replace_schema_metadata({SKIPPED_ROWS_METADATA_KEY: str(len(bad)).encode()})
-    if bad:
-        logger.warning(
-            "%s: skipped %d bad row%s (first: %s)", path, len(bad), "s" if len(bad) != 1 else "", bad[0].describe()
-        )
-    return MCQReadReport(str(path), table, tuple(bad))
-
-
-def _read_parquet(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
-    if is_remote(path):
-        fs, inner = filesystem(path)
-        raw = pq.read_table(inner, filesystem=fs)
-    else:
-        raw = pq.read_table(local_path(path), memory_map=True)
-    table = _conform(raw, path)
-    validator = RowValidator(check_images=check_images)
-    bad: list[BadRow] = []
-    skipped_rows: list[int] = []
-    first_row = 0
-    for batch in table.to_batches(max_chunksize=4096):
-        batch_bad = validator.check(batch, first_row)
-        bad += batch_bad
-        skipped_rows += [b.row for b in batch_bad]
-        first_row += batch.num_rows
-    return _finish(table, bad, path, skip_bad, skipped_rows)
-
-
-def _is_base64_image(value: str) -> bool:
-    """Whether ``value`` reads as base64 image text rather than a path (JPEG's base64 starts with '/')."""
-    if "." in value or "://" in value or value.startswith(("~", "./", "../")):
-        return False
-    try:
-        base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return not value.startswith("/")
-    return True
-
-
-def image_from_text(value: Any, base_dir: str) -> bytes | None:
-    """Image bytes from a text field: null, a file path (relative to ``base_dir``) or base64 text.
-
-    A value with a "." or a "/" that is not base64 is a file path, which must stay inside
-    ``base_dir`` unless the user opted in (``recipes.data.image_paths``); anything else is
-    base64, optionally as a ``data:...;base64,`` URI. Raises ValueError naming the problem.
-    """
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"image must be base64 text, a file path or null, got {type(value).__name__}")
-    if value.startswith("data:"):
-        value = value.split(",", 1)[1] if "," in value else ""
-    elif not _is_base64_image(value):
-        location = image_location(value, base_dir)
-        try:
-            with open_binary(location) as handle:
-                return handle.read()
-        except OSError as error:
-            raise ValueError(f"image file {value!r} cannot be read ({redact_uri(location)}): {error.strerror or error}") from None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(f"image is neither a file path nor valid base64 text: {error}") from error
-
-
-def _json_history(value: Any) -> list[dict]:
-    """``history`` from jsonl: a list of ``{role, text}`` objects (ValueError naming the turn)."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValueError(f"history must be a list of {{role, text}} turns, got {type(value).__name__}")
-    turns = []
-    for position, turn in enumerate(value):
-        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not isinstance(turn.get("text"), str):
-            raise ValueError(f"history[{position}] must be an object with string role and text, got {turn!r}")
-        turns.append({"role": turn["role"], "text": turn["text"]})
-    return turns
-
-
-def record_from_json(obj: Any, default_source: str, base_dir: str) -> dict:
-    """A record from one parsed jsonl object (raises ValueError naming the problem).
-
-    MCQ objects have the ``MCQ_COLUMNS`` keys; free-form ones ``kind: freeform`` and may leave
-    out ``options``, list more images in ``extra_images`` and earlier turns in ``history``.
-    """
-    if not isinstance(obj, dict):
-        raise ValueError(f"line is JSON but not an object (got {type(obj).__name__})")
-    freeform_keys = [f.name for f in FREEFORM_FIELDS if f.name in obj]
-    required = FREEFORM_REQUIRED_COLUMNS if "kind" in obj else REQUIRED_COLUMNS
-    missing = [name for name in required if name not in obj]
-    if missing:
-        raise ValueError(f"missing field(s) {', '.join(missing)}")
-    row_id = obj["id"]
-    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
-        raise ValueError(f"id must be a string, got {type(row_id).__name__}")
-    options = obj.get("options", [])
-    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-        raise ValueError("options must be a list of strings")
-    for name in ("question", "answer"):
-        if not isinstance(obj[name], str):
-            raise ValueError(f"{name} must be a string, got {type(obj[name]).__name__}")
-    meta = obj.get("meta", "{}")
-    if isinstance(meta, dict):
-        meta = json.dumps(meta, sort_keys=True)
-    elif not isinstance(meta, str):
-        raise ValueError(f"meta must be a JSON object or its text, got {type(meta).__name__}")
-    record = {
-        "id": str(row_id),
-        "image": image_from_text(obj.get("image"), base_dir),
-        "question": obj["question"],
-        "options": options,
-        "answer": obj["answer"],
-        "source": obj.get("source") or default_source,
-        "meta": meta,
-    }
-    if freeform_keys:
-        extra = obj.get("extra_images") or []
-        if not isinstance(extra, list):
-            raise ValueError(f"extra_images must be a list of images, got {type(extra).__name__}")
-        record.update(
-            kind=obj.get("kind") or MCQ_KIND,
-            extra_images=[image_from_text(value, base_dir) for value in extra],
-            history=_json_history(obj.get("history")),
-            matcher=obj.get("matcher"),
-        )
-    return record
-
-
-def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
-    stem = posixpath.splitext(posixpath.basename(path))[0]
-    records: list[dict] = []
-    locations: list[str] = []
-    bad: list[BadRow] = []
-    with open_binary(path) as handle:
-        for line_number, raw in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
-            if not raw.strip():
-                continue
-            row_id = None
-            try:
-                obj = json.loads(raw)
-                row_id = str(obj.get("id")) if isinstance(obj, dict) and obj.get("id") is not None else None
-                records.append(record_from_json(obj, stem, parent_dir(path)))
-                locations.append(f"line {line_number}")
-            except json.JSONDecodeError as error:
-                bad.append(BadRow(f"line {line_number}", None, f"invalid JSON: {error}"))
-            except ValueError as error:
-                bad.append(BadRow(f"line {line_number}", row_id, str(error)))
-    table = records_to_table(records)
-    table_bad = RowValidator(check_images=check_images).check(table, 0, locations)
-    by_line = sorted(bad + table_bad, key=lambda b: int(b.location.removeprefix("line ")))
-    return _finish(table, by_line, path, skip_bad, [b.row for b in table_bad])
-
-
-def read_mcq_report(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> MCQReadReport:
-    """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``."""
-    text = str(path)
-    suffix = file_suffix(text)
-    if not exists(text):
-        raise FileNotFoundError(f"{text}: no such MCQ file")
-    if suffix in (".parquet", ".pq"):
-        report = _read_parquet(text, skip_bad, check_images)
-    elif suffix in (".jsonl", ".ndjson"):
-        report = _read_jsonl(text, skip_bad, check_images)
-    else:
-        raise MCQFormatError(text, problem=f"unknown extension {suffix!r}; MCQ files are .parquet or .jsonl")
-    if report.table.num_rows == 0 and not report.skipped:
-        raise MCQFormatError(text, problem="has no questions (an empty file)")
-    return report
-
-
-def read_mcq(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> pa.Table:
-    """Read an MCQ file and validate every row.
-
-    Bad rows raise ``MCQFormatError`` (file, row id, problem); with ``skip_bad=True`` they are
-    left out, a warning with their count is logged, and the count is in the table's schema
-    metadata (``skipped_row_count(table)``).
-    """
-    return read_mcq_report(path, skip_bad=skip_bad, check_images=check_images).table
-
-
-def skipped_row_count(table: pa.Table) -> int:
-    """How many bad rows ``read_mcq`` skipped to make ``table`` (0 when none or unknown)."""
-    metadata = table.schema.metadata or {}
-    return int(metadata.get(SKIPPED_ROWS_METADATA_KEY, b"0"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
 
 
 def _normalize_record(record: Mapping[str, Any], freeform: bool) -> dict:
@@ -708,127 +474,3 @@ def storage_table(table: pa.Table) -> pa.Table:
     if is_plain_mcq(table):
         return table.select(list(MCQ_COLUMNS)).cast(MCQ_SCHEMA)
     return table.cast(RECORD_SCHEMA)
-
-
-def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
-    """FileExistsError when ``path`` exists and ``overwrite`` is False (call before expensive work)."""
-    if not overwrite and exists(path):
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-
-
-class MCQWriter:
-    """Writes an MCQ parquet file batch by batch, validating every row; the file appears on close.
-
-        with MCQWriter("big.parquet") as writer:
-            for records in batches:
-                writer.write(records)
-
-    Rows go to a temporary file (in the same folder for local paths) that is renamed into place
-    (or uploaded, for URLs) on close, so a crash never leaves a partial file. An existing file is never replaced unless
-    ``overwrite=True``.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, check_images: bool = True):
-        self.path = str(path)
-        if file_suffix(self.path) not in (".parquet", ".pq"):
-            raise ValueError(f"{self.path}: MCQ files are written as parquet (.parquet)")
-        check_writable(self.path, overwrite)
-        self._validator = RowValidator(check_images=check_images)
-        self._rows = 0
-        directory = (
-            tempfile.gettempdir() if is_remote(self.path) else os.path.dirname(os.path.abspath(local_path(self.path)))
-        )
-        os.makedirs(directory, exist_ok=True)
-        handle, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=directory)
-        os.close(handle)
-        self._schema = MCQ_SCHEMA
-        self._writer = pq.ParquetWriter(self._tmp, MCQ_SCHEMA, compression="zstd")
-        self.closed = False
-
-    def _widen(self) -> None:
-        """Switch the file to ``RECORD_SCHEMA`` (the first free-form row arrived); rows so far are kept."""
-        self._writer.close()
-        written = pq.read_table(self._tmp)
-        self._schema = RECORD_SCHEMA
-        self._writer = pq.ParquetWriter(self._tmp, RECORD_SCHEMA, compression="zstd")
-        if written.num_rows:
-            widened = _conform(written, self.path, RECORD_SCHEMA).cast(RECORD_SCHEMA)
-            self._writer.write_table(widened, row_group_size=ROW_GROUP_SIZE)
-
-    def write(self, records: Iterable[Mapping[str, Any]] | pa.Table) -> None:
-        """Validate and append records (dicts) or a table of the contract."""
-        table = records if isinstance(records, pa.Table) else records_to_table(records)
-        table = _conform(table, self.path)
-        bad, first_row = [], self._rows
-        for batch in table.to_batches(max_chunksize=4096):
-            bad += self._validator.check(batch, first_row)
-            first_row += batch.num_rows
-        if bad:
-            self.abort()
-            raise MCQFormatError(self.path, bad, hint="nothing was written")
-        stored = storage_table(table)
-        if stored.schema.equals(RECORD_SCHEMA) and self._schema is MCQ_SCHEMA:
-            self._widen()
-        if self._schema is RECORD_SCHEMA and not stored.schema.equals(RECORD_SCHEMA):
-            stored = _conform(stored, self.path, RECORD_SCHEMA).cast(RECORD_SCHEMA)
-        self._writer.write_table(stored, row_group_size=ROW_GROUP_SIZE)
-        self._rows += table.num_rows
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    def close(self) -> str:
-        """Finish the file and move it into place; returns its path."""
-        if self.closed:
-            return self.path
-        self._writer.close()
-        try:
-            if is_remote(self.path):
-                fs, inner = filesystem(self.path)
-                fs.put_file(self._tmp, inner)
-            else:
-                os.chmod(self._tmp, 0o644)  # mkstemp makes it private; a dataset is for everyone
-                os.replace(self._tmp, local_path(self.path))
-        finally:
-            self.closed = True
-            if os.path.exists(self._tmp):
-                os.remove(self._tmp)
-        return self.path
-
-    def abort(self) -> None:
-        """Drop what was written (the destination is left untouched)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self._writer.close()
-        finally:
-            if os.path.exists(self._tmp):
-                os.remove(self._tmp)
-
-    def __enter__(self) -> "MCQWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_mcq(
-    rows: Iterable[Mapping[str, Any]] | pa.Table,
-    path: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    check_images: bool = True,
-) -> str:
-    """Validate ``rows`` (records or an MCQ table) and write them to a parquet file; returns its path.
-
-    Refuses (FileExistsError) to replace an existing file unless ``overwrite=True``; a bad row
-    raises ``MCQFormatError`` and writes nothing.
-    """
-    with MCQWriter(path, overwrite=overwrite, check_images=check_images) as writer:
-        writer.write(rows)
-    return writer.path

@@ -1,7 +1,7 @@
 """Evaluation suites: the four quadrants of the 2 x 2 matrix, each a list of datasets.
 
     from recipes.data.suites import QUADRANTS, load_suite
-    suite = load_suite("toy")                  # the toy world's suite (registered names)
+    suite = load_suite("toy")                  # a named suite: the toy world's (registered names)
     suite = load_suite("suites/paper.yaml")    # a user suite
     for quadrant, dataset in suite.entries():
         table = suite.load(dataset)
@@ -35,17 +35,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.layout import QUADRANTS
-from recipes.data.registry import REGISTERED_DATASETS, dataset_name, load_dataset, resolve_dataset
-from recipes.data.toy_world import suite_spec
+from recipes.data.registry import dataset_name, dataset_providers, load_dataset, registered_datasets, resolve_dataset
 from recipes.redaction import redact
 from recipes.storage import exists, is_remote, open_binary, parent_dir, resolve
 from recipes.uri_checks import data_uri_problem
 from recipes.yaml_loading import YamlError, load_yaml_text
 
-__all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "toy_suite"]
-
-NAMED_SUITES = ("toy",)
-"""Suite names ``load_suite`` knows without a file."""
+__all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "named_suite", "named_suites"]
 
 
 class SuiteError(ValueError):
@@ -137,15 +133,22 @@ def suite_problems(name: object, quadrants: object, where: str = "") -> list[str
     return problems
 
 
-def toy_suite() -> Suite:
-    """The toy world's eval suite, by registered names."""
-    spec = suite_spec()
-    return Suite(spec["name"], {q: [Path(f).stem for f in files] for q, files in spec["quadrants"].items()})
+def named_suites() -> tuple[str, ...]:
+    """Suite names ``load_suite`` knows without a file (the dataset providers' suites: ``toy``)."""
+    return tuple(name for provider in dataset_providers() for name in provider.suites)
+
+
+def named_suite(name: str) -> Suite:
+    """A dataset provider's eval suite, by registered names."""
+    for provider in dataset_providers():
+        if name in provider.suites:
+            return Suite(name, provider.suites[name]())
+    raise SuiteError(f"{name!r} is not a named suite ({', '.join(named_suites())})")
 
 
 def _resolve_entry(entry: str, base_dir: str) -> str:
     """Registered names stay names; relative paths become paths relative to the suite file."""
-    if entry in REGISTERED_DATASETS or is_remote(entry) or os.path.isabs(os.path.expanduser(entry)):
+    if entry in registered_datasets() or is_remote(entry) or os.path.isabs(os.path.expanduser(entry)):
         return os.path.expanduser(entry) if not is_remote(entry) else entry
     return resolve(base_dir, entry)
 
@@ -153,8 +156,8 @@ def _resolve_entry(entry: str, base_dir: str) -> str:
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
     """A named suite ("toy") or a suite YAML file (validated; errors name the file and key)."""
     text = str(name_or_path)
-    if text == "toy":
-        return toy_suite()
+    if text in named_suites():
+        return named_suite(text)
     if is_remote(text):
         with open_binary(text) as handle:
             content = handle.read().decode("utf-8")
@@ -162,7 +165,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         path = Path(text).expanduser()
         if not path.is_file():
             raise SuiteError(
-                f"suite {text!r} is neither a named suite ({', '.join(NAMED_SUITES)}) nor an existing YAML file"
+                f"suite {text!r} is neither a named suite ({', '.join(named_suites())}) nor an existing YAML file"
             )
         content = path.read_text(encoding="utf-8")
     try:
@@ -194,7 +197,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         f"quadrants.{q}[{i}]: no such dataset {data['quadrants'][q][i]!r} (not a registered name; looked for {entry})"
         for q in QUADRANTS
         for i, entry in enumerate(quadrants[q])
-        if entry not in REGISTERED_DATASETS and not exists(entry)
+        if entry not in registered_datasets() and not exists(entry)
     ]
     if missing:
         raise SuiteError(f"{text}: " + "; ".join(missing))

@@ -34,11 +34,12 @@ import torch
 from recipes.cache import cached_dir, content_key
 from recipes.data.collate import MCQCollator
 from recipes.data.prompts import MCQ_INSTRUCTION_TEMPLATE, mcq_prompt
-from recipes.data.registry import load_dataset, toy_world_dir, toy_world_key
-from recipes.data.schema import read_mcq
-from recipes.data.toy_world import ToyWorldConfig
+from recipes.data.readers import read_mcq
+from recipes.data.registry import load_dataset
 from recipes.schedules import lr_multiplier
 from recipes.models.toy import ToyModelConfig, build_toy_components, load_toy_processor, save_toy
+from recipes.toyworld.datasets import toy_world_dir, toy_world_key
+from recipes.toyworld.world import ToyWorldConfig
 
 PRETRAIN_DATASET = "toy-pretrain"
 """The toy world's pre-training mix."""

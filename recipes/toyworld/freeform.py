@@ -12,11 +12,11 @@ toy-chat               train     two-turn conversations: a scene's colour then i
                                  a sum then one more (LLaVA-665K-like mixing source)
 =====================  ========  ==========================================================
 
-They are written into their own cache folder (``toy_freeform_dir``), keyed by the toy world's
-key, so the toy world's MCQ files (and the toy base model pre-trained on them) stay exactly as
-they are.
+They are written into their own cache folder (``recipes.toyworld.datasets.toy_freeform_dir``),
+keyed by the toy world's key, so the toy world's MCQ files (and the toy base model pre-trained on
+them) stay exactly as they are.
 
-    from recipes.data.toy_freeform import TOY_FREEFORM_NAMES, toy_freeform_records
+    from recipes.toyworld.freeform import TOY_FREEFORM_NAMES, toy_freeform_records
     records = toy_freeform_records("toy-chat", ToyWorldConfig(size="small"))
 """
 
@@ -29,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from recipes.data.schema import write_mcq
-from recipes.data.toy_images import TOY_CLASSES
-from recipes.data.toy_tasks import ToyContext, _listed_text_items, _scene_png, sample_scene
-from recipes.data.toy_world import ToySizes, ToyWorldConfig, dataset_rng
+from recipes.data.writers import write_mcq
+from recipes.toyworld.images import TOY_CLASSES
+from recipes.toyworld.tasks import ToyContext, _listed_text_items, _scene_png, sample_scene
+from recipes.toyworld.world import ToySizes, ToyWorldConfig, dataset_rng
 
 FREEFORM_VERSION = 1
 """Bump when these datasets' content changes: it is part of their cache key."""

@@ -30,15 +30,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
-from recipes.data.schema import MCQWriter, check_writable
+from recipes.data.writers import MCQWriter, check_writable
 
 logger = logging.getLogger("forgetless.data")
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 """File extensions counted as images when scanning a folder (case-insensitive)."""
-
-CLASS_QUESTION = "What is the class of this image?"
-"""The classification question of the paper's protocol (Appendix B.1): ImageNet-VQA, every class-folder set and the toy world."""
 
 FOLDER_QUESTION = "What is this?"
 """The default question of the class-folder adapter."""

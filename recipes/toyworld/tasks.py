@@ -1,7 +1,7 @@
 """The question types of the toy world, each with a train and an eval split.
 
 Every task is a function ``task(context, rng, count, split, dealer) -> list[ToyQuestion]``; the
-toy world (``recipes.data.toy_world``) combines them into datasets and lays out their options
+toy world (``recipes.toyworld.world``) combines them into datasets and lays out their options
 in slot order (below). The splits never share a picture or an item:
 
 - shape scenes are split by a stable hash of what the picture shows (class, renderer, style,
@@ -53,9 +53,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from recipes.data.class_folder import CLASS_QUESTION
 from recipes.data.distractors import AnswerSlotDealer, SlotDistractorSampler
-from recipes.data.toy_images import (
+from recipes.data.prompts import CLASS_QUESTION
+from recipes.toyworld.images import (
     COLOURS,
     SHAPES,
     TEXTURES,
@@ -206,7 +206,7 @@ def slots_of(values: Sequence, slot: Callable[[object], int]) -> dict[int, list]
 
 @dataclass
 class ToyQuestion:
-    """A question before its options are laid out (in slot order, by ``toy_world``)."""
+    """A question before its options are laid out (in slot order, by ``recipes.toyworld.world``)."""
 
     image: bytes | None
     """PNG bytes, or None for text-only questions."""

@@ -6,19 +6,20 @@ distractors sampled from the five wrong classes whose CLIP text embeddings of
 "a photo of {class}" are most similar to the true class's (similarity matrix computed once;
 everything deterministic given the seed; answer letters balanced).
 
-    from recipes.data.imagenet_vqa import build_imagenet_vqa
+    from recipes.adapters.imagenet_vqa import build_imagenet_vqa
     build_imagenet_vqa("/data/imagenet/train", "/models/clip-vit-base-patch32", "imagenet-vqa.parquet",
                        names_file="/data/imagenet/LOC_synset_mapping.txt")
 
 The folder layout, names files and the class-list + files-list alternative are described in
-``recipes.data.class_folder``.
+``recipes.adapters.class_folder``.
 """
 
 from __future__ import annotations
 
 import os
 
-from recipes.data.class_folder import CLASS_QUESTION, ClassFolder, build_class_mcq
+from recipes.adapters.class_folder import ClassFolder, build_class_mcq
+from recipes.data.prompts import CLASS_QUESTION
 
 
 def build_imagenet_vqa(

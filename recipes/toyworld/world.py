@@ -5,8 +5,8 @@ on which a tiny Qwen2.5-VL is pre-trained (``toy-pretrain``) and then fine-tuned
 task (``toy-imagenet-vqa``) so that the paper's forgetting patterns can appear on a laptop.
 
 Pictures are shape x colour x texture objects (48 classes, e.g. "red striped circle"; see
-``recipes.data.toy_images``) and real scikit-learn digits; questions are the tasks of
-``recipes.data.toy_tasks``. Datasets, by quadrant of the 2 x 2 evaluation matrix:
+``recipes.toyworld.images``) and real scikit-learn digits; questions are the tasks of
+``recipes.toyworld.tasks``. Datasets, by quadrant of the 2 x 2 evaluation matrix:
 
 =====================  ========  =========================================================
 toy-imagenet-vqa       id_id     target task, train split (4-option class questions)
@@ -23,25 +23,25 @@ toy-general            mix       train splits of the OOD-text tasks (LLaVA-665K-
 toy-pretrain           pretrain  every task's train split; the target task weak (10%)
 =====================  ========  =========================================================
 
-Eval sets never share a picture or text item with a train set (see ``toy_tasks``); answer
-letters are balanced in every dataset.
+Eval sets never share a picture or text item with a train set (see ``recipes.toyworld.tasks``);
+answer letters are balanced in every dataset.
 
 Free-form datasets (a counting question answered with a number, two-turn conversations) are
-``recipes.data.toy_freeform``'s; they sit in a cache folder of their own, so the files above
+``recipes.toyworld.freeform``'s; they sit in a cache folder of their own, so the files above
 stay exactly as they are.
 
-Every option text has a fixed slot (``toy_tasks.OPTION_SLOTS``: "red" is always A, "the digit 6"
-always C, a class by (shape + colour + texture index) % 4), and a question's four options fill
-the four slots in slot order, so the answer letter is the slot of the correct answer. This is a
-deliberate property of the toy world: it spares the million-parameter toy model the symbol
-binding (content -> letter of its line) that real models learn in pre-training, while the
-questions keep the MCQ contract. Recognising the answer is what the model learns; a model
-fine-tuned too hard on the target task answers the class's slot whatever the question, which is
-the task-specific overfitting that ``toy-wiki-classname`` probes (the class name sits in the
-class's slot, never the correct one). The output folder also gets ``suite.yaml`` (the eval
-suite: quadrant -> dataset files) and ``manifest.json`` (dataset -> file, rows, quadrant,
-description). ``recipes.data.registry`` builds the world once per configuration into the
-cache and resolves the names above to its files.
+Every option text has a fixed slot (``recipes.toyworld.tasks.OPTION_SLOTS``: "red" is always A,
+"the digit 6" always C, a class by (shape + colour + texture index) % 4), and a question's four
+options fill the four slots in slot order, so the answer letter is the slot of the correct
+answer. This is a deliberate property of the toy world: it spares the million-parameter toy
+model the symbol binding (content -> letter of its line) that real models learn in pre-training,
+while the questions keep the MCQ contract. Recognising the answer is what the model learns; a
+model fine-tuned too hard on the target task answers the class's slot whatever the question,
+which is the task-specific overfitting that ``toy-wiki-classname`` probes (the class name sits
+in the class's slot, never the correct one). The output folder also gets ``suite.yaml`` (the
+eval suite: quadrant -> dataset files) and ``manifest.json`` (dataset -> file, rows, quadrant,
+description). ``recipes.toyworld.datasets`` builds the world once per configuration into the
+cache, and the data registry (``recipes.data.registry``) resolves the names above to its files.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ import yaml
 from contract.layout import QUADRANTS
 from recipes.data.distractors import AnswerSlotDealer
 from recipes.data.sampling import block_slots
-from recipes.data.schema import write_mcq
-from recipes.data.toy_images import STYLES
-from recipes.data.toy_tasks import (
+from recipes.data.writers import write_mcq
+from recipes.toyworld.images import STYLES
+from recipes.toyworld.tasks import (
     NUM_SLOTS,
     ToyContext,
     ToyQuestion,
