@@ -109,6 +109,10 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
     try:
         result = build_trainer(trial, callbacks).fit()
     except Exception as error:  # Ray Train raises once its failure budget (max_failures) is spent
+        if client.get_run(trial.run_id).data.tags.get(STATUS_TAG) == "early_stopped":
+            # a search scheduler tagged the run and then stopped the trial (orchestrator.search);
+            # the stop can reach fit() as an error before Tune ends this process: not a failure
+            return TrialOutcome("early_stopped", trial.run_id)
         tracker.set_status("failed")
         client.set_terminated(trial.run_id, status="FAILED")
         return TrialOutcome("failed", trial.run_id, error=f"{type(error).__name__}: {error}")

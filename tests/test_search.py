@@ -19,7 +19,8 @@ from orchestrator import sweep
 from orchestrator.grid import GridError, parse_grid
 from orchestrator.expand import expand_trials
 from orchestrator.runs import plan_children
-from orchestrator.search import ID_GAIN, SEARCH_PARAMS_TAG, WORST_OOD_DROP, make_asha
+from jobs import trial as trial_module
+from orchestrator.search import ID_GAIN, SEARCH_PARAMS_TAG, WORST_OOD_DROP, make_asha, record_search_stop
 from tests.conftest import metric_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +131,31 @@ def test_asha_rung_decision_for_one_trial(tmp_path, tracking_uri, step, id_gain,
     tags = MlflowClient(tracking_uri).get_run(trial.run_id).data.tags
     assert tags["forgetless.status"] == ("early_stopped" if reason else "running")
     assert tags.get("forgetless.early_stop_reason") == reason
+
+
+def test_a_trial_the_search_stopped_stays_early_stopped_when_the_stop_reaches_it_as_an_error(
+        tmp_path, tracking_uri, monkeypatch):
+    """ASHA tags the run, then Tune stops the trial; on a busy machine the stop can reach
+    ``TorchTrainer.fit()`` as an error before Tune ends the trial's process (seen in a full-suite
+    run). The run keeps the scheduler's ``early_stopped`` instead of turning ``failed``. The
+    trainer here stands in for that timing, which a real sweep does not reproduce on demand."""
+    grid = parse_grid(grid_with(name=f"asha-stop-{tmp_path.name}", tracking={"uri": tracking_uri},
+                                storage=str(tmp_path)), check_paths=False)
+    [trial] = plan_children(expand_trials(grid)[:1], parent_run_id="").pending
+
+    class StoppedBySearch:
+        def fit(self):
+            record_search_stop({"cell": {"trial": trial.to_dict()}}, {"step": 2, ID_GAIN: 0.0, WORST_OOD_DROP: 9.0},
+                               forgot=True, threshold=5.0)
+            raise RuntimeError("the trial's actor was stopped by Tune")
+
+    monkeypatch.setattr(trial_module, "build_trainer", lambda trial, callbacks=(): StoppedBySearch())
+    outcome = trial_module.run_trial(trial)
+    assert outcome.status == "early_stopped"
+    run = MlflowClient(tracking_uri).get_run(trial.run_id)
+    assert run.data.tags["forgetless.status"] == "early_stopped"
+    assert run.data.tags["forgetless.early_stop_reason"].startswith("ASHA at step 2: worst OOD drop 9.0 pp")
+    assert run.info.status == "FINISHED"
 
 
 def test_asha_stops_a_trial_whose_ood_drop_crosses_the_threshold_at_a_rung(tmp_path, tracking_uri, ray_cluster):
