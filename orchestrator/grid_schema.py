@@ -33,11 +33,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig, name_problem
+from recipes.data.continual import named_tasks
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
 from recipes.storage import S3_PREFIX
-from recipes.toyworld.datasets import TOY_DOMAINS
 
 TRIAL_DEFAULTS: dict[str, Any] = {name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
@@ -385,9 +385,10 @@ class ContinualTaskFiles(Section):
 def _continual_task(value: Any) -> str | ContinualTaskFiles:
     """A toy domain name, or a ``{name, train, test}`` mapping of strings."""
     if isinstance(value, str):
-        if value.strip() not in TOY_DOMAINS:
+        named = named_tasks()
+        if value.strip() not in named:
             raise problem(
-                f"unknown toy domain {value!r}; toy domains are {', '.join(TOY_DOMAINS)} "
+                f"unknown toy domain {value!r}; toy domains are {', '.join(named)} "
                 "(other tasks are written {name, train, test})"
             )
         return value.strip()
