@@ -109,17 +109,23 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
     try:
         result = build_trainer(trial, callbacks).fit()
     except Exception as error:  # Ray Train raises once its failure budget (max_failures) is spent
-        if client.get_run(trial.run_id).data.tags.get(STATUS_TAG) == "early_stopped":
+        if tagged_early_stopped(client, trial.run_id):
             # a search scheduler tagged the run and then stopped the trial (orchestrator.search);
             # the stop can reach fit() as an error before Tune ends this process: not a failure
             return TrialOutcome("early_stopped", trial.run_id)
         tracker.set_status("failed")
         client.set_terminated(trial.run_id, status="FAILED")
         return TrialOutcome("failed", trial.run_id, error=f"{type(error).__name__}: {error}")
-    metrics = dict(result.metrics or {})
-    status = "early_stopped" if metrics.get("early_stopped") else "finished"
-    if status == "finished":
+    metrics = dict(result.metrics or {})  # the metrics of the latest checkpoint's report
+    # stopped by its own rule (the metric) or by the search, which tags the run (jobs.search_decisions)
+    stopped = bool(metrics.get("early_stopped")) or tagged_early_stopped(client, trial.run_id)
+    if not stopped:
         tracker.set_status("finished")
     client.set_terminated(trial.run_id, status="FINISHED")
     checkpoint = result.checkpoint.path if result.checkpoint else None
-    return TrialOutcome(status, trial.run_id, metrics, checkpoint=checkpoint)
+    return TrialOutcome("early_stopped" if stopped else "finished", trial.run_id, metrics, checkpoint=checkpoint)
+
+
+def tagged_early_stopped(client: MlflowClient, run_id: str) -> bool:
+    """Whether the trial's MLflow run is tagged ``early_stopped`` (by the trial's rule or by a search)."""
+    return client.get_run(run_id).data.tags.get(STATUS_TAG) == "early_stopped"

@@ -42,6 +42,7 @@ from contract.layout import (
 )
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker
+from jobs.search_decisions import close_board, open_board, post_decision
 from jobs.trial import run_trial
 from orchestrator.expand import expand_trials, trial_config
 from orchestrator.grid_schema import Grid, Range
@@ -238,7 +239,9 @@ class ForgettingAwareASHA(ASHAScheduler):
     below the top 1 / ``reduction_factor`` of the trials recorded there is stopped, and so is
     any trial whose worst OOD drop exceeds the threshold at an evaluation from the first rung
     on. The last step is never a stop (the trial ends there anyway, and marks itself finished).
-    Stopped trials are tagged ``early_stopped`` in MLflow with the reason.
+    Stopped trials are tagged ``early_stopped`` in MLflow with the reason. Every decision on an
+    evaluation is posted to the sweep's decision board (``jobs.search_decisions``), which the
+    trial waits on: a stopped trial ends itself, so Tune is told to let it run to that end.
     """
 
     def __init__(self, threshold: float | None, **settings: Any) -> None:
@@ -246,9 +249,10 @@ class ForgettingAwareASHA(ASHAScheduler):
         self.threshold = threshold
         self.first_rung, self.last_step = settings["grace_period"], settings["max_t"]
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+    def decide(self, tune_controller, trial, result: dict) -> str:
+        """ASHA's decision on one reported evaluation (STOP or CONTINUE); a stop is recorded in MLflow."""
         step = result.get("step")
-        if step is None or ID_GAIN not in result:
+        if step is None or ID_GAIN not in result or result.get("early_stopped"):
             return self.CONTINUE
         forgot = self.threshold is not None and result[WORST_OOD_DROP] > self.threshold
         action = super().on_trial_result(tune_controller, trial, {**result, ID_GAIN: FORGOT_SCORE} if forgot else result)
@@ -259,6 +263,15 @@ class ForgettingAwareASHA(ASHAScheduler):
         if action == self.STOP:
             record_search_stop(trial.config, result, forgot, self.threshold)
         return action
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        action = self.decide(tune_controller, trial, result)
+        step = result.get("step")
+        if not step or result.get("early_stopped") or "cell" not in trial.config:
+            return action
+        searched = TrialConfig.from_dict(trial.config["cell"]["trial"])
+        posted = post_decision(searched.sweep, searched.trial_id, int(step), action == self.STOP)
+        return self.CONTINUE if posted else action  # with a board, the trial stops itself after this step
 
 
 def make_asha(grid: Grid) -> ForgettingAwareASHA:
@@ -338,5 +351,10 @@ def run_search(grid: Grid, plan: TrialPlan, concurrency: int, parent_run_id: str
             callbacks=callbacks, verbose=0,
         ),
     )
-    results = tuner.fit()
+    board = open_board(grid.name) if grid.search.method == "asha" else None
+    try:
+        results = tuner.fit()
+    finally:
+        if board is not None:
+            close_board(board)
     return sum(1 for result in results if result.error is not None)

@@ -158,27 +158,34 @@ def test_a_trial_the_search_stopped_stays_early_stopped_when_the_stop_reaches_it
     assert run.info.status == "FINISHED"
 
 
-def test_asha_stops_a_trial_whose_ood_drop_crosses_the_threshold_at_a_rung(tmp_path, tracking_uri, ray_cluster):
-    # lr 3e-2 wrecks the random toy model's OOD answers by the first rung (step 2); lr 1e-9 changes nothing
+def test_asha_stops_trials_whose_ood_drop_crosses_the_threshold_and_frees_their_cpus(tmp_path, tracking_uri, ray_cluster):
+    """lr 3e-2 and 1e-2 wreck the random toy model's OOD answers by the first rung (step 2); lr 1e-9
+    changes nothing. One CPU per trial on two: the third trial can only start on a CPU a stopped
+    trial gave back. The session's cluster has no dashboard, so Ray Train's placement-group cleaner
+    cannot tell that a trial stopped from outside is gone: the stopped trials must end themselves."""
+    from ray.util.placement_group import placement_group_table
+
     train = {**grid_with()["train"], "steps": 6, "eval_every": 2}
-    code = run_sweep(tmp_path, tracking_uri, "search-asha", train=train,
-                     grid={"parts": ["llm"], "method": ["full"], "lr": [3.0e-2, 1.0e-9]},
-                     search={"method": "asha", "max_ood_drop_pp": 0.01, "grace_steps": 2})
-    assert code == 0
+    sections = dict(train=train, grid={"parts": ["llm"], "method": ["full"], "lr": [3.0e-2, 1.0e-2, 1.0e-9]},
+                    search={"method": "asha", "max_ood_drop_pp": 0.01, "grace_steps": 2})
+    assert run_sweep(tmp_path, tracking_uri, "search-asha", **sections) == 0
     runs = {run.data.params["lr"]: run for run in trial_runs(tracking_uri, "search-asha")}
-    stopped, kept = runs["3e-02"], runs["1e-09"]
-    assert stopped.data.tags["forgetless.status"] == "early_stopped"
-    assert stopped.data.tags["forgetless.early_stop_reason"].startswith("ASHA at step 2: worst OOD drop")
-    assert metric_steps(tracking_uri, stopped.info.run_id, "acc/q/id_id") == [0, 2]
+    for lr in ("3e-02", "1e-02"):
+        stopped = runs[lr]
+        assert stopped.data.tags["forgetless.status"] == "early_stopped"
+        assert stopped.data.tags["forgetless.early_stop_reason"].startswith("ASHA at step 2: worst OOD drop")
+        assert metric_steps(tracking_uri, stopped.info.run_id, "acc/q/id_id") == [0, 2]
+        assert metric_steps(tracking_uri, stopped.info.run_id, "train/loss") == [2]  # stopped right after the rung
+    kept = runs["1e-09"]
     assert kept.data.tags["forgetless.status"] == "finished"
     assert metric_steps(tracking_uri, kept.info.run_id, "acc/q/id_id") == [0, 2, 4, 6]
+    held = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+    assert held == [], "placement groups left behind by the search's trials"
 
-    # a resumed search runs nothing again: the stopped trial counts as done
-    assert run_sweep(tmp_path, tracking_uri, "search-asha", train=train,
-                     grid={"parts": ["llm"], "method": ["full"], "lr": [3.0e-2, 1.0e-9]},
-                     search={"method": "asha", "max_ood_drop_pp": 0.01, "grace_steps": 2}) == 0
-    assert len(trial_runs(tracking_uri, "search-asha")) == 2
-    assert metric_steps(tracking_uri, stopped.info.run_id, "acc/q/id_id") == [0, 2]
+    # a resumed search runs nothing again: the stopped trials count as done
+    assert run_sweep(tmp_path, tracking_uri, "search-asha", **sections) == 0
+    assert len(trial_runs(tracking_uri, "search-asha")) == 3
+    assert metric_steps(tracking_uri, runs["3e-02"].info.run_id, "acc/q/id_id") == [0, 2]
 
 
 def test_optuna_searches_two_objectives_resumes_and_blends_exactly(tmp_path, tracking_uri, ray_cluster):

@@ -44,6 +44,7 @@ from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
 from jobs.finetune.interpolate import evaluate_interpolations
 from jobs.finetune.tracking import TrialTracker
+from jobs.search_decisions import find_board, wait_for_decision
 from recipes import storage
 from recipes.data.collate import MCQCollator
 from recipes.data.stream import build_train_stream
@@ -112,6 +113,7 @@ class TrialWorker:
         self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
         self.engine, self.trainable = build_engine(trial, self.loaded, self.world, self.use_gpu)
         self.frozen_at_start = frozen_fingerprint(self.engine.module)
+        self.search_board = find_board(trial.sweep)  # set in an adaptive search: it decides after each evaluation
         torch.manual_seed(trial.seed * 1000 + self.rank)
 
     def setup(self, trial: TrialConfig) -> None:
@@ -224,6 +226,15 @@ class TrialWorker:
         if rng.is_file():
             torch.set_rng_state(torch.load(rng, weights_only=True))
 
+    def stopped_by_search(self, step: int) -> bool:
+        """Whether the sweep's search stopped the trial at evaluation ``step`` (rank 0 waits for it; all ranks agree)."""
+        if self.search_board is None:
+            return False
+        decision = [wait_for_decision(self.search_board, self.trial.trial_id, step) if self.rank == 0 else None]
+        if self.world > 1:
+            dist.broadcast_object_list(decision, src=0)
+        return bool(decision[0])
+
     def report(self, step: int, metrics: dict[str, float], checkpoint: bool) -> None:
         """Report metrics (and this rank's checkpoint files) to Ray Train; every rank calls it."""
         if not checkpoint:
@@ -287,4 +298,7 @@ class TrialWorker:
                 self.report(done, {**metrics, "step": done, "early_stopped": float(stop)},
                             checkpoint=stop or done in checkpoints)
                 if stop:
+                    return
+                if done < trial.steps and self.stopped_by_search(done):  # tagged early_stopped by the search
+                    self.report(done, {**metrics, "step": done, "early_stopped": 1.0}, checkpoint=done not in checkpoints)
                     return
