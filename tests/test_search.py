@@ -158,6 +158,24 @@ def test_a_trial_the_search_stopped_stays_early_stopped_when_the_stop_reaches_it
     assert run.info.status == "FINISHED"
 
 
+def test_the_decision_board_tells_a_trial_whether_the_search_stopped_it(ray_cluster):
+    from jobs.search_decisions import close_board, find_board, open_board, post_decision, wait_for_decision
+
+    assert find_board("board-test") is None and not post_decision("board-test", "t1", 2, stop=True)
+    board = open_board("board-test")
+    try:
+        assert wait_for_decision(board, "t1", 2, timeout_s=0.5) is None      # undecided: the trial trains on
+        assert post_decision("board-test", "t1", 2, stop=False)
+        assert wait_for_decision(board, "t1", 2, timeout_s=30) is False
+        assert wait_for_decision(board, "t1", 4, timeout_s=0.5) is None
+        post_decision("board-test", "t1", 4, stop=True)
+        assert wait_for_decision(board, "t1", 4, timeout_s=30) is True
+        assert wait_for_decision(board, "t1", 6, timeout_s=30) is True       # a stop holds for later evaluations
+        assert wait_for_decision(board, "t2", 4, timeout_s=0.5) is None      # per trial
+    finally:
+        close_board(board)
+
+
 def test_asha_stops_trials_whose_ood_drop_crosses_the_threshold_and_frees_their_cpus(tmp_path, tracking_uri, ray_cluster):
     """lr 3e-2 and 1e-2 wreck the random toy model's OOD answers by the first rung (step 2); lr 1e-9
     changes nothing. One CPU per trial on two: the third trial can only start on a CPU a stopped

@@ -6,7 +6,9 @@ the stream covers samples [s * batch, (s + 1) * batch) whatever the number of wo
 resumed or re-scaled trial sees the same data. At step 0, every ``eval_every`` steps and the
 last step, all workers evaluate a shard of the 2x2 suite, rank 0 logs to MLflow, and every
 worker reports the metrics to Ray Train, with its part of a checkpoint every
-``checkpoint_every`` steps (default: at every evaluation), at the last step and on an early stop:
+``checkpoint_every`` steps (default: at every evaluation), at the last step and on an early stop.
+In an adaptive search (ASHA), rank 0 then waits for the search's decision on the evaluation
+(``jobs.search_decisions``), and a trial the search stopped ends there like an early stop:
 
     TrialWorker(trial).run()     # on every worker, from jobs.worker.trial_worker
 """
