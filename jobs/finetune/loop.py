@@ -19,6 +19,7 @@ import json
 import logging
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,35 @@ class WindowStats:
         }
 
 
+@dataclass
+class PhaseClock:
+    """Seconds spent in each phase of the training steps (collate, forward, backward, optimizer).
+
+    Off in trials; ``benchmarks/train_throughput.py`` sets ``TrialWorker.phases`` to one. On a GPU
+    it synchronizes around each phase, so the figures are the phases' own time, not launch time.
+    """
+
+    synchronize: bool = False
+    """Wait for the device's queued work at each phase boundary (GPU)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Phase name -> accumulated seconds."""
+
+    @contextmanager
+    def timed(self, phase: str):
+        if self.synchronize:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        yield
+        if self.synchronize:
+            torch.cuda.synchronize()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+
 class TrialWorker:
     """State of one worker of a running trial."""
+
+    phases: PhaseClock | None = None
+    """Where ``train_step`` times its phases, when set (benchmarks)."""
 
     def __init__(self, trial: TrialConfig) -> None:
         self.setup(trial)
@@ -157,18 +185,26 @@ class TrialWorker:
         """One optimizer step; returns (mean loss over all ranks, tokens over all ranks)."""
         losses, tokens = [], 0
         for rows in self.micro_batches(step):
-            batch = {k: v.to(self.engine.device) for k, v in self.collate(rows).items()}
-            if self.use_gpu and "pixel_values" in batch:
-                batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-            loss = self.engine(**batch).loss
-            self.engine.backward(loss)
-            self.engine.step()
+            with self.timed("collate"):
+                batch = {k: v.to(self.engine.device) for k, v in self.collate(rows).items()}
+                if self.use_gpu and "pixel_values" in batch:
+                    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+            with self.timed("forward"):
+                loss = self.engine(**batch).loss
+            with self.timed("backward"):
+                self.engine.backward(loss)
+            with self.timed("optimizer"):
+                self.engine.step()
             losses.append(loss.detach().float())
             tokens += int(batch["attention_mask"].sum())
         totals = torch.stack([torch.stack(losses).mean(), torch.tensor(float(tokens))]).to(self.engine.device)
         if self.world > 1:
             dist.all_reduce(totals)
         return totals[0].item() / self.world, int(totals[1].item())
+
+    def timed(self, phase: str):
+        """A context that adds its time to ``phases`` under ``phase`` (nothing when ``phases`` is unset)."""
+        return self.phases.timed(phase) if self.phases is not None else nullcontext()
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, step: int, model: torch.nn.Module | None = None) -> SuiteResult | None:
