@@ -17,6 +17,7 @@ trial again resumes it, and worker failures restart the worker group from the la
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TRIAL_ID_TAG, TRIAL_KIND
+from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TIME_TRIAL_S, TRIAL_ID_TAG, TRIAL_KIND
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker, start_trial_run
 from jobs.worker import trial_worker
@@ -106,6 +107,7 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
     tracker = TrialTracker(trial.tracking_uri, trial.run_id)
     tracker.set_status("running")
     client = tracker.client
+    started = time.perf_counter()
     try:
         result = build_trainer(trial, callbacks).fit()
     except Exception as error:  # Ray Train raises once its failure budget (max_failures) is spent
@@ -119,6 +121,7 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
     metrics = dict(result.metrics or {})  # the metrics of the latest checkpoint's report
     # stopped by its own rule (the metric) or by the search, which tags the run (jobs.search_decisions)
     stopped = bool(metrics.get("early_stopped")) or tagged_early_stopped(client, trial.run_id)
+    tracker.log({TIME_TRIAL_S: time.perf_counter() - started}, int(metrics.get("step", trial.steps)))
     if not stopped:
         tracker.set_status("finished")
     client.set_terminated(trial.run_id, status="FINISHED")

@@ -19,7 +19,7 @@ from contract import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("analysis", "jobs", "orchestrator", "recipes")
-METRIC_PREFIXES = ("acc/", "delta/q/", "cl/", "train/", "model/", "predictions/", "continual/")
+METRIC_PREFIXES = ("acc/", "delta/q/", "cl/", "train/", "time/", "model/", "predictions/", "continual/")
 TAGS = {value for name, value in vars(layout).items() if name.endswith("_TAG") and "." in value}
 """The namespaced tags (``sweep`` and ``trial_id`` are also param and field names)."""
 QUADRANT_TUPLES = {layout.QUADRANTS, layout.OOD_QUADRANTS}

@@ -61,6 +61,13 @@ def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, trackin
     losses = [m.value for m in sorted(MlflowClient(tracking_uri).get_metric_history(outcome.run_id, "train/loss"), key=lambda m: m.step)]
     assert losses[-1] < 0.7 * losses[0]
     assert [m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, "model/frozen_tensors_changed")] == [0.0, 0.0]
+    # where the trial's time went: training and evaluation per evaluation step, the whole run once at its end
+    seconds = {key: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, key)}
+               for key in ("time/train_s", "time/eval_s", "time/trial_s")}
+    assert sorted(seconds["time/train_s"]) == [12, 24] and all(v > 0 for v in seconds["time/train_s"].values())
+    assert sorted(seconds["time/eval_s"]) == [0, 12, 24] and all(v > 0 for v in seconds["time/eval_s"].values())
+    assert list(seconds["time/trial_s"]) == [24]
+    assert seconds["time/trial_s"][24] > sum(seconds["time/train_s"].values()) + sum(seconds["time/eval_s"].values())
     run = MlflowClient(tracking_uri).get_run(outcome.run_id)
     assert run.data.tags["forgetless.status"] == "finished"
     assert run.data.params["parts"] == PARTS and run.data.params["trial_id"] == trial.trial_id

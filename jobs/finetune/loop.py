@@ -35,6 +35,8 @@ from contract.layout import (
     TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_SECONDS_PER_STEP,
+    TIME_EVAL_S,
+    TIME_TRAIN_S,
     TRAIN_TOKENS_PER_S,
     TRAINABLE_PARAMETERS,
     delta_metric,
@@ -307,23 +309,26 @@ class TrialWorker:
             self.tracker.log({TRAINABLE_PARAMETERS: self.trainable.trainable,
                               TOTAL_PARAMETERS: self.trainable.total}, step=0)
         evaluations, checkpoints = eval_steps(trial), checkpoint_steps(trial)
+        evaluating = time.perf_counter()
         zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
         self.zero_shot = zero_shot.metrics if zero_shot else {}
         if start == 0:
-            metrics, _ = self.checkpoint_metrics(0, zero_shot)
+            metrics, _ = self.checkpoint_metrics(0, zero_shot, {TIME_EVAL_S: time.perf_counter() - evaluating})
             self.report(0, {**metrics, "step": 0}, checkpoint=False)
-        window = WindowStats()
+        window, training = WindowStats(), 0.0
         for step in range(start, trial.steps):
             started = time.perf_counter()
             loss, tokens = self.train_step(step)
             window.losses.append(loss)
             window.tokens += tokens
             window.seconds += time.perf_counter() - started
+            training += time.perf_counter() - started
             done = step + 1
             if self.tracker and (done % trial.log_every == 0 or done in evaluations):
                 self.tracker.log(window.metrics(current_lr(self.engine)), done)
                 window = WindowStats()
             if done in evaluations:
+                evaluating = time.perf_counter()
                 result = self.evaluate(done)
                 integrity = {FROZEN_TENSORS_CHANGED: self.frozen_tensors_changed()}
                 metrics, reason = self.checkpoint_metrics(done, result, integrity)
@@ -333,6 +338,9 @@ class TrialWorker:
                 stop = decision[0] is not None
                 if trial.interpolate and (stop or done == trial.steps):
                     evaluate_interpolations(self, done)
+                if self.tracker:
+                    self.tracker.log({TIME_TRAIN_S: training, TIME_EVAL_S: time.perf_counter() - evaluating}, done)
+                training = 0.0
                 self.report(done, {**metrics, "step": done, "early_stopped": float(stop)},
                             checkpoint=stop or done in checkpoints)
                 if stop:

@@ -1,0 +1,100 @@
+"""python benchmarks/sweep_overhead.py [--grid grids/demo.yaml] [--set grid.parts=[llm]] [--out DIR]
+python benchmarks/sweep_overhead.py --tracking-uri sqlite:///mlflow.db --experiment demo-forgetting
+
+How much of a trial's time a sweep spends training and evaluating. Runs the grid's sweep in its
+own MLflow store and storage under ``--out`` (``--set`` changes the grid first, e.g. fewer cells),
+or with ``--tracking-uri`` and ``--experiment`` reads a sweep that already ran, then prints per
+trial the wall seconds of its Ray Train run (``time/trial_s``: start-up, training, evaluations,
+checkpoints, shutdown), its training seconds (the sum of ``time/train_s``), its evaluation seconds
+(the sum of ``time/eval_s``) and the overhead, wall / (training + evaluation); the last row is
+the whole sweep's. The goal is at most 1.10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from contract.layout import KIND_TAG, TIME_EVAL_S, TIME_TRAIN_S, TIME_TRIAL_S, TRIAL_KIND
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def with_setting(grid: dict, assignment: str) -> dict:
+    """The grid with one ``dotted.key=YAML value`` assignment applied."""
+    key, separator, value = assignment.partition("=")
+    if not separator or not key:
+        raise SystemExit(f"--set: expected KEY=VALUE such as grid.parts=[llm]; got {assignment!r}")
+    node = grid
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+    return grid
+
+
+def run_sweep(grid: dict, out: Path) -> tuple[str, str]:
+    """Run the grid's sweep in a store of its own under ``out``; returns (tracking URI, experiment)."""
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    grid.update(storage=str(out / "storage"), tracking={"uri": uri}, report={"enabled": False})
+    path = out / f"{grid['name']}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(path), "--no-report"], check=True, env=env, cwd=REPO)
+    return uri, grid["name"]
+
+
+def trial_times(uri: str, experiment: str) -> list[tuple[str, float, float, float]]:
+    """(trial name, wall s, training s, evaluation s) of every trial run that logged its wall time."""
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"no experiment {experiment!r} in {uri}")
+    rows = []
+    for run in client.search_runs([found.experiment_id], f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'", max_results=10_000):
+        total = {key: sum(m.value for m in client.get_metric_history(run.info.run_id, key))
+                 for key in (TIME_TRIAL_S, TIME_TRAIN_S, TIME_EVAL_S)}
+        if total[TIME_TRIAL_S]:
+            rows.append((run.info.run_name, total[TIME_TRIAL_S], total[TIME_TRAIN_S], total[TIME_EVAL_S]))
+    return sorted(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--grid", default=str(REPO / "grids" / "demo.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the grid (repeatable)")
+    parser.add_argument("--out", type=Path, help="where the sweep's store goes (default: a temporary folder)")
+    parser.add_argument("--tracking-uri", help="read this store's sweep instead of running one")
+    parser.add_argument("--experiment", help="the sweep (grid name) to read with --tracking-uri")
+    args = parser.parse_args(argv)
+    if bool(args.tracking_uri) != bool(args.experiment):
+        parser.error("--tracking-uri and --experiment go together")
+    if args.tracking_uri:
+        uri, experiment = args.tracking_uri, args.experiment
+    else:
+        grid = yaml.safe_load(Path(args.grid).read_text())
+        for assignment in args.set:
+            grid = with_setting(grid, assignment)
+        out = args.out or Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
+        out.mkdir(parents=True, exist_ok=True)
+        uri, experiment = run_sweep(grid, out)
+    rows = trial_times(uri, experiment)
+    if not rows:
+        raise SystemExit(f"no trial of {experiment!r} logged {TIME_TRIAL_S}")
+    total = ("all trials", *(sum(row[i] for row in rows) for i in (1, 2, 3)))
+    print("| trial | wall s | training s | evaluation s | overhead |")
+    print("|---|---:|---:|---:|---:|")
+    for name, wall, training, evaluation in [*rows, total]:
+        print(f"| {name} | {wall:.1f} | {training:.1f} | {evaluation:.1f} | {wall / (training + evaluation):.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
