@@ -27,7 +27,7 @@ import logging
 
 import ray
 
-log = logging.getLogger("forgetless.search")
+log = logging.getLogger("forgetless.search_decisions")
 
 DECISION_DEADLINE_S = 300.0
 """How long a trial waits for the search's decision on an evaluation before it trains on (a
