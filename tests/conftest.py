@@ -72,13 +72,19 @@ def latest_registered_checkpoint(storage: Path) -> int | None:
     """
     steps = []
     for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, json.JSONDecodeError):  # being written
-            continue
-        if latest:
-            steps.append(int(latest["metrics"]["step"]))
+        latest = wait_for(lambda: read_snapshot(snapshot), f"{snapshot} to be whole", timeout=60, every=0.05)
+        if latest["latest_checkpoint_result"]:
+            steps.append(int(latest["latest_checkpoint_result"]["metrics"]["step"]))
     return max(steps, default=None)
+
+
+def read_snapshot(path: Path) -> dict | None:
+    """A Ray Train checkpoint-manager snapshot, or None while it is being rewritten."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {"latest_checkpoint_result": record.get("latest_checkpoint_result")}
 
 
 def train_worker_pids() -> list[int]:
@@ -127,11 +133,11 @@ def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: 
     wait_for(answers, f"{what} at {url}", timeout, every=0.5)
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers."""
+def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers ``grace`` s."""
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)

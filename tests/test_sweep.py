@@ -104,7 +104,7 @@ def ray_head():
     wait_until_serving(f"{address}/api/version", (200, 401), "ray head")  # 401: token authentication is on
     wait_for_job_agent(address)
     yield address
-    stop_process_group(head)
+    stop_process_group(head, grace=5)  # a test cluster: nothing in it needs a graceful shutdown
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -162,12 +162,18 @@ def checkpoint_steps_by_trial(storage: Path) -> dict[str, int | None]:
 
 
 def kill_with_its_ray(process: subprocess.Popen) -> None:
-    """SIGKILL a sweep driver and wait until the local Ray it started has died with it."""
+    """SIGKILL a sweep driver and, at the same moment, the local Ray it started (as when its machine or
+    login session dies): nothing of the killed sweep trains on or writes checkpoints afterwards."""
     spawned = psutil.Process(process.pid).children(recursive=True)
     process.kill()
+    for child in spawned:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
     process.wait()
-    wait_for(lambda: not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
-             "the killed sweep's Ray processes to exit")
+    psutil.wait_procs(spawned, timeout=60)
+    assert not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "a Ray process survived"
 
 
 RESUME_STEPS, RESUME_EVERY = 16, 4
@@ -175,7 +181,7 @@ RESUME_STEPS, RESUME_EVERY = 16, 4
 
 
 def test_sweep_killed_mid_training_resumes_each_trial_from_its_checkpoint(tmp_path):
-    """SIGKILL the sweep driver while both trials are between checkpoints; the re-run resumes each
+    """SIGKILL the sweep driver and its local Ray while both trials are between checkpoints; the re-run resumes each
     from its own newest checkpoint into the same MLflow run, and a third run has nothing to do."""
     name, storage, uri = "resume-sweep", tmp_path / "sweeps", f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = write_grid(
