@@ -44,7 +44,7 @@ def test_quick_start_is_two_commands_through_install_sh():
                               "checkpoints in ./sweeps, toy world)", "# 2. install and run the tests"]
     demo, tests = commands.values()
     assert "bash install.sh &&" in demo and demo.endswith("python -m orchestrator.sweep grids/demo.yaml")
-    assert "bash install.sh dev &&" in tests and tests.endswith("python -m pytest -q")
+    assert "bash install.sh dev &&" in tests and tests.endswith("python -m pytest -q -n 2")
 
 
 def test_ci_runs_the_readme_test_command():
