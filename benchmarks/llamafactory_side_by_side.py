@@ -11,19 +11,22 @@ one machine: the same model directory, the same ``--rows`` questions with the sa
 LLaMA-Factory is not a dependency of this project; install it in a separate environment and pass
 its interpreter::
 
-    python3 -m venv /tmp/lf && /tmp/lf/bin/pip install torch==2.13.0 llamafactory==0.9.5
-    /tmp/lf/bin/pip uninstall -y torchvision torchaudio   # PyPI's builds do not load beside torch 2.13 CPU
+    python3 -m venv /tmp/lf && /tmp/lf/bin/pip install llamafactory==0.9.5
+    /tmp/lf/bin/pip install torch==2.14.1 torchvision==0.29.1   # its Qwen2.5-VL processor needs torchvision
+    /tmp/lf/bin/pip uninstall -y torchaudio
 
-LLaMA-Factory 0.9.5 imports torchaudio at start-up but uses it only for audio inputs; where it does
-not import, the peer runs with an empty stand-in module (printed when used).
+(on this machine torchvision loads only beside torch 2.14.1, so the peer's torch differs from the
+project's 2.13.0). LLaMA-Factory 0.9.5 imports torchaudio at start-up but uses it only for audio
+inputs; where it does not import, the peer runs with an empty stand-in module (printed when used).
 
 Each round runs, one after another: LLaMA-Factory without gradient checkpointing, LLaMA-Factory
 with its default (checkpointing on), and each forgetless setup (workers x ZeRO stage, each worker
 given ``--cpus-per-worker`` CPUs, or all of them for one worker). LLaMA-Factory's figure is its
 Trainer's own ``train_steps_per_second`` (the whole ``--steps`` steps, first step included);
 forgetless's is ``--steps`` steps after one warm-up step of the trial's real worker loop
-(``benchmarks/train_throughput.py``). The table gives the median and range over rounds, tokens
-per sample on each side (from the same tokenizer) and each setup's ratio to LLaMA-Factory's best.
+(``benchmarks/train_throughput.py``). It prints forgetless's tokens per sample and the first
+question's length on both sides, then a table of each setup's median and range over rounds and its
+ratio to LLaMA-Factory's best.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from recipes.data.collate import MCQCollator, conversation, question_text
+from recipes.data.collate import MCQCollator, question_text
 from recipes.data.registry import load_dataset
 from recipes.data.schema import row_images
 from recipes.models import load_model, resolve_model_dir
@@ -64,7 +66,7 @@ def export_questions(dataset: str, rows: int, directory: Path) -> tuple[Path, li
     images.mkdir(exist_ok=True)
     examples = []
     for index, record in enumerate(records):
-        _, (image,) = conversation(record)
+        (image,) = row_images(record)
         path = images / f"{index:06d}.png"
         path.write_bytes(image)
         examples.append({
@@ -126,8 +128,8 @@ def torchaudio_stand_in(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_llamafactory(args: argparse.Namespace, model_dir: Path, data_dir: Path, checkpointing: bool,
-                     extra_env: dict[str, str]) -> float:
-    """One ``llamafactory-cli train`` run; its Trainer's ``train_steps_per_second``."""
+                     extra_env: dict[str, str]) -> tuple[float, Path]:
+    """One ``llamafactory-cli train`` run: its Trainer's ``train_steps_per_second`` and its log."""
     name = "checkpointing" if checkpointing else "no-checkpointing"
     output = args.out / f"llamafactory-{name}"
     config = args.out / f"llamafactory-{name}.yaml"
@@ -139,7 +141,7 @@ def run_llamafactory(args: argparse.Namespace, model_dir: Path, data_dir: Path, 
                                 stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
     if result.returncode != 0:
         raise SystemExit(f"llamafactory-cli train failed (exit {result.returncode}); see {log}")
-    return json.loads((output / "train_results.json").read_text())["train_steps_per_second"]
+    return json.loads((output / "train_results.json").read_text())["train_steps_per_second"], log
 
 
 def forgetless_tokens(model: str, records: list[dict]) -> list[int]:
@@ -186,12 +188,12 @@ def main() -> None:
         for checkpointing in (False, True):
             name = f"LLaMA-Factory, gradient checkpointing {'on (its default)' if checkpointing else 'off'}"
             started = time.perf_counter()
-            figures.setdefault(name, []).append(run_llamafactory(args, model_dir, args.out / "data", checkpointing,
-                                                                   peer_env))
+            steps_per_s, log = run_llamafactory(args, model_dir, args.out / "data", checkpointing, peer_env)
+            figures.setdefault(name, []).append(steps_per_s)
             print(f"round {round_index}: {name}: {figures[name][-1]:.2f} steps/s "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
             if round_index == 1 and not checkpointing:
-                peer = llamafactory_first_example_tokens(args.out / "llamafactory-no-checkpointing.log")
+                peer = llamafactory_first_example_tokens(log)
                 print(f"first question: {lengths[0]} tokens in forgetless, {peer} in LLaMA-Factory", flush=True)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         try:
@@ -217,4 +219,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

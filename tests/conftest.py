@@ -72,19 +72,18 @@ def latest_registered_checkpoint(storage: Path) -> int | None:
     """
     steps = []
     for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        latest = wait_for(lambda: read_snapshot(snapshot), f"{snapshot} to be whole", timeout=60, every=0.05)
-        if latest["latest_checkpoint_result"]:
-            steps.append(int(latest["latest_checkpoint_result"]["metrics"]["step"]))
+        record = wait_for(lambda: read_snapshot(snapshot), f"{snapshot} to be whole", timeout=60, every=0.05)
+        if latest := record.get("latest_checkpoint_result"):
+            steps.append(int(latest["metrics"]["step"]))
     return max(steps, default=None)
 
 
 def read_snapshot(path: Path) -> dict | None:
     """A Ray Train checkpoint-manager snapshot, or None while it is being rewritten."""
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return {"latest_checkpoint_result": record.get("latest_checkpoint_result")}
 
 
 def train_worker_pids() -> list[int]:
