@@ -11,6 +11,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from recipes.data.collate import IGNORE_INDEX, PLACEHOLDER_ROW, MCQCollator
 from recipes.data.prompts import mcq_instruction
 from recipes.models import load_model
+from tests.data_fixtures import png_bytes
 from tests.tiny_models import mcq_row, tiny_qwen
 
 LLAVA_TEMPLATE = (
@@ -99,3 +100,69 @@ def test_toy_model_forward_and_generate_offline(monkeypatch):
     prompt_length = batch["input_ids"].shape[1]
     assert torch.equal(generated[:, :prompt_length], batch["input_ids"])
     assert prompt_length < generated.shape[1] <= prompt_length + 3
+
+
+def varied_rows(family: str) -> list[dict]:
+    """Rows of different lengths: with and without an image, a conversation, and (Qwen2.5-VL) two images of two sizes."""
+    rows = [
+        mcq_row(0),
+        mcq_row(1, with_image=False, answer="A"),
+        {**mcq_row(2, answer="D"), "options": ["red", "blue striped square", "green", "red dotted circle", "blue"]},
+        {**mcq_row(3), "kind": "freeform", "options": [], "answer": "a red striped circle",
+         "history": [{"role": "user", "text": "Look at <image>."}, {"role": "assistant", "text": "A circle."}]},
+    ]
+    if family == "qwen2_5_vl":
+        rows.append({**mcq_row(4), "extra_images": [png_bytes((10, 200, 10), size=84)]})
+    return rows
+
+
+def batched_reference(collate: MCQCollator, rows: list[dict]) -> dict[str, torch.Tensor]:
+    """The rows processed together by the processor (``padding=True``), as collation did before rows were encoded alone."""
+    from recipes.data.collate import conversation, decode_image
+
+    if collate.with_answers:
+        texts = [collate.answer_spans(row)[0] for row in rows]
+    else:
+        texts = [collate.prompt_text(row) for row in rows]
+    images = [decode_image(data) for row in rows for data in conversation(row)[1]]
+    collate.tokenizer.padding_side = collate.padding_side
+    batch = collate.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+    return {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
+
+
+@pytest.mark.parametrize("family", sorted(PROCESSORS))
+@pytest.mark.parametrize("with_answers", [True, False])
+def test_rows_encoded_alone_and_padded_equal_the_batch_processed_at_once(family, with_answers):
+    processor = PROCESSORS[family]()
+    rows = varied_rows(family)
+    collate = MCQCollator(processor, with_answers=with_answers, padding_side="right" if with_answers else "left")
+    batch = collate(rows)
+    reference = batched_reference(collate, rows)
+    assert set(batch) - {"labels"} == set(reference)
+    for key, value in reference.items():
+        assert torch.equal(batch[key], value), key
+    if with_answers:
+        for index, row in enumerate(rows):
+            alone = collate.encode(row)
+            assert torch.equal(batch["labels"][index, : alone["labels"].shape[1]], alone["labels"][0])
+        assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_encoded_rows_are_cached_by_content_and_bounded_in_bytes():
+    processor = tiny_qwen()[1]
+    rows = [mcq_row(0), mcq_row(1), mcq_row(2, with_image=False)]
+    collate = MCQCollator(processor, with_answers=True)
+    first = collate(rows)
+    assert (collate.cache.hits, collate.cache.misses, len(collate.cache)) == (0, 3, 3)
+    again = collate(list(reversed(rows)))
+    assert collate.cache.hits == 3
+    for key in ("input_ids", "labels"):
+        assert torch.equal(again[key][:, : first[key].shape[1]].flip(0), first[key])
+    changed = {**rows[0], "answer": "C"}  # same id, other content: encoded anew
+    assert not torch.equal(collate([changed])["labels"], collate([rows[0]])["labels"])
+    one_row = collate.cache.bytes // len(collate.cache)
+    small = MCQCollator(processor, with_answers=True, cache_bytes=one_row * 2)
+    small(rows)
+    assert len(small.cache) <= 2 and small.cache.bytes <= one_row * 2
+    uncached = MCQCollator(processor, with_answers=True, cache_bytes=0)
+    assert uncached.cache is None and torch.equal(uncached(rows)["input_ids"], first["input_ids"])

@@ -20,7 +20,10 @@ the answer:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import pickle
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -32,6 +35,10 @@ from recipes.data.schema import ASSISTANT_ROLE, LETTERS, MCQ_KIND, USER_ROLE, ro
 
 IGNORE_INDEX = -100
 """Label value that the loss ignores (transformers' convention)."""
+
+DEFAULT_CACHE_BYTES = 512 * 2**20
+"""Encoded rows one collator keeps (512 MiB: the toy world's rows several times over; at the
+paper's 448-pixel images about a hundred rows, so large datasets are encoded as they stream)."""
 
 
 def _blank_png(size: int = 28) -> bytes:
@@ -155,7 +162,18 @@ class MCQCollator:
     """Append ``PLACEHOLDER_ROW`` to batches without images (ZeRO-3); callers drop its outputs."""
     max_images: int | None = None
     """Images a row may have; None: the family's limit (one for LLaVA-1.5, any number for Qwen2.5-VL)."""
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    """Bytes of encoded rows (token ids, labels, pixel tensors) kept for rows seen again (a later
+    epoch, the next evaluation); 0 encodes every row every time."""
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    cache: EncodingCache | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
+        self.cache = EncodingCache(self.cache_bytes) if self.cache_bytes else None
 
     @property
     def tokenizer(self):
@@ -251,30 +269,120 @@ class MCQCollator:
                 return labels
         raise ValueError("cannot align the tokenized conversation with the processor's input ids")
 
+    def encode(self, row: dict) -> dict[str, torch.Tensor]:
+        """One row processed alone: its token tensors (1 x length, no padding), image tensors and labels.
+
+        ``__call__`` pads and concatenates these; the result equals processing the rows together,
+        since the processor tokenizes each text and processes each image on its own.
+        """
+        messages, images_in_order = conversation(row, with_answer=False)
+        if self.with_answers:
+            text, spans = self.answer_spans(row)
+        else:
+            text = self._render(messages, True)
+        images = [decode_image(data) for data in images_in_order]
+        encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
+        encoded = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
+        if self.with_answers:
+            encoded["labels"] = self._assistant_labels(text, spans, encoded["input_ids"][0])[None]
+        return encoded
+
+    def cached_encode(self, row: dict) -> dict[str, torch.Tensor]:
+        """``encode(row)``, from the collator's cache when this row (by content) was encoded before."""
+        if self.cache is None:
+            return self.encode(row)
+        key = row_digest(row)
+        encoded = self.cache.get(key)
+        if encoded is None:
+            encoded = self.encode(row)
+            self.cache.put(key, encoded)
+        return encoded
+
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         """The batch of ``rows``; one row longer (``PLACEHOLDER_ROW`` last) when ``always_image`` adds it."""
         self._check_images(rows)
+        if self.with_answers and self.padding_side != "right":
+            raise ValueError("training batches (with_answers=True) need padding_side='right'")
         placeholder = self.always_image and all(not row_images(row) for row in rows)
         if placeholder:
             rows = [*rows, PLACEHOLDER_ROW]
-        conversations = [conversation(row, with_answer=False) for row in rows]
-        if self.with_answers:
-            rendered = [self.answer_spans(row) for row in rows]
-            texts = [text for text, _ in rendered]
-        else:
-            texts = [self._render(messages, True) for messages, _ in conversations]
-        images = [decode_image(data) for _, row_images_in_order in conversations for data in row_images_in_order]
-        self.tokenizer.padding_side = self.padding_side
-        batch = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
-        batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
-        if self.with_answers:
-            if self.padding_side != "right":
-                raise ValueError("training batches (with_answers=True) need padding_side='right'")
-            lengths = batch["attention_mask"].sum(dim=1).tolist()
-            labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-            for index, ((text, spans), length) in enumerate(zip(rendered, lengths)):
-                labels[index, :length] = self._assistant_labels(text, spans, batch["input_ids"][index, :length])
-            batch["labels"] = labels
-            if placeholder:
-                batch["labels"][-1] = IGNORE_INDEX
+        batch = pad_and_concatenate([self.cached_encode(row) for row in rows], self.token_pad_values, self.padding_side)
+        if placeholder and self.with_answers:
+            batch["labels"][-1] = IGNORE_INDEX
         return batch
+
+    @property
+    def token_pad_values(self) -> dict[str, int]:
+        """Padding value of each per-token tensor; every other tensor is per image and is concatenated."""
+        return {**TOKEN_PAD_VALUES, "input_ids": self.tokenizer.pad_token_id}
+
+
+TOKEN_PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0, "token_type_ids": 0}
+"""Padding of the per-token tensors other than ``input_ids`` (which pads with the tokenizer's pad token)."""
+
+
+def pad_and_concatenate(
+    encoded: Sequence[dict[str, torch.Tensor]], token_pad_values: dict[str, int], padding_side: str
+) -> dict[str, torch.Tensor]:
+    """A batch of rows encoded alone: per-token tensors padded to the longest row, image tensors concatenated."""
+    length = max(row["input_ids"].shape[1] for row in encoded)
+    batch: dict[str, torch.Tensor] = {}
+    for key in dict.fromkeys(key for row in encoded for key in row):  # every key, first-seen order
+        parts = [row[key] for row in encoded if key in row]
+        if key not in token_pad_values:  # per image: rows without images have none
+            batch[key] = torch.cat(parts)
+            continue
+        if len(parts) != len(encoded):
+            raise ValueError(f"per-token tensor {key!r} is missing from some encoded rows")
+        padded = torch.full((len(parts), length), token_pad_values[key], dtype=parts[0].dtype)
+        for index, part in enumerate(parts):
+            width = part.shape[1]
+            if padding_side == "right":
+                padded[index, :width] = part[0]
+            else:
+                padded[index, length - width :] = part[0]
+        batch[key] = padded
+    return batch
+
+
+def row_digest(row: dict) -> bytes:
+    """A digest of a record's content (every field, images included): the key of its cached encoding."""
+    return hashlib.blake2b(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL), digest_size=16).digest()
+
+
+class EncodingCache:
+    """Encoded rows by content digest, least recently used dropped first beyond ``max_bytes`` of tensors."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes) -> dict[str, torch.Tensor] | None:
+        encoded = self._entries.get(key)
+        if encoded is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return encoded
+
+    def put(self, key: bytes, encoded: dict[str, torch.Tensor]) -> None:
+        size = encoded_bytes(encoded)
+        if size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = encoded
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= encoded_bytes(dropped)
+
+
+def encoded_bytes(encoded: dict[str, torch.Tensor]) -> int:
+    """Bytes held by an encoded row's tensors."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in encoded.values())
