@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from statistics import mean
+from statistics import mean, stdev
 from typing import Iterable, Mapping
 
 from analysis.errors import AnalysisError
@@ -53,6 +53,17 @@ class Outcome:
     def ood_retention(self) -> float:
         """Mean change over the three OOD quadrants vs zero-shot (pp); 0 = nothing forgotten."""
         return mean(self.deltas[q] for q in OOD_QUADRANTS)
+
+    def delta_spread(self, quadrant: str) -> float | None:
+        """Standard deviation over seeds of the quadrant's change (pp); None with one seed."""
+        return stdev(t.delta(quadrant) for t in self.trials) if len(self.trials) > 1 else None
+
+    @property
+    def retention_spread(self) -> float | None:
+        """Standard deviation over seeds of the OOD retention (pp); None with one seed."""
+        if len(self.trials) < 2:
+            return None
+        return stdev(mean(t.delta(q) for q in OOD_QUADRANTS) for t in self.trials)
 
 
 def summarize(trials: Iterable[Trial]) -> list[Outcome]:

@@ -20,7 +20,7 @@ from analysis.errors import AnalysisError
 from analysis.markup import macro, render
 from analysis.outcomes import Outcome
 from analysis.runs import Sweep, quadrant_name
-from contract.layout import OOD_QUADRANTS
+from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT
 
 MARGIN_PP = 3.0
 """Changes within ±MARGIN_PP count as kept (blue); drops beyond it as forgetting (red)."""
@@ -107,6 +107,11 @@ def format_pp(value: float) -> str:
     return f"{round(value, 2) + 0.0:+.2f}"
 
 
+def format_spread(value: float, spread: float | None) -> str:
+    """``format_pp(value)``, then `` ± spread`` (the standard deviation over seeds) when there is one."""
+    return format_pp(value) if spread is None else f"{format_pp(value)} ± {spread:.2f}"
+
+
 def build_table1(sweep: Sweep, outcomes: list[Outcome], frontier: list[Outcome]) -> Table1:
     """Table 1 rows for the outcomes (their order), marking the frontier and the best ID accuracy."""
     if not outcomes:
@@ -136,9 +141,9 @@ def _row(label: str, outcome: Outcome, best: Outcome, on_frontier: bool) -> Row:
         Cell(label),
         Cell(str(len(outcome.trials))),
         Cell(final),
-        Cell(format_pp(outcome.id_gain)),
-        *(Cell(format_pp(outcome.deltas[q]), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
-        Cell(format_pp(outcome.ood_retention)),
+        Cell(format_spread(outcome.id_gain, outcome.delta_spread(TARGET_QUADRANT))),
+        *(Cell(format_spread(outcome.deltas[q], outcome.delta_spread(q)), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
+        Cell(format_spread(outcome.ood_retention, outcome.retention_spread)),
     )
     return Row(label=label, cells=cells, kept=kept, frontier=on_frontier)
 
@@ -149,7 +154,8 @@ def legend_lines(table: Table1) -> list[str]:
         f"Final ID acc. = {quadrant_name('id_id')} accuracy at the last checkpoint, mean over seeds; "
         f"in parentheses: difference to the best ({table.best_label}).",
         "Δ = change vs the zero-shot model (step 0) in percentage points; "
-        "OOD retention = mean Δ of the three OOD quadrants.",
+        "OOD retention = mean Δ of the three OOD quadrants; "
+        "± = standard deviation over seeds (settings with two or more seeds).",
         f"{TONE_MARKS['drop']} drop of more than {MARGIN_PP:g} pp (red) · "
         f"{TONE_MARKS['stable']} within ±{MARGIN_PP:g} pp (blue) · "
         f"{STABLE_ROW_MARK} all three OOD Δ within ±{MARGIN_PP:g} pp (grey row) · "
