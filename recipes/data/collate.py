@@ -171,6 +171,8 @@ class MCQCollator:
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.with_answers and self.padding_side != "right":
+            raise ValueError("training batches (with_answers=True) need padding_side='right'")
         if self.cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
         self.cache = EncodingCache(self.cache_bytes) if self.cache_bytes else None
@@ -301,8 +303,6 @@ class MCQCollator:
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         """The batch of ``rows``; one row longer (``PLACEHOLDER_ROW`` last) when ``always_image`` adds it."""
         self._check_images(rows)
-        if self.with_answers and self.padding_side != "right":
-            raise ValueError("training batches (with_answers=True) need padding_side='right'")
         placeholder = self.always_image and all(not row_images(row) for row in rows)
         if placeholder:
             rows = [*rows, PLACEHOLDER_ROW]
