@@ -43,7 +43,7 @@ from orchestrator.progress import SummaryRow, SweepProgress, summary_table, wors
 from orchestrator.runs import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
 from recipes.data.continual import load_train_table
-from recipes.data.readers import read_mcq
+from recipes.data.readers import read_mcq_sample
 from recipes.data.registry import resolve_dataset
 from recipes.data.schema import MCQFormatError, image_count_problem
 from recipes.data.suites import SuiteError, load_suite
@@ -60,30 +60,36 @@ Train restarts the trial's workers from their last checkpoint, but only if the c
 survives. ``node:__internal_head__`` is the resource Ray gives the head node alone."""
 
 
-def check_data(trials: list[TrialConfig]) -> None:
-    """Read and validate every dataset the trials use, row by row, images checked, before any compute.
+def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
+    """Validate every dataset the trials use before any compute: its schema and a sample of its rows.
+
+    A parquet file's sample is a few of its row groups (``readers.read_mcq_sample``), so the check
+    stays cheap at ImageNet scale and on object storage; ``every_row`` reads and checks every row.
 
     Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows,
     also for a row with more images than the family of a trial's model takes (LLaVA-1.5: one).
     """
+    def checked(dataset: str) -> pa.Table:
+        return read_mcq_sample(resolve_dataset(dataset), every_row=every_row)
+
     used: dict[str, list[tuple[str, pa.Table]]] = {}  # model -> (file, table) of every dataset it sees
     for trial in trials:
         used.setdefault(trial.model, [])
     for name in sorted({trial.eval_suite for trial in trials}):
         suite = load_suite(name)
-        tables = [(str(dataset), suite.load(dataset)) for _, dataset in suite.entries()]
+        tables = [(str(dataset), checked(dataset)) for _, dataset in suite.entries()]
         for trial in trials:
             if trial.eval_suite == name:
                 used[trial.model] += tables
     single = [trial for trial in trials if not trial.continual]
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
-    loaded = {name: read_mcq(resolve_dataset(name)) for name in sorted(training)}
+    loaded = {name: checked(name) for name in sorted(training)}
     for trial in single:
         used[trial.model] += [(name, loaded[name]) for name in (trial.dataset, *(m.dataset for m in trial.mix))]
     tasks = {task for trial in trials for task in trial.continual_tasks}
     task_tables = {}
     for task in sorted(tasks, key=lambda task: task.name):
-        task_tables[task] = [(task.train, load_train_table(task)), (task.test, read_mcq(resolve_dataset(task.test)))]
+        task_tables[task] = [(task.train, load_train_table(task)), (task.test, checked(task.test))]
     for trial in trials:
         used[trial.model] += [table for task in trial.continual_tasks for table in task_tables[task]]
     for model, tables in used.items():
@@ -148,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     parser.add_argument("--no-check-paths", action="store_true",
                         help="validate names and path shapes only (for a grid meant for another machine)")
+    parser.add_argument("--check-all-rows", action="store_true",
+                        help="validate every row of every dataset before starting (default: the schema and a "
+                             "sample of each parquet file's row groups)")
     add_max_trials_flag(parser)
     return parser
 
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = expand_trials(grid)
     if not args.no_check_paths:
         try:
-            check_data(trials)
+            check_data(trials, every_row=args.check_all_rows)
         except (MCQFormatError, SuiteError, FileNotFoundError) as error:
             return invalid(grid.source, [str(error)])
 

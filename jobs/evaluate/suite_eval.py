@@ -1,8 +1,9 @@
 """Evaluate a model on a 2x2 suite (MCQ and free-form datasets), data-parallel across the ranks of a trial.
 
-The suite's datasets are cut into fixed batches once (the same batches whatever the number of
-ranks, so results do not depend on it); rank r answers batches r, r + W, r + 2W, ...; rank 0
-gathers the per-example results, puts them back in dataset order and computes the metrics of
+The suite's datasets are cut into fixed batches of row ranges once (the same batches whatever the
+number of ranks, so results do not depend on it); of W ranks, rank r answers the r-th of W
+contiguous runs of batches and reads only their rows (a parquet row group at a time, see
+``recipes.data.row_source``), so no worker holds a whole dataset; rank 0 gathers the per-example results, puts them back in dataset order and computes the metrics of
 ``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
 A dataset's MCQ rows are scored by the mode, its free-form rows by their matcher (after greedy
 generation within the suite's budget for the dataset), all counted in its one ``acc/<dataset>``.
@@ -27,8 +28,9 @@ import torch.distributed as dist
 from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
-from recipes.data.registry import dataset_name, load_dataset
-from recipes.data.schema import MCQ_KIND, row_kind
+from recipes.data.registry import dataset_name
+from recipes.data.row_source import RowSource, open_rows
+from recipes.data.schema import MCQ_KIND
 from recipes.data.suites import Suite
 
 PREDICTION_SCHEMA = pa.schema(
@@ -77,6 +79,13 @@ def delta_metrics(metrics: dict[str, float], zero_shot: dict[str, float]) -> dic
     return {delta_metric(q): metrics[accuracy_metric(q)] - zero_shot[accuracy_metric(q)] for q in QUADRANTS}
 
 
+def contiguous_share(count: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s run of ``count`` items cut into ``world_size`` contiguous runs (sizes differ by at most 1)."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
 class DatasetEvaluator:
     """Holds datasets' questions in fixed batches and evaluates models on them (``acc/<dataset>``)."""
 
@@ -88,7 +97,7 @@ class DatasetEvaluator:
         batch_size: int = 32,
         max_new_tokens: int = 8,
         synced_gpus: bool = False,
-        load: Callable[[str], pa.Table] = load_dataset,
+        open_source: Callable[[str], RowSource] = open_rows,
         budgets: dict[str, int] | None = None,
     ) -> None:
         if batch_size < 1:
@@ -97,11 +106,14 @@ class DatasetEvaluator:
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.budgets = dict(budgets or {})
         """Generation budget of free-form rows by dataset name (default: ``max_new_tokens``)."""
-        self.batches: list[tuple[str, list[dict]]] = []
+        self.sources: dict[str, RowSource] = {}
+        """The rows of each dataset, by display name (read batch by batch)."""
+        self.batches: list[tuple[str, range]] = []
+        """(dataset name, the rows of the batch) in dataset order."""
         for dataset in datasets:
-            rows = load(dataset).to_pylist()
             name = dataset_name(dataset)
-            self.batches += [(name, batch) for batch in batches(rows, batch_size)]
+            self.sources[name] = open_source(dataset)
+            self.batches += [(name, rows) for rows in batches(range(self.sources[name].num_rows), batch_size)]
 
     def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
         """The metrics of one evaluation from its per-dataset accuracies (percent)."""
@@ -110,7 +122,7 @@ class DatasetEvaluator:
     @property
     def has_freeform(self) -> bool:
         """Whether any question is free-form (generated and scored by a matcher whatever the mode)."""
-        return any(row_kind(row) != MCQ_KIND for _, rows in self.batches for row in rows)
+        return any(kind != MCQ_KIND for source in self.sources.values() for kind in source.kinds())
 
     @property
     def mode(self) -> str:
@@ -119,7 +131,8 @@ class DatasetEvaluator:
     def _answer(self, model: torch.nn.Module, batch_indices: list[int]) -> list[tuple[int, list[dict]]]:
         answered = []
         for index in batch_indices:
-            dataset, rows = self.batches[index]
+            dataset, positions = self.batches[index]
+            rows = self.sources[dataset].take(positions)
             scored = self.scorer(model, rows, self.budgets.get(dataset))
             answered.append(
                 (
@@ -137,7 +150,7 @@ class DatasetEvaluator:
         started = time.perf_counter()
         was_training = model.training
         model.eval()
-        mine = list(range(rank, len(self.batches), world_size))
+        mine = list(contiguous_share(len(self.batches), rank, world_size))
         if self.scorer.synced_gpus:  # sharded parameters: every rank runs the same number of forwards
             rounds = -(-len(self.batches) // world_size)
             mine += [mine[-1] if mine else 0] * (rounds - len(mine))
@@ -166,7 +179,6 @@ class SuiteEvaluator(DatasetEvaluator):
         super().__init__(
             [dataset for _, dataset in suite.entries()],
             processor,
-            load=suite.load,
             budgets=suite.max_new_tokens,
             **settings,
         )

@@ -1,5 +1,5 @@
 """The data contract of forgetless: MCQ and free-form records, reading and writing them, dataset
-names, fractions, mixing, suites, continual task sequences, collation. Public formats become
+names, reading rows on demand, fractions, mixing, suites, continual task sequences, collation. Public formats become
 records through ``recipes.adapters``; the toy world is ``recipes.toyworld``, which registered names
 reach through the registry's dataset providers. The contract imports neither; its command line
 (``python -m recipes.data``) brings the three together.
@@ -12,7 +12,7 @@ Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapte
 """
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
-from recipes.data.readers import read_mcq, read_mcq_report, skipped_row_count
+from recipes.data.readers import read_mcq, read_mcq_report, read_mcq_sample, skipped_row_count
 from recipes.data.registry import (
     DatasetNotFoundError,
     dataset_name,
@@ -20,6 +20,7 @@ from recipes.data.registry import (
     registered_datasets,
     resolve_dataset,
 )
+from recipes.data.row_source import RowSource, open_rows
 from recipes.data.sampling import fraction_indices, take_fraction
 from recipes.data.schema import (
     LETTERS,
@@ -47,6 +48,7 @@ __all__ = [
     "DatasetNotFoundError",
     "MCQFormatError",
     "MixSource",
+    "RowSource",
     "Suite",
     "SuiteError",
     "TrainingStream",
@@ -56,10 +58,12 @@ __all__ = [
     "fraction_indices",
     "load_dataset",
     "load_suite",
+    "open_rows",
     "mcq_prompt",
     "option_letter",
     "read_mcq",
     "read_mcq_report",
+    "read_mcq_sample",
     "registered_datasets",
     "resolve_dataset",
     "row_history",

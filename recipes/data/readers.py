@@ -25,6 +25,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -42,9 +43,12 @@ from recipes.data.schema import (
     table_schema,
 )
 from recipes.redaction import redact_uri
-from recipes.storage import exists, file_suffix, filesystem, is_remote, local_path, open_binary, parent_dir
+from recipes.storage import arrow_input_file, exists, file_suffix, is_remote, local_path, open_binary, parent_dir
 
 logger = logging.getLogger("forgetless.data")
+
+SAMPLE_ROW_GROUPS = 2
+"""Row groups of a parquet file that ``read_mcq_sample`` validates (the first one, then others at random)."""
 
 SKIPPED_ROWS_METADATA_KEY = b"forgetless.skipped_rows"
 """Schema metadata key under which ``read_mcq`` records how many bad rows it skipped."""
@@ -85,23 +89,44 @@ def _finish(
     return MCQReadReport(str(path), table, tuple(bad))
 
 
-def _read_parquet(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
-    if is_remote(path):
-        fs, inner = filesystem(path)
-        raw = pq.read_table(inner, filesystem=fs)
+def _read_parquet(path: str, skip_bad: bool, check_images: bool, sample: bool = False) -> MCQReadReport:
+    """Read (and validate) a parquet file: all of it, or with ``sample`` its first row group and others."""
+    source: Any = arrow_input_file(path) if is_remote(path) else local_path(path)
+    if sample:
+        parts = _sample_row_groups(pq.ParquetFile(source), path)
     else:
-        raw = pq.read_table(local_path(path), memory_map=True)
-    table = conform_table(raw, path)
+        parts = [(0, pq.read_table(source, memory_map=not is_remote(path)))]
+    tables = [conform_table(raw, path) for _, raw in parts]
     validator = RowValidator(check_images=check_images)
     bad: list[BadRow] = []
     skipped_rows: list[int] = []
-    first_row = 0
-    for batch in table.to_batches(max_chunksize=4096):
-        batch_bad = validator.check(batch, first_row)
-        bad += batch_bad
-        skipped_rows += [b.row for b in batch_bad]
-        first_row += batch.num_rows
-    return _finish(table, bad, path, skip_bad, skipped_rows)
+    position = 0  # row of the concatenated table
+    for (file_row, _), table in zip(parts, tables):
+        for batch in table.to_batches(max_chunksize=4096):
+            batch_bad = validator.check(batch, file_row)
+            bad += batch_bad
+            skipped_rows += [position + b.row - file_row for b in batch_bad]
+            file_row += batch.num_rows
+            position += batch.num_rows
+    return _finish(pa.concat_tables(tables), bad, path, skip_bad, skipped_rows)
+
+
+def _sample_row_groups(parquet: pq.ParquetFile, path: str) -> list[tuple[int, pa.Table]]:
+    """(first row in the file, rows) of the row groups a sample check reads: the first and others at random."""
+    metadata = parquet.metadata
+    count = metadata.num_row_groups
+    if count <= SAMPLE_ROW_GROUPS:
+        return [(0, parquet.read())]
+    others = np.random.default_rng([count, metadata.num_rows]).choice(
+        np.arange(1, count), size=SAMPLE_ROW_GROUPS - 1, replace=False
+    )
+    groups = [0, *sorted(int(group) for group in others)]
+    starts = np.cumsum([0, *(metadata.row_group(g).num_rows for g in range(count - 1))])
+    logger.info(
+        "%s: checked row groups %s of %d (a sample; every row with --check-all-rows)",
+        redact_uri(path), ", ".join(map(str, groups)), count,
+    )  # fmt: skip
+    return [(int(starts[group]), parquet.read_row_group(group)) for group in groups]
 
 
 def _is_base64_image(value: str) -> bool:
@@ -229,14 +254,20 @@ def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
     return _finish(table, by_line, path, skip_bad, [b.row for b in table_bad])
 
 
-def read_mcq_report(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> MCQReadReport:
-    """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``."""
+def read_mcq_report(
+    path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True, sample: bool = False
+) -> MCQReadReport:
+    """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``.
+
+    With ``sample``, a parquet file is checked on its schema and ``SAMPLE_ROW_GROUPS`` of its row
+    groups only (the up-front check at scale; a jsonl file is always read whole).
+    """
     text = str(path)
     suffix = file_suffix(text)
     if not exists(text):
         raise FileNotFoundError(f"{text}: no such MCQ file")
     if suffix in (".parquet", ".pq"):
-        report = _read_parquet(text, skip_bad, check_images)
+        report = _read_parquet(text, skip_bad, check_images, sample)
     elif suffix in (".jsonl", ".ndjson"):
         report = _read_jsonl(text, skip_bad, check_images)
     else:
@@ -254,6 +285,14 @@ def read_mcq(path: str | os.PathLike, *, skip_bad: bool = False, check_images: b
     metadata (``skipped_row_count(table)``).
     """
     return read_mcq_report(path, skip_bad=skip_bad, check_images=check_images).table
+
+
+def read_mcq_sample(path: str | os.PathLike, *, every_row: bool = False) -> pa.Table:
+    """The validated rows of an up-front check: a sample of a parquet file's row groups, or ``every_row``.
+
+    The schema is always checked whole; bad rows raise ``MCQFormatError`` as in ``read_mcq``.
+    """
+    return read_mcq_report(path, sample=not every_row).table
 
 
 def skipped_row_count(table: pa.Table) -> int:

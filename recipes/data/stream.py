@@ -13,9 +13,16 @@ without replaying anything.
 
 Layout: positions come in blocks of ``block_size``; in every block each source gets exactly its
 share of slots (largest-remainder rounding of ``ratio * block_size``), in an order shuffled per
-block. The ``j``-th sample of a source is row ``perm_e[j % n]`` of that source, where
-``perm_e`` is a seeded permutation for epoch ``e = j // n``: every row is used once before any
-is repeated, smaller sources are oversampled, and nothing is "the first N rows".
+block. The ``j``-th sample of a source is row ``order_e[j % n]`` of that source, where
+``order_e`` is a seeded order of all its ``n`` rows for epoch ``e = j // n``: every row is used
+once before any is repeated, smaller sources are oversampled, and nothing is "the first N rows".
+
+Sources are ``RowSource``s (``recipes.data.row_source``), read a chunk (parquet row group) at a
+time, so the order is a block-level shuffle that never needs more than ``shuffle_window`` chunks
+of a source at once: each epoch shuffles the order of the chunks, cuts it into windows of
+``shuffle_window`` chunks and shuffles the rows within each window. A source of at most
+``shuffle_window`` chunks (every toy dataset, an in-memory table) is one window, so its order is
+a plain permutation of all its rows.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from recipes.data.registry import dataset_name, load_dataset
-from recipes.data.sampling import block_slots, take_fraction
+from recipes.data.registry import dataset_name
+from recipes.data.row_source import RowSource, as_row_source, open_rows
+from recipes.data.sampling import block_slots, fraction_indices
 
 logger = logging.getLogger("forgetless.data")
 
@@ -40,6 +48,10 @@ DEFAULT_BLOCK_SIZE = 1000
 RATIO_TOLERANCE = 1e-6
 """How far the ratios may sum from 1."""
 
+DEFAULT_SHUFFLE_WINDOW = 4
+"""Chunks (parquet row groups) of a source whose rows are shuffled together. A worker holds at most
+two windows of a source decoded (``row_source.DEFAULT_CACHED_GROUPS``)."""
+
 REPORT_SAMPLES = 10 * DEFAULT_BLOCK_SIZE
 """Samples over which ``build_train_stream`` logs the realized ratios."""
 
@@ -47,16 +59,17 @@ REPORT_SAMPLES = 10 * DEFAULT_BLOCK_SIZE
 class TrainingStream:
     """An endless, position-addressable mix of tables of the data contract (see the module docstring).
 
-    Sources may hold MCQ or free-form records (or both); the mix is by sample share, whatever
-    the kind, and each record keeps its own columns.
+    Sources (``RowSource``s, or in-memory tables) may hold MCQ or free-form records (or both);
+    the mix is by sample share, whatever the kind, and each record keeps its own columns.
     """
 
     def __init__(
         self,
-        sources: Sequence[tuple[str, pa.Table]],
+        sources: Sequence[tuple[str, RowSource | pa.Table]],
         ratios: Sequence[float],
         seed: int,
         block_size: int = DEFAULT_BLOCK_SIZE,
+        shuffle_window: int = DEFAULT_SHUFFLE_WINDOW,
     ):
         if not sources:
             raise ValueError("TrainingStream needs at least one source")
@@ -74,8 +87,11 @@ class TrainingStream:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
+        if shuffle_window < 1:
+            raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
         self.names = tuple(names)
-        self.tables = tuple(table for _, table in sources)
+        self.tables = tuple(as_row_source(table, name) for name, table in sources)
+        self.shuffle_window = shuffle_window
         self.ratios = tuple(float(r) for r in ratios)
         self.seed = seed
         self.block_size = block_size
@@ -88,7 +104,8 @@ class TrainingStream:
             if slots > 0 and table.num_rows == 0:
                 raise ValueError(f"source {name!r} has no rows but ratio {ratio}")
         self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._permutations: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._windows: OrderedDict[tuple[int, int], tuple[list[np.ndarray], np.ndarray]] = OrderedDict()
+        self._window_orders: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}: {r:g} of {t.num_rows} rows" for n, t, r in zip(self.names, self.tables, self.ratios))
@@ -120,18 +137,49 @@ class TrainingStream:
             self._blocks.popitem(last=False)
         return layout, ordinal
 
-    def _permutation(self, source: int, epoch: int) -> np.ndarray:
+    def _epoch_windows(self, source: int, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """(the chunks of each window, the first epoch ordinal of each window) of one epoch."""
         key = (source, epoch)
-        if key in self._permutations:
-            self._permutations.move_to_end(key)
-            return self._permutations[key]
-        permutation = np.random.default_rng([self.seed, 0xE90C, source, epoch]).permutation(
-            self.tables[source].num_rows
-        )
-        self._permutations[key] = permutation
-        if len(self._permutations) > 2 * len(self.names) + 2:
-            self._permutations.popitem(last=False)
-        return permutation
+        if key in self._windows:
+            self._windows.move_to_end(key)
+            return self._windows[key]
+        sizes = self.tables[source].chunk_sizes
+        chunks = np.arange(len(sizes))
+        if len(chunks) > self.shuffle_window:
+            chunks = np.random.default_rng([self.seed, 0xC4A7, source, epoch]).permutation(chunks)
+        windows = [np.sort(chunks[i : i + self.shuffle_window]) for i in range(0, len(chunks), self.shuffle_window)]
+        firsts = np.cumsum([0, *(int(sizes[window].sum()) for window in windows[:-1])], dtype=np.int64)
+        self._windows[key] = (windows, firsts)
+        if len(self._windows) > 2 * len(self.names) + 2:
+            self._windows.popitem(last=False)
+        return windows, firsts
+
+    def _window_order(self, source: int, epoch: int, window: int) -> np.ndarray:
+        """The rows of one window of one epoch, in their shuffled order."""
+        key = (source, epoch, window)
+        if key in self._window_orders:
+            self._window_orders.move_to_end(key)
+            return self._window_orders[key]
+        windows, _ = self._epoch_windows(source, epoch)
+        table = self.tables[source]
+        starts, sizes = table.chunk_starts, table.chunk_sizes
+        rows = np.concatenate([np.arange(starts[c], starts[c] + sizes[c]) for c in windows[window]])
+        seed = [self.seed, 0xE90C, source, epoch] + ([window] if len(windows) > 1 else [])
+        order = rows[np.random.default_rng(seed).permutation(len(rows))]
+        self._window_orders[key] = order
+        if len(self._window_orders) > 2 * len(self.names) + 2:
+            self._window_orders.popitem(last=False)
+        return order
+
+    def _rows_of_epoch(self, source: int, epoch: int, within: np.ndarray) -> np.ndarray:
+        """Rows at epoch ordinals ``within`` of one source."""
+        _, firsts = self._epoch_windows(source, epoch)
+        windows = np.searchsorted(firsts, within, side="right") - 1
+        rows = np.empty(len(within), dtype=np.int64)
+        for window in np.unique(windows):
+            same = windows == window
+            rows[same] = self._window_order(source, epoch, int(window))[within[same] - firsts[window]]
+        return rows
 
     def locate(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(source index, row index) of positions ``start .. start + count - 1``."""
@@ -153,7 +201,7 @@ class TrainingStream:
             picked = np.empty(len(within), dtype=np.int64)
             for epoch in np.unique(epochs):
                 same = epochs == epoch
-                picked[same] = self._permutation(int(source), int(epoch))[within[same]]
+                picked[same] = self._rows_of_epoch(int(source), int(epoch), within[same])
             rows[where] = picked
         return sources, rows
 
@@ -165,7 +213,7 @@ class TrainingStream:
         records: list[dict | None] = [None] * count
         for source in np.unique(sources):
             where = np.flatnonzero(sources == source)
-            fetched = self.tables[source].take(pa.array(rows[where])).to_pylist()
+            fetched = self.tables[source].take(rows[where])
             for position, record in zip(where, fetched):
                 records[position] = record
         return records  # type: ignore[return-value]
@@ -227,8 +275,11 @@ def build_train_stream(
     seed: int,
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    shuffle_window: int = DEFAULT_SHUFFLE_WINDOW,
 ) -> TrainingStream:
     """The training stream of a recipe: ``data_fraction`` of the target dataset, mixed with ``mix``.
+
+    Datasets are opened with ``open_rows``: parquet files are read a row group at a time.
 
     Logs (logger "forgetless.data") the sources, their sizes and the realized ratios.
     """
@@ -238,9 +289,13 @@ def build_train_stream(
     for index, name in enumerate(names[1:]):
         if name in names[: index + 1]:
             raise ValueError(f"mix[{index}].dataset: {mix[index].dataset!r} is already in the training data")
-    target = take_fraction(load_dataset(dataset), data_fraction, seed)
-    tables = [target, *(load_dataset(source.dataset) for source in mix)]
-    stream = TrainingStream(list(zip(names, tables)), ratios, seed=seed, block_size=block_size)
+    whole = open_rows(dataset)
+    chosen = fraction_indices(whole.num_rows, data_fraction, seed)
+    target = whole if len(chosen) == whole.num_rows else whole.subset(chosen)
+    tables = [target, *(open_rows(source.dataset) for source in mix)]
+    stream = TrainingStream(
+        list(zip(names, tables)), ratios, seed=seed, block_size=block_size, shuffle_window=shuffle_window
+    )
     realized = stream.realized_ratios(0, max(REPORT_SAMPLES, block_size))
     logger.info(
         "training stream: %s (data_fraction %g: %d rows) mixed with %s; realized ratios %s",

@@ -20,8 +20,9 @@ files (relative paths are relative to the YAML file). Each dataset's rows name t
 rows are scored by the evaluation mode (logits, or generate + Listing 1), free-form rows are
 generated greedily and scored by the matcher in their ``matcher`` column. An optional
 ``max_new_tokens: {<dataset name>: N}`` gives a dataset its own generation budget (default:
-the evaluation's ``max_new_tokens``). ``Suite.content_hash()`` hashes the datasets'
-file contents, so cached zero-shot results are reused only for identical data.
+the evaluation's ``max_new_tokens``). ``Suite.content_hash()`` hashes the datasets' file
+contents (for object storage, the store's content tag), so cached zero-shot results are reused
+only for identical data.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pyarrow as pa
 from contract.layout import QUADRANTS
 from recipes.data.registry import dataset_name, dataset_providers, load_dataset, registered_datasets, resolve_dataset
 from recipes.redaction import redact
-from recipes.storage import exists, is_remote, open_binary, parent_dir, resolve
+from recipes.storage import exists, filesystem, is_remote, open_binary, parent_dir, resolve
 from recipes.uri_checks import data_uri_problem
 from recipes.yaml_loading import YamlError, load_yaml_text
 
@@ -83,26 +84,29 @@ class Suite:
         return load_dataset(dataset)
 
     def content_hash(self) -> str:
-        """SHA-256 over the quadrants, display names and file contents of every dataset."""
+        """SHA-256 over the quadrants, display names and contents of every dataset (``file_fingerprint``)."""
         digest = hashlib.sha256()
         for quadrant, dataset in self.entries():
-            location = resolve_dataset(dataset)
-            digest.update(
-                f"{quadrant}\0{dataset_name(dataset)}\0{_file_sha256(str(location), *_stat(location))}\n".encode()
-            )
+            location = str(resolve_dataset(dataset))
+            digest.update(f"{quadrant}\0{dataset_name(dataset)}\0{file_fingerprint(location)}\n".encode())
         return digest.hexdigest()
 
 
-def _stat(location: Path | str) -> tuple[int, int]:
+def file_fingerprint(location: str) -> str:
+    """What identifies a dataset file's contents: the SHA-256 of a local file's bytes; for object
+    storage the store's own content tag (S3's ETag) and size, so nothing is downloaded."""
     if is_remote(location):
-        return (-1, -1)
+        fs, inner = filesystem(location)
+        info = fs.info(inner)
+        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified")
+        return f"{str(tag).strip(chr(34))}:{info.get('size')}"
     stat = os.stat(location)
-    return stat.st_size, stat.st_mtime_ns
+    return _file_sha256(location, stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=256)
 def _file_sha256(location: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file's bytes (cached per path, size and modification time)."""
+    """SHA-256 of a local file's bytes (cached per path, size and modification time)."""
     digest = hashlib.sha256()
     with open_binary(location) as handle:
         while chunk := handle.read(1 << 20):
