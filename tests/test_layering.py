@@ -32,6 +32,7 @@ CONTRACT = (
     "recipes.data.distractors",
     "recipes.data.sampling",
     "recipes.data.registry",
+    "recipes.data.row_source",
     "recipes.data.stream",
     "recipes.data.continual",
     "recipes.data.suites",
