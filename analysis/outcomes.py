@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
+from math import sqrt
 from statistics import mean, stdev
 from typing import Iterable, Mapping
 
@@ -64,6 +65,24 @@ class Outcome:
         if len(self.trials) < 2:
             return None
         return stdev(mean(t.delta(q) for q in OOD_QUADRANTS) for t in self.trials)
+
+    def delta_error(self, quadrant: str) -> float | None:
+        """The ± of a quadrant's change in Table 1 (pp): the spread over seeds with two or more
+        seeds, else the one run's standard error of the change (None when it logged none)."""
+        if len(self.trials) > 1:
+            return self.delta_spread(quadrant)
+        return self.trials[0].delta_stderr(quadrant)
+
+    @property
+    def retention_error(self) -> float | None:
+        """The ± of the OOD retention in Table 1 (pp), as ``delta_error``: over seeds, or one run's
+        standard error of the mean of its three OOD changes."""
+        if len(self.trials) > 1:
+            return self.retention_spread
+        errors = [self.trials[0].delta_stderr(q) for q in OOD_QUADRANTS]
+        if any(error is None for error in errors):
+            return None
+        return sqrt(sum(error**2 for error in errors)) / len(errors)  # type: ignore[operator]
 
 
 def summarize(trials: Iterable[Trial]) -> list[Outcome]:

@@ -13,10 +13,11 @@ with step 0 = the zero-shot model. Problems a user can fix raise `AnalysisError`
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -37,6 +38,7 @@ from contract.layout import (
     TRIAL_KIND,
     accuracy_metric,
     recipe_label,
+    stderr_metric,
 )
 _MLFLOW_STATUS_TO_TRIAL_STATUS = {
     "FINISHED": "finished",
@@ -144,6 +146,9 @@ class Trial:
     """All tags of the run (sweep, trial_id, forgetless.*, mlflow.*)."""
     history: Mapping[str, Mapping[int, float]]
     """Quadrant -> {step: accuracy in percent}; step 0 is the zero-shot model."""
+    stderr: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+    """Quadrant -> {step: standard error of the accuracy in pp} (``stderr/q/<quadrant>``; runs
+    logged before it existed have none)."""
 
     def __post_init__(self) -> None:
         absent = [accuracy_metric(q) for q in QUADRANTS if 0 not in self.history.get(q, {})]
@@ -172,6 +177,15 @@ class Trial:
     def delta(self, quadrant: str) -> float:
         """Final minus zero-shot accuracy, in percentage points."""
         return self.final(quadrant) - self.zero_shot(quadrant)
+
+    def delta_stderr(self, quadrant: str) -> float | None:
+        """Standard error of ``delta`` (pp): the final and zero-shot errors combined as independent;
+        None when the run did not log both."""
+        errors = self.stderr.get(quadrant, {})
+        final_step = max(self.history[quadrant])
+        if 0 not in errors or final_step not in errors:
+            return None
+        return math.hypot(errors[0], errors[final_step])
 
     def trajectory(self, quadrant: str) -> list[tuple[int, float, float]]:
         """(step, ID accuracy, quadrant accuracy) at the steps where both were evaluated."""
@@ -267,7 +281,7 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
             f"{STATUS_TAG} in {{{', '.join(DONE_STATUSES)}}}")
     histories = {run.info.run_id: _histories(client, run) for run in finished}
     _require_metrics(finished, histories, experiment)
-    trials = sorted((_trial(run, histories[run.info.run_id]) for run in finished),
+    trials = sorted((_trial(run, histories[run.info.run_id], _histories(client, run, stderr_metric)) for run in finished),
                     key=lambda t: (t.setting.sort_key, t.seed, t.name))
     return Sweep(experiment=experiment, tracking_uri=tracking_uri,
                  parent_run_id=parent.info.run_id, parent_run_name=sweep_name,
@@ -336,10 +350,10 @@ def _trial_status(run: Run) -> str:
     return tagged if tagged else _MLFLOW_STATUS_TO_TRIAL_STATUS.get(run.info.status, run.info.status.lower())
 
 
-def _histories(client: MlflowClient, run: Run) -> dict[str, dict[int, float]]:
-    """Quadrant -> {step: accuracy} for the quadrant metrics the run has."""
-    return {q: _metric_history(client, run.info.run_id, accuracy_metric(q))
-            for q in QUADRANTS if accuracy_metric(q) in run.data.metrics}
+def _histories(client: MlflowClient, run: Run, metric: Callable[[str], str] = accuracy_metric) -> dict[str, dict[int, float]]:
+    """Quadrant -> {step: value} of ``metric(quadrant)`` for the quadrants the run has it for."""
+    return {q: _metric_history(client, run.info.run_id, metric(q))
+            for q in QUADRANTS if metric(q) in run.data.metrics}
 
 
 def _require_metrics(runs: list[Run], histories: Mapping[str, Mapping[str, Mapping[int, float]]],
@@ -358,11 +372,11 @@ def _require_metrics(runs: list[Run], histories: Mapping[str, Mapping[str, Mappi
             f"report needs (per checkpoint, step 0 = zero-shot): " + "; ".join(problems))
 
 
-def _trial(run: Run, history: dict[str, dict[int, float]]) -> Trial:
+def _trial(run: Run, history: dict[str, dict[int, float]], stderr: dict[str, dict[int, float]]) -> Trial:
     params = dict(run.data.params)
     return Trial(run_id=run.info.run_id, name=run.info.run_name, status=_trial_status(run),
                  setting=_setting(params, run), seed=params.get("seed", "0"), params=params,
-                 tags=dict(run.data.tags), history=history)
+                 tags=dict(run.data.tags), history=history, stderr=stderr)
 
 
 def _metric_history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:

@@ -43,6 +43,7 @@ from contract.layout import (
     dataset_metric,
     delta_metric,
     recipe_label,
+    stderr_metric,
 )
 
 SUITE_DATASETS = {"id_id": ("toy-target-val",), "id_ood": ("toy-styles", "digits"),
@@ -80,6 +81,9 @@ class SyntheticTrial:
     """forgetless.early_stop_reason tag (logged only when status is early_stopped)."""
     trial_id: str = field(default="")
     """12-hex id; derived from the name when empty."""
+    questions: int | None = None
+    """Questions per quadrant: when given, ``stderr/q/<quadrant>`` is logged as the binomial
+    standard error of each accuracy over that many questions."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -127,13 +131,18 @@ class SyntheticTrial:
         return self.trial_id or f"{zlib.crc32(self.name.encode()):08x}{len(self.name):04x}"
 
     def metrics(self, timestamp_ms: int) -> list[Metric]:
-        """acc/<dataset>, acc/q/<quadrant>, delta/q/<quadrant> per checkpoint; train/loss between."""
+        """acc/<dataset>, acc/q/<quadrant>, delta/q/<quadrant> (and stderr/q/<quadrant> with
+        ``questions``) per checkpoint; train/loss between."""
         logged = []
         for index in range(self.checkpoints):
             step = index * self.eval_every
             for quadrant, values in self.accuracy.items():
                 logged.append(Metric(accuracy_metric(quadrant), values[index], timestamp_ms, step))
                 logged.append(Metric(delta_metric(quadrant), values[index] - values[0], timestamp_ms, step))
+                if self.questions:
+                    share = values[index] / 100
+                    error = 100 * math.sqrt(share * (1 - share) / self.questions)
+                    logged.append(Metric(stderr_metric(quadrant), error, timestamp_ms, step))
                 logged.extend(Metric(dataset_metric(dataset), values[index], timestamp_ms, step)
                               for dataset in SUITE_DATASETS[quadrant])
             if step:

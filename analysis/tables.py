@@ -108,7 +108,7 @@ def format_pp(value: float) -> str:
 
 
 def format_spread(value: float, spread: float | None) -> str:
-    """``format_pp(value)``, then `` ± spread`` (the standard deviation over seeds) when there is one."""
+    """``format_pp(value)``, then `` ± spread`` (over seeds, or a standard error) when there is one."""
     return format_pp(value) if spread is None else f"{format_pp(value)} ± {spread:.2f}"
 
 
@@ -141,9 +141,9 @@ def _row(label: str, outcome: Outcome, best: Outcome, on_frontier: bool) -> Row:
         Cell(label),
         Cell(str(len(outcome.trials))),
         Cell(final),
-        Cell(format_spread(outcome.id_gain, outcome.delta_spread(TARGET_QUADRANT))),
-        *(Cell(format_spread(outcome.deltas[q], outcome.delta_spread(q)), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
-        Cell(format_spread(outcome.ood_retention, outcome.retention_spread)),
+        Cell(format_spread(outcome.id_gain, outcome.delta_error(TARGET_QUADRANT))),
+        *(Cell(format_spread(outcome.deltas[q], outcome.delta_error(q)), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
+        Cell(format_spread(outcome.ood_retention, outcome.retention_error)),
     )
     return Row(label=label, cells=cells, kept=kept, frontier=on_frontier)
 
@@ -155,7 +155,8 @@ def legend_lines(table: Table1) -> list[str]:
         f"in parentheses: difference to the best ({table.best_label}).",
         "Δ = change vs the zero-shot model (step 0) in percentage points; "
         "OOD retention = mean Δ of the three OOD quadrants; "
-        "± = standard deviation over seeds (settings with two or more seeds).",
+        "± = standard deviation over seeds (settings with two or more seeds); with one seed, the "
+        "standard error of the change from the question counts (final and zero-shot combined).",
         f"{TONE_MARKS['drop']} drop of more than {MARGIN_PP:g} pp (red) · "
         f"{TONE_MARKS['stable']} within ±{MARGIN_PP:g} pp (blue) · "
         f"{STABLE_ROW_MARK} all three OOD Δ within ±{MARGIN_PP:g} pp (grey row) · "

@@ -72,6 +72,7 @@ SEARCH_PARAMS_TAG = "forgetless.search_params"
 DATASET_ACCURACY_PREFIX = "acc/"
 QUADRANT_ACCURACY_PREFIX = "acc/q/"
 QUADRANT_DELTA_PREFIX = "delta/q/"
+QUADRANT_STDERR_PREFIX = "stderr/q/"
 
 
 def dataset_metric(dataset: str) -> str:
@@ -82,6 +83,16 @@ def dataset_metric(dataset: str) -> str:
 def accuracy_metric(quadrant: str) -> str:
     """Accuracy of a quadrant (the mean of its datasets), in percent: ``acc/q/<quadrant>``."""
     return f"{QUADRANT_ACCURACY_PREFIX}{quadrant}"
+
+
+def stderr_metric(quadrant: str) -> str:
+    """Standard error of a quadrant's accuracy, in percentage points: ``stderr/q/<quadrant>``.
+
+    Each dataset's accuracy ``p`` over ``n`` questions has the binomial standard error
+    ``sqrt(p (1 - p) / n)``; the quadrant, the mean of its ``k`` datasets, has
+    ``sqrt(sum of their squares) / k``.
+    """
+    return f"{QUADRANT_STDERR_PREFIX}{quadrant}"
 
 
 def delta_metric(quadrant: str) -> str:

@@ -37,8 +37,9 @@ KNOWN_TRIALS = (
     trial("projector", "full", "1e-06", [50, 55, 58], [60, 60, 63], [40, 40, 37], [30, 31, 34]),
     # same ID gain as lora (27), worse retention: a tie on ID gain does not dominate
     trial("vision", "full", "1e-05", [50, 60, 77], [60, 58, 56.5], [40, 41, 41], [30, 30, 30.5]),
-    # dominated by lora (lower ID gain and lower retention)
-    trial("vision", "full", "1e-06", [50, 55, 60], [60, 60, 59], [40, 40, 39], [30, 30, 29.5]),
+    # dominated by lora (lower ID gain and lower retention); one seed with standard errors logged
+    # (400 questions per quadrant): its ± are the standard errors of its changes
+    trial("vision", "full", "1e-06", [50, 55, 60], [60, 60, 59], [40, 40, 39], [30, 30, 29.5], questions=400),
     trial("llm", "full", "1e-04", [50, 70], [60, 40], [40, 20], [30, 10], status="failed"),
     trial("llm", "full", "3e-05", [50], [60], [40], [30], status="running"),
 )
@@ -79,7 +80,8 @@ TABLE_ROWS = {
                               "+1.00 ± 2.83 ≈", "+0.00 ± 0.94"),
     "projector · full · lr 1e-06": ("★", "1", "58.00 (-22.00)", "+8.00", "+3.00 ≈", "-3.00 ≈", "+4.00", "+1.33"),
     "vision · full · lr 1e-05": ("★", "1", "77.00 (-3.00)", "+27.00", "-3.50 ▼", "+1.00 ≈", "+0.50 ≈", "-0.67"),
-    "vision · full · lr 1e-06": ("░", "1", "60.00 (-20.00)", "+10.00", "-1.00 ≈", "-1.00 ≈", "-0.50 ≈", "-0.83"),
+    "vision · full · lr 1e-06": ("░", "1", "60.00 (-20.00)", "+10.00 ± 3.50", "-1.00 ± 3.47 ≈", "-1.00 ± 3.46 ≈",
+                                 "-0.50 ± 3.23 ≈", "-0.83 ± 1.96"),
 }
 
 

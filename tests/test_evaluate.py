@@ -65,11 +65,22 @@ def test_metrics_are_percent_per_dataset_and_quadrant(letter_model, suite):
 )
 def test_quadrant_aggregation(accuracy, expected):
     suite = Suite("t", {"id_id": ["a", "b"], "id_ood": ["c"], "ood_id": ["d"], "ood_ood": ["e"]})
-    metrics = quadrant_metrics(accuracy, suite)
+    metrics = quadrant_metrics(accuracy, suite, {"a": 100, "b": 100, "c": 400, "d": 10, "e": 100})
     assert {q: metrics[f"acc/q/{q}"] for q in QUADRANTS} == expected
     assert metrics["acc/a"] == accuracy["a"]
     zero_shot = {f"acc/q/{q}": 25.0 for q in QUADRANTS}
     assert delta_metrics(metrics, zero_shot) == {f"delta/q/{q}": value - 25.0 for q, value in expected.items()}
+
+
+def test_a_quadrant_standard_error_combines_its_datasets_binomial_errors():
+    suite = Suite("t", {"id_id": ["a", "b"], "id_ood": ["c"], "ood_id": ["d"], "ood_ood": ["e"]})
+    accuracy = {"a": 50.0, "b": 90.0, "c": 100.0, "d": 20.0, "e": 50.0}
+    metrics = quadrant_metrics(accuracy, suite, {"a": 100, "b": 400, "c": 50, "d": 1600, "e": 2500})
+    # a: sqrt(.5 * .5 / 100) = 5 pp, b: sqrt(.9 * .1 / 400) = 1.5 pp; their mean: sqrt(25 + 2.25) / 2
+    assert metrics["stderr/q/id_id"] == pytest.approx((25 + 2.25) ** 0.5 / 2)
+    assert metrics["stderr/q/id_ood"] == 0.0  # all right: no binomial spread
+    assert metrics["stderr/q/ood_id"] == pytest.approx(1.0)  # sqrt(.2 * .8 / 1600)
+    assert metrics["stderr/q/ood_ood"] == pytest.approx(1.0)  # 2,500 questions at 50 %: the 1 pp goal
 
 
 @pytest.mark.parametrize(
@@ -163,8 +174,9 @@ def test_evaluate_command_prints_the_quadrant_table():
     )
     assert result.returncode == 0, result.stderr
     for quadrant in QUADRANTS:
-        assert f"q/{quadrant}" in result.stdout
-    assert "questions in" in result.stdout
+        line = next(line for line in result.stdout.splitlines() if f"q/{quadrant}" in line)
+        assert " ± " in line  # the quadrant's standard error
+    assert "stderr" not in result.stdout and "questions in" in result.stdout
 
 
 def test_evaluate_command_rejects_a_missing_checkpoint(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric
+from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric, stderr_metric
 from jobs.checkpoints import load_trial_checkpoint
 from jobs.evaluate.matchers import MATCHERS
 from jobs.evaluate.predictions_file import PredictionsFileError, score_predictions_file
@@ -44,17 +44,21 @@ DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-te
 
 
 def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
-    """Rows: quadrants then datasets; one column per evaluated model, deltas vs the first."""
+    """Rows: quadrants (with ± their standard error) then datasets; one column per evaluated model,
+    deltas vs the first."""
     names = list(columns)
     base = columns[names[0]]
-    keys = [accuracy_metric(q) for q in QUADRANTS] + sorted(k for k in base if not k.startswith(QUADRANT_ACCURACY_PREFIX))
+    datasets = sorted(k for k in base if k.startswith(DATASET_ACCURACY_PREFIX) and not k.startswith(QUADRANT_ACCURACY_PREFIX))
+    keys = [accuracy_metric(q) for q in QUADRANTS] + datasets
+    errors = {accuracy_metric(q): stderr_metric(q) for q in QUADRANTS}
     header = ["metric (%)", *names]
     rows = []
     for key in keys:
-        cells = [f"{columns[names[0]][key]:.1f}"]
-        for name in names[1:]:
+        cells = []
+        for name in names:
             value = columns[name][key]
-            cells.append(f"{value:.1f} ({value - base[key]:+.1f})")
+            text = f"{value:.1f}" + (f" ± {columns[name][errors[key]]:.1f}" if key in errors else "")
+            cells.append(text if name == names[0] else f"{text} ({value - base[key]:+.1f})")
         rows.append([key.removeprefix(DATASET_ACCURACY_PREFIX), *cells])
     lines = text_table(header, rows).split("\n")
     lines.insert(2 + len(QUADRANTS), "")  # a blank line between the quadrants and the datasets

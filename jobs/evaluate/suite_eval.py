@@ -4,7 +4,8 @@ The suite's datasets are cut into fixed batches of row ranges once (the same bat
 number of ranks, so results do not depend on it); of W ranks, rank r answers the r-th of W
 contiguous runs of batches and reads only their rows (a parquet row group at a time, see
 ``recipes.data.row_source``), so no worker holds a whole dataset; rank 0 gathers the per-example results, puts them back in dataset order and computes the metrics of
-``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent.
+``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent,
+and ``stderr/q/<quadrant>``, the quadrant's binomial standard error in percentage points.
 A dataset's MCQ rows are scored by the mode, its free-form rows by their matcher (after greedy
 generation within the suite's budget for the dataset), all counted in its one ``acc/<dataset>``.
 
@@ -17,6 +18,7 @@ generation within the suite's budget for the dataset), all counted in its one ``
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -25,7 +27,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric
+from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric, stderr_metric
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
 from recipes.data.registry import dataset_name
@@ -51,7 +53,7 @@ class SuiteResult:
     """Metrics and per-example predictions of one evaluation."""
 
     metrics: dict[str, float]
-    """``acc/<dataset>`` and ``acc/q/<quadrant>`` in percent."""
+    """``acc/<dataset>`` and ``acc/q/<quadrant>`` in percent, ``stderr/q/<quadrant>`` in pp."""
     predictions: pa.Table
     """One row per question (``PREDICTION_SCHEMA``)."""
     seconds: float
@@ -65,13 +67,23 @@ class SuiteResult:
         return self.metrics[accuracy_metric(quadrant)]
 
 
-def quadrant_metrics(dataset_accuracy: dict[str, float], suite: Suite) -> dict[str, float]:
-    """``acc/<dataset>`` for every dataset and ``acc/q/<quadrant>`` = mean of the quadrant's datasets."""
+def quadrant_metrics(dataset_accuracy: dict[str, float], suite: Suite, questions: dict[str, int]) -> dict[str, float]:
+    """``acc/<dataset>`` for every dataset, ``acc/q/<quadrant>`` = mean of the quadrant's datasets and
+    ``stderr/q/<quadrant>``, its standard error (``contract.layout.stderr_metric``) from the
+    datasets' question counts ``questions``."""
     metrics = {dataset_metric(name): value for name, value in dataset_accuracy.items()}
     for quadrant in QUADRANTS:
-        values = [dataset_accuracy[dataset_name(name)] for name in suite.quadrants[quadrant]]
-        metrics[accuracy_metric(quadrant)] = sum(values) / len(values)
+        names = [dataset_name(name) for name in suite.quadrants[quadrant]]
+        metrics[accuracy_metric(quadrant)] = sum(dataset_accuracy[name] for name in names) / len(names)
+        variances = [accuracy_variance(dataset_accuracy[name], questions[name]) for name in names]
+        metrics[stderr_metric(quadrant)] = math.sqrt(sum(variances)) / len(names)
     return metrics
+
+
+def accuracy_variance(accuracy_percent: float, questions: int) -> float:
+    """The binomial variance of an accuracy over ``questions`` questions, in pp squared."""
+    share = accuracy_percent / 100
+    return share * (1 - share) / questions * 100**2
 
 
 def delta_metrics(metrics: dict[str, float], zero_shot: dict[str, float]) -> dict[str, float]:
@@ -115,8 +127,8 @@ class DatasetEvaluator:
             self.sources[name] = open_source(dataset)
             self.batches += [(name, rows) for rows in batches(range(self.sources[name].num_rows), batch_size)]
 
-    def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
-        """The metrics of one evaluation from its per-dataset accuracies (percent)."""
+    def metrics(self, dataset_accuracy: dict[str, float], questions: dict[str, int]) -> dict[str, float]:
+        """The metrics of one evaluation from its per-dataset accuracies (percent) and question counts."""
         return {dataset_metric(name): value for name, value in dataset_accuracy.items()}
 
     @property
@@ -169,7 +181,8 @@ class DatasetEvaluator:
         for row in rows:
             accuracy.setdefault(row["dataset"], []).append(row["correct"])
         dataset_accuracy = {name: 100.0 * sum(v) / len(v) for name, v in accuracy.items()}
-        return SuiteResult(self.metrics(dataset_accuracy), predictions, time.perf_counter() - started)
+        questions = {name: len(v) for name, v in accuracy.items()}
+        return SuiteResult(self.metrics(dataset_accuracy, questions), predictions, time.perf_counter() - started)
 
 
 class SuiteEvaluator(DatasetEvaluator):
@@ -184,5 +197,5 @@ class SuiteEvaluator(DatasetEvaluator):
         )
         self.suite = suite
 
-    def metrics(self, dataset_accuracy: dict[str, float]) -> dict[str, float]:
-        return quadrant_metrics(dataset_accuracy, self.suite)
+    def metrics(self, dataset_accuracy: dict[str, float], questions: dict[str, int]) -> dict[str, float]:
+        return quadrant_metrics(dataset_accuracy, self.suite, questions)

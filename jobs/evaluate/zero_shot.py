@@ -23,7 +23,7 @@ from recipes import storage
 from recipes.cache import cache_root, content_key
 from recipes.data.suites import Suite
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped when what is cached changes meaning."""
 
 
