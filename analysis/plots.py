@@ -172,6 +172,9 @@ def _spans(paths: list[list[tuple[int, float, float]]]) -> tuple[float, float]:
     return max(max(xs) - min(xs), 1e-9), max(max(ys) - min(ys), 1e-9)
 
 
+FINAL_ERROR_STYLE = {"elinewidth": 0.9, "capsize": 2.5, "alpha": 0.75, "zorder": 2, "linestyle": "none"}
+"""How a trial's last point shows its standard errors (ID across, the panel's quadrant up)."""
+
 MEAN_OOD = "mean"
 """Panel key of the mean of the three OOD quadrants."""
 TRAJECTORY_PANELS = (
@@ -186,11 +189,23 @@ def panel_points(trial: Trial, key: str) -> list[tuple[int, float, float]]:
     return trial.mean_ood_trajectory() if key == MEAN_OOD else trial.trajectory(key)
 
 
+def final_point_error(trial: Trial, key: str) -> tuple[float, float] | None:
+    """(ID, panel) standard errors of a trial's last point in a trajectory panel; None when not logged."""
+    panel = OOD_QUADRANTS if key == MEAN_OOD else (key,)
+    errors = [trial.final_stderr(q) for q in (TARGET_QUADRANT, *panel)]
+    if any(error is None for error in errors):
+        return None
+    return errors[0], math.sqrt(sum(error**2 for error in errors[1:])) / len(panel)  # type: ignore[operator]
+
+
 def trajectory_figure(sweep: Sweep) -> Figure:
     """Paper Figure 2: ID vs OOD accuracy paths from zero-shot, per OOD quadrant and their mean."""
     colours, styles = recipe_colours(sweep.recipes), condition_styles(sweep)
     handles = _recipe_handles(sweep, colours)
     handles.append(Line2D([], [], label="zero-shot (step 0)", **ZERO_SHOT_STYLE))
+    if any(final_point_error(trial, MEAN_OOD) for trial in sweep.trials):
+        handles.append(Line2D([], [], color="grey", linewidth=FINAL_ERROR_STYLE["elinewidth"],
+                              label="± standard error (last checkpoint)"))
     figure = _figure(15, 4.0, len(handles), columns=4)
     for axes, (key, title, ylabel) in zip(figure.subplots(1, len(TRAJECTORY_PANELS)), TRAJECTORY_PANELS):
         paths = [panel_points(trial, key) for trial in sweep.trials]
@@ -198,6 +213,10 @@ def trajectory_figure(sweep: Sweep) -> Figure:
         for trial, path in zip(sweep.trials, paths):
             _draw_path(axes, [x for _, x, _ in path], [y for _, _, y in path],
                        colours[trial.setting.recipe], styles[condition_of(trial.setting)], span)
+            error = final_point_error(trial, key)
+            if error is not None:
+                axes.errorbar(path[-1][1], path[-1][2], xerr=error[0], yerr=error[1], **FINAL_ERROR_STYLE,
+                              color=colours[trial.setting.recipe])
         starts = sorted({(round(path[0][1], 6), round(path[0][2], 6)) for path in paths if path[0][0] == 0})
         axes.plot([x for x, _ in starts], [y for _, y in starts], **ZERO_SHOT_STYLE)
         axes.set(title=title, xlabel=ID_AXIS, ylabel=ylabel)

@@ -178,6 +178,10 @@ class Trial:
         """Final minus zero-shot accuracy, in percentage points."""
         return self.final(quadrant) - self.zero_shot(quadrant)
 
+    def final_stderr(self, quadrant: str) -> float | None:
+        """Standard error (pp) of the accuracy at the last evaluated step; None when not logged."""
+        return self.stderr.get(quadrant, {}).get(max(self.history[quadrant]))
+
     def delta_stderr(self, quadrant: str) -> float | None:
         """Standard error of ``delta`` (pp): the final and zero-shot errors combined as independent;
         None when the run did not log both."""

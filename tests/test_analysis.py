@@ -166,6 +166,21 @@ def test_report_html_is_self_contained_and_lists_every_trial(report: ReportPaths
         assert external not in text
 
 
+def test_trajectory_panels_show_the_standard_errors_a_run_logged(uri: str):
+    from matplotlib.container import ErrorbarContainer
+
+    from analysis.plots import trajectory_figure
+
+    figure = trajectory_figure(load_sweep(EXPERIMENT, uri))
+    for axes in figure.axes:
+        bars = [container for container in axes.containers if isinstance(container, ErrorbarContainer)]
+        assert len(bars) == 1  # only the one-seed vision 1e-06 run logged standard errors
+        across, up = (collection.get_segments()[0] for collection in bars[0].lines[2])
+        assert across[1][0] - across[0][0] == pytest.approx(2 * 100 * (0.6 * 0.4 / 400) ** 0.5)  # ID 60 % of 400
+        assert up[0][0] == pytest.approx(60.0)  # the vertical bar stands at the run's final ID accuracy
+    assert "± standard error (last checkpoint)" in [text.get_text() for text in figure.legends[0].get_texts()]
+
+
 HOSTILE = "<script>alert(1)</script> & co"
 """Markup and an ampersand in an experiment name and a trial's trainable parts (hence its name and recipe)."""
 
