@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from math import sqrt
 from statistics import mean, stdev
 from typing import Iterable, Mapping
 
 from analysis.errors import AnalysisError
-from analysis.runs import Setting, Trial
+from analysis.runs import Setting, Trial, stderr_of_mean
 from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 
@@ -79,10 +78,7 @@ class Outcome:
         standard error of the mean of its three OOD changes."""
         if len(self.trials) > 1:
             return self.retention_spread
-        errors = [self.trials[0].delta_stderr(q) for q in OOD_QUADRANTS]
-        if any(error is None for error in errors):
-            return None
-        return sqrt(sum(error**2 for error in errors)) / len(errors)  # type: ignore[operator]
+        return stderr_of_mean(self.trials[0].delta_stderr(q) for q in OOD_QUADRANTS)
 
 
 def summarize(trials: Iterable[Trial]) -> list[Outcome]:

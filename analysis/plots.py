@@ -33,7 +33,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from analysis.errors import AnalysisError
 from analysis.outcomes import Outcome
-from analysis.runs import Recipe, Setting, Sweep, Trial, format_percent, quadrant_name
+from analysis.runs import Recipe, Setting, Sweep, Trial, format_percent, quadrant_name, stderr_of_mean
 from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 STYLE = {
@@ -192,10 +192,8 @@ def panel_points(trial: Trial, key: str) -> list[tuple[int, float, float]]:
 def final_point_error(trial: Trial, key: str) -> tuple[float, float] | None:
     """(ID, panel) standard errors of a trial's last point in a trajectory panel; None when not logged."""
     panel = OOD_QUADRANTS if key == MEAN_OOD else (key,)
-    errors = [trial.final_stderr(q) for q in (TARGET_QUADRANT, *panel)]
-    if any(error is None for error in errors):
-        return None
-    return errors[0], math.sqrt(sum(error**2 for error in errors[1:])) / len(panel)  # type: ignore[operator]
+    across, up = trial.final_stderr(TARGET_QUADRANT), stderr_of_mean(trial.final_stderr(q) for q in panel)
+    return None if across is None or up is None else (across, up)
 
 
 def trajectory_figure(sweep: Sweep) -> Figure:

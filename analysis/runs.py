@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -352,6 +352,15 @@ def _all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> I
 def _trial_status(run: Run) -> str:
     tagged = run.data.tags.get(STATUS_TAG)
     return tagged if tagged else _MLFLOW_STATUS_TO_TRIAL_STATUS.get(run.info.status, run.info.status.lower())
+
+
+def stderr_of_mean(errors: Iterable[float | None]) -> float | None:
+    """Standard error of the mean of independent values whose standard errors are ``errors``
+    (``sqrt(sum of squares) / count``); None when any is unknown."""
+    known = list(errors)
+    if not known or any(error is None for error in known):
+        return None
+    return math.sqrt(sum(error**2 for error in known)) / len(known)  # type: ignore[operator]
 
 
 def _histories(client: MlflowClient, run: Run, metric: Callable[[str], str] = accuracy_metric) -> dict[str, dict[int, float]]:

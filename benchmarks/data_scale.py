@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from recipes.data.row_source import open_rows
 from recipes.data.schema import MCQ_SCHEMA
 from recipes.data.writers import ROW_GROUP_SIZE
 
@@ -86,7 +87,6 @@ def read_like_a_worker(path: str, rank: int, world: int, batch: int, steps: int,
     """One worker: its share of ``steps`` training steps, then its share of one evaluation pass."""
     from jobs.evaluate.scoring import batches
     from jobs.evaluate.suite_eval import contiguous_share
-    from recipes.data.row_source import open_rows
     from recipes.data.stream import build_train_stream
 
     imported = peak_rss_mib()
@@ -133,7 +133,7 @@ def run_workers(path: str, args) -> dict:
     reports = [results.get(timeout=3600) for _ in workers]
     for worker in workers:
         worker.join()
-    if sum(report["eval_rows"] for report in reports) != pq.ParquetFile(open_file(path)).metadata.num_rows:
+    if sum(report["eval_rows"] for report in reports) != open_rows(path).num_rows:
         raise RuntimeError("the evaluation shares do not cover every row exactly once")
     return {
         "peak": max(r["peak"] for r in reports),
@@ -142,12 +142,6 @@ def run_workers(path: str, args) -> dict:
         "train": min(r["train"] for r in reports),
         "eval": min(r["eval"] for r in reports),
     }
-
-
-def open_file(path: str):
-    from recipes.storage import open_binary
-
-    return open_binary(path)
 
 
 def start_moto() -> object:

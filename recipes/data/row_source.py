@@ -25,8 +25,8 @@ file and row), since the sweep's up-front check reads only a sample (``readers.r
 
 from __future__ import annotations
 
+import functools
 import os
-from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -112,14 +112,26 @@ class ParquetRows(RowSource):
         self.cached_groups = cached_groups
         self._file: pq.ParquetFile | None = None
         self._handle: Any = None
-        self._groups: OrderedDict[int, pa.Table] = OrderedDict()
+        self._cache_row_groups()
         metadata = self.parquet_file.metadata
         self.num_rows = metadata.num_rows
         sizes = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
         self.chunk_starts = np.cumsum([0, *sizes[:-1]], dtype=np.int64) if sizes else np.zeros(1, dtype=np.int64)
         self.schema = table_schema(self.parquet_file.schema_arrow.names)
-        self.groups_read = 0
-        """Row groups decoded so far (a cache miss each)."""
+
+    def _cache_row_groups(self) -> None:
+        """``row_group``: ``decode_row_group`` keeping the last ``cached_groups`` groups decoded."""
+        self.row_group = functools.lru_cache(maxsize=self.cached_groups)(self.decode_row_group)
+
+    @property
+    def groups_read(self) -> int:
+        """Row groups decoded so far (the cache's misses)."""
+        return self.row_group.cache_info().misses
+
+    @property
+    def groups_cached(self) -> int:
+        """Row groups held decoded now (at most ``cached_groups``)."""
+        return self.row_group.cache_info().currsize
 
     @property
     def parquet_file(self) -> pq.ParquetFile:
@@ -131,23 +143,21 @@ class ParquetRows(RowSource):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_file=None, _handle=None, _groups=OrderedDict())
+        state.update(_file=None, _handle=None)
+        del state["row_group"]
         return state
 
-    def row_group(self, group: int) -> pa.Table:
-        """Row group ``group`` with the contract's columns (decoded once, then cached)."""
-        if group in self._groups:
-            self._groups.move_to_end(group)
-            return self._groups[group]
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cache_row_groups()
+
+    def decode_row_group(self, group: int) -> pa.Table:
+        """Row group ``group`` read, given the contract's columns and validated (``row_group`` caches it)."""
         raw = self.parquet_file.read_row_group(group)
         table = conform_table(raw, self.path, self.schema).cast(self.schema)
         bad = RowValidator().check(table, int(self.chunk_starts[group]))
         if bad:  # the up-front check reads a sample; a bad row elsewhere stops here, named
             raise MCQFormatError(self.path, bad)
-        self.groups_read += 1
-        self._groups[group] = table
-        while len(self._groups) > self.cached_groups:
-            self._groups.popitem(last=False)
         return table
 
     def take(self, indices: Sequence[int] | np.ndarray) -> list[dict]:

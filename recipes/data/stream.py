@@ -27,9 +27,9 @@ a plain permutation of all its rows.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -103,9 +103,11 @@ class TrainingStream:
                 )
             if slots > 0 and table.num_rows == 0:
                 raise ValueError(f"source {name!r} has no rows but ratio {ratio}")
-        self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._windows: OrderedDict[tuple[int, int], tuple[list[np.ndarray], np.ndarray]] = OrderedDict()
-        self._window_orders: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        # The layout's pieces are functions of their arguments alone; each stream keeps the recent ones.
+        recent = 2 * len(self.names) + 2
+        self._block = functools.lru_cache(maxsize=64)(self._block_layout)
+        self._epoch_windows = functools.lru_cache(maxsize=recent)(self._windows_of_epoch)
+        self._window_order = functools.lru_cache(maxsize=recent)(self._shuffled_window)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}: {r:g} of {t.num_rows} rows" for n, t, r in zip(self.names, self.tables, self.ratios))
@@ -121,55 +123,34 @@ class TrainingStream:
 
     # -- layout --------------------------------------------------------------------------------
 
-    def _block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+    def _block_layout(self, block: int) -> tuple[np.ndarray, np.ndarray]:
         """(source of each slot, ordinal of the slot among its source's slots in the block)."""
-        if block in self._blocks:
-            self._blocks.move_to_end(block)
-            return self._blocks[block]
         layout = np.repeat(np.arange(len(self.names)), self.slots)
         np.random.default_rng([self.seed, 0xB10C, block]).shuffle(layout)
         ordinal = np.empty(self.block_size, dtype=np.int64)
         for source in range(len(self.names)):
             where = layout == source
             ordinal[where] = np.arange(int(where.sum()))
-        self._blocks[block] = (layout, ordinal)
-        if len(self._blocks) > 64:
-            self._blocks.popitem(last=False)
         return layout, ordinal
 
-    def _epoch_windows(self, source: int, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def _windows_of_epoch(self, source: int, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
         """(the chunks of each window, the first epoch ordinal of each window) of one epoch."""
-        key = (source, epoch)
-        if key in self._windows:
-            self._windows.move_to_end(key)
-            return self._windows[key]
         sizes = self.tables[source].chunk_sizes
         chunks = np.arange(len(sizes))
         if len(chunks) > self.shuffle_window:
             chunks = np.random.default_rng([self.seed, 0xC4A7, source, epoch]).permutation(chunks)
         windows = [np.sort(chunks[i : i + self.shuffle_window]) for i in range(0, len(chunks), self.shuffle_window)]
         firsts = np.cumsum([0, *(int(sizes[window].sum()) for window in windows[:-1])], dtype=np.int64)
-        self._windows[key] = (windows, firsts)
-        if len(self._windows) > 2 * len(self.names) + 2:
-            self._windows.popitem(last=False)
         return windows, firsts
 
-    def _window_order(self, source: int, epoch: int, window: int) -> np.ndarray:
+    def _shuffled_window(self, source: int, epoch: int, window: int) -> np.ndarray:
         """The rows of one window of one epoch, in their shuffled order."""
-        key = (source, epoch, window)
-        if key in self._window_orders:
-            self._window_orders.move_to_end(key)
-            return self._window_orders[key]
         windows, _ = self._epoch_windows(source, epoch)
         table = self.tables[source]
         starts, sizes = table.chunk_starts, table.chunk_sizes
         rows = np.concatenate([np.arange(starts[c], starts[c] + sizes[c]) for c in windows[window]])
         seed = [self.seed, 0xE90C, source, epoch] + ([window] if len(windows) > 1 else [])
-        order = rows[np.random.default_rng(seed).permutation(len(rows))]
-        self._window_orders[key] = order
-        if len(self._window_orders) > 2 * len(self.names) + 2:
-            self._window_orders.popitem(last=False)
-        return order
+        return rows[np.random.default_rng(seed).permutation(len(rows))]
 
     def _rows_of_epoch(self, source: int, epoch: int, within: np.ndarray) -> np.ndarray:
         """Rows at epoch ordinals ``within`` of one source."""
