@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "grids"
 
 EXPECTED = {
-    "demo.yaml": ("demo-forgetting", 11),
+    "demo.yaml": ("demo-forgetting", 33),
     "demo-fraction.yaml": ("demo-fraction", 6),
     "demo-hybrid.yaml": ("demo-hybrid", 5),
     "demo-continual.yaml": ("demo-continual", 4),
@@ -78,8 +78,13 @@ def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file
 def test_demo_shows_aggressive_and_gentle_recipes():
     trials = expand_trials(load_grid(GRIDS / "demo.yaml"))
     recipes = {(t.parts, t.method, t.lr) for t in trials}
-    table1_parts = ("llm", "vision", "projector", "llm.attn", "llm.mlp_gate_up")
-    assert recipes == {(p, "full", lr) for p in table1_parts for lr in (3e-4, 3e-5)} | {("llm", "lora", 3e-4)}
+    same_rates = ("llm", "vision", "llm.attn", "llm.mlp_gate_up")
+    assert recipes == ({(p, "full", lr) for p in same_rates for lr in (3e-4, 3e-5)}
+                       | {("projector", "full", 1e-4), ("projector", "full", 3e-5), ("llm", "lora", 3e-4)})
+    seeds = {}
+    for t in trials:
+        seeds.setdefault((t.parts, t.method, t.lr), set()).add(t.seed)
+    assert set(map(frozenset, seeds.values())) == {frozenset({0, 1, 2})}  # every recipe on three seeds
     assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(1, 16, "toy-qwen2.5-vl", 0.0)}
 
 
