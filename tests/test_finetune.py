@@ -156,6 +156,46 @@ def test_a_changed_frozen_tensor_is_flagged_and_the_rest_equal_the_base(tmp_path
     assert [name for name in frozen if name != CHANGED_FROZEN and not torch.equal(frozen[name], base[name])] == []
 
 
+class EncodedStoreProbe(TrialWorker):
+    """A trial worker that saves, at the end, what its collators read from and wrote to their disk stores."""
+
+    def __init__(self, trial: TrialConfig, out: str) -> None:
+        super().__init__(trial)
+        self.out = out
+
+    def run(self) -> None:
+        super().run()
+        stores = {"train": self.collate.store, "eval": self.evaluator.scorer.collator.store}
+        torch.save({kind: None if store is None else (store.hits + store.misses, len(list(store.directory.glob("*/*.pt"))))
+                    for kind, store in stores.items()}, self.out)
+
+
+def encoded_store_probe_loop(config: dict) -> None:
+    """Ray Train entry point of the encoded-store probe trial."""
+    EncodedStoreProbe(TrialConfig.from_dict(config["trial"]), config["out"]).run()
+
+
+def test_a_trial_keeps_its_encoded_rows_for_the_next_trials(tmp_path, tracking_uri, ray_cluster):
+    """Training and evaluation rows go through the machine's disk store of encoded rows, so the next
+    trial on the machine loads them instead of encoding again (``tests/test_encoded_store.py``)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=2, eval_every=2))
+    out = tmp_path / "stores.pt"
+    TorchTrainer(
+        encoded_store_probe_loop,
+        train_loop_config={"trial": trial.to_dict(), "out": str(out)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="store-probe", storage_path=str(tmp_path / "storage")),
+    ).fit()
+    used = torch.load(out)
+    assert used["train"] is not None and used["eval"] is not None
+    assert used["train"][0] >= trial.steps * trial.batch_size and used["train"][1] >= trial.batch_size
+    assert used["eval"][0] > 0 and used["eval"][1] > 0
+
+
 def test_lora_trial_saves_adapters_only(tmp_path, tracking_uri, ray_cluster):
     trial = make_trial(tmp_path, tracking_uri, parts="llm", method="lora", lora_r=4, lora_alpha=8, zero_stage=0, steps=6, eval_every=6)
     outcome = run_trial(trial)

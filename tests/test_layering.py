@@ -37,6 +37,7 @@ CONTRACT = (
     "recipes.data.continual",
     "recipes.data.suites",
     "recipes.data.collate",
+    "recipes.data.encoded_store",
     "recipes.data.summary",
 )
 """The modules of the data contract: every module of ``recipes/data`` but its command line."""

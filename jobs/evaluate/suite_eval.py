@@ -111,10 +111,12 @@ class DatasetEvaluator:
         synced_gpus: bool = False,
         open_source: Callable[[str], RowSource] = open_rows,
         budgets: dict[str, int] | None = None,
+        store_bytes: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
-        collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus)
+        collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus,
+                               store_bytes=store_bytes)
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.budgets = dict(budgets or {})
         """Generation budget of free-form rows by dataset name (default: ``max_new_tokens``)."""

@@ -52,6 +52,7 @@ from jobs.finetune.tracking import TrialTracker
 from jobs.search_decisions import find_board, wait_for_decision
 from recipes import storage
 from recipes.data.collate import MCQCollator
+from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
 from recipes.models import load_model
@@ -157,7 +158,8 @@ class TrialWorker:
         self.loaded = load_model(trial.model)
         self.fingerprint = self.loaded.fingerprint
         self.sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
-        self.collate = MCQCollator(self.loaded.processor, with_answers=True, always_image=self.sharded)
+        self.collate = MCQCollator(self.loaded.processor, with_answers=True, always_image=self.sharded,
+                                   store_bytes=DEFAULT_STORE_BYTES)
         self.evaluator = SuiteEvaluator(load_suite(trial.eval_suite), self.loaded.processor, **self.eval_settings())
         self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
         self.zero_shot: dict[str, float] = {}
@@ -170,6 +172,7 @@ class TrialWorker:
             "batch_size": trial.eval_batch_size,
             "max_new_tokens": trial.max_new_tokens,
             "synced_gpus": self.sharded,
+            "store_bytes": DEFAULT_STORE_BYTES,
         }
 
     # -- data -------------------------------------------------------------------------------

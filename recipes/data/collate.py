@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from recipes.data.encoded_store import EncodedRowStore
 from recipes.data.prompts import IMAGE_PLACEHOLDER, mcq_prompt
 from recipes.data.schema import ASSISTANT_ROLE, LETTERS, MCQ_KIND, USER_ROLE, row_history, row_images, row_kind
 
@@ -165,8 +166,12 @@ class MCQCollator:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """Bytes of encoded rows (token ids, labels, pixel tensors) kept for rows seen again (a later
     epoch, the next evaluation); 0 encodes every row every time."""
+    store_bytes: int = 0
+    """Bytes of encoded rows kept on local disk for the other processes of this machine (the next
+    trials of a sweep; ``recipes.data.encoded_store``); 0: no disk store."""
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     cache: EncodingCache | None = field(default=None, init=False, repr=False)
+    store: EncodedRowStore | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
@@ -175,7 +180,11 @@ class MCQCollator:
             raise ValueError("training batches (with_answers=True) need padding_side='right'")
         if self.cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
+        if self.store_bytes < 0:
+            raise ValueError(f"store_bytes must be >= 0, got {self.store_bytes}")
         self.cache = EncodingCache(self.cache_bytes) if self.cache_bytes else None
+        if self.store_bytes:
+            self.store = EncodedRowStore.for_collator(self.processor, self.with_answers, self.store_bytes)
 
     @property
     def tokenizer(self):
@@ -290,14 +299,20 @@ class MCQCollator:
         return encoded
 
     def cached_encode(self, row: dict) -> dict[str, torch.Tensor]:
-        """``encode(row)``, from the collator's cache when this row (by content) was encoded before."""
-        if self.cache is None:
+        """``encode(row)``, from the collator's cache, else its disk store, when this row (by
+        content) was encoded before, here or by another process."""
+        if self.cache is None and self.store is None:
             return self.encode(row)
         key = row_digest(row)
-        encoded = self.cache.get(key)
+        encoded = self.cache.get(key) if self.cache is not None else None
         if encoded is None:
-            encoded = self.encode(row)
-            self.cache.put(key, encoded)
+            encoded = self.store.get(key) if self.store is not None else None
+            if encoded is None:
+                encoded = self.encode(row)
+                if self.store is not None:
+                    self.store.put(key, encoded)
+            if self.cache is not None:
+                self.cache.put(key, encoded)
         return encoded
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
