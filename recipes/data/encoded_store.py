@@ -76,6 +76,15 @@ def collator_key(processor: Any, with_answers: bool) -> str:
     })
 
 
+def stored_bytes(directory: Path) -> int:
+    """Bytes of the entries in a store directory (entries removed meanwhile by another process count 0)."""
+    total = 0
+    for path in directory.glob("*/*.pt"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
 class EncodedRowStore:
     """Encoded rows by content digest in one directory; writes stop at ``max_bytes``."""
 
@@ -86,7 +95,7 @@ class EncodedRowStore:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        self.bytes = sum(path.stat().st_size for path in self.directory.glob("*/*.pt"))
+        self.bytes = stored_bytes(self.directory)
         """Bytes of entries on disk when opened, plus what this process wrote since."""
 
     @classmethod
