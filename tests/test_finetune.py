@@ -107,6 +107,20 @@ CHANGED_FROZEN = "model.visual.patch_embed.proj.weight"
 """The frozen tensor the probe trial changes on purpose (the trial trains ``llm.attn``)."""
 
 
+def fit_probe(loop, config: dict, name: str, tmp_path: Path) -> None:
+    """Run a probe trial worker's loop under real Ray Train: one worker, gloo."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    TorchTrainer(
+        loop,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name=name, storage_path=str(tmp_path / "storage")),
+    ).fit()
+
+
 class FrozenTensorProbe(TrialWorker):
     """A trial worker that adds 1 to a frozen tensor after its first step and saves its frozen tensors at the end."""
 
@@ -135,18 +149,10 @@ def frozen_tensor_probe_loop(config: dict) -> None:
 def test_a_changed_frozen_tensor_is_flagged_and_the_rest_equal_the_base(tmp_path, tracking_uri, ray_cluster):
     """The in-trial fingerprint flags the one frozen tensor changed on purpose, and every other frozen
     tensor at the end of training equals the base model read independently from its file."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=4, eval_every=2))
     out = tmp_path / "frozen.pt"
-    TorchTrainer(
-        frozen_tensor_probe_loop,
-        train_loop_config={"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=1),
-        run_config=RunConfig(name="frozen-probe", storage_path=str(tmp_path / "storage")),
-    ).fit()
+    fit_probe(frozen_tensor_probe_loop, {"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
+              "frozen-probe", tmp_path)
     history = MlflowClient(tracking_uri).get_metric_history(trial.run_id, "model/frozen_tensors_changed")
     assert sorted((m.step, m.value) for m in history) == [(2, 1.0), (4, 1.0)]
 
@@ -178,18 +184,9 @@ def encoded_store_probe_loop(config: dict) -> None:
 def test_a_trial_keeps_its_encoded_rows_for_the_next_trials(tmp_path, tracking_uri, ray_cluster):
     """Training and evaluation rows go through the machine's disk store of encoded rows, so the next
     trial on the machine loads them instead of encoding again (``tests/test_encoded_store.py``)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=2, eval_every=2))
     out = tmp_path / "stores.pt"
-    TorchTrainer(
-        encoded_store_probe_loop,
-        train_loop_config={"trial": trial.to_dict(), "out": str(out)},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=1),
-        run_config=RunConfig(name="store-probe", storage_path=str(tmp_path / "storage")),
-    ).fit()
+    fit_probe(encoded_store_probe_loop, {"trial": trial.to_dict(), "out": str(out)}, "store-probe", tmp_path)
     used = torch.load(out)
     assert used["train"] is not None and used["eval"] is not None
     assert used["train"][0] >= trial.steps * trial.batch_size and used["train"][1] >= trial.batch_size

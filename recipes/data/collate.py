@@ -301,18 +301,18 @@ class MCQCollator:
     def cached_encode(self, row: dict) -> dict[str, torch.Tensor]:
         """``encode(row)``, from the collator's cache, else its disk store, when this row (by
         content) was encoded before, here or by another process."""
-        if self.cache is None and self.store is None:
+        tiers = [tier for tier in (self.cache, self.store) if tier is not None]  # nearest first
+        if not tiers:
             return self.encode(row)
         key = row_digest(row)
-        encoded = self.cache.get(key) if self.cache is not None else None
-        if encoded is None:
-            encoded = self.store.get(key) if self.store is not None else None
-            if encoded is None:
-                encoded = self.encode(row)
-                if self.store is not None:
-                    self.store.put(key, encoded)
-            if self.cache is not None:
-                self.cache.put(key, encoded)
+        for found_in, tier in enumerate(tiers):
+            encoded = tier.get(key)
+            if encoded is not None:
+                break
+        else:
+            found_in, encoded = len(tiers), self.encode(row)
+        for tier in tiers[:found_in]:  # the nearer tiers that missed it keep it
+            tier.put(key, encoded)
         return encoded
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
