@@ -4,8 +4,9 @@ The global batch is fixed by the trial; DeepSpeed gets ``train_batch_size`` = ba
 ``train_micro_batch_size_per_gpu`` = micro_batch_size and the gradient accumulation that makes
 them agree for the number of workers. The optimizer and schedule are the paper's (AdamW, warm-up
 ratio, cosine/linear decay) and are passed to DeepSpeed as client objects, so a user's DeepSpeed
-JSON may tune ZeRO and precision but not replace them. CPU workers run fp32 with gloo; GPU
-workers run bf16 with NCCL.
+JSON may tune ZeRO and precision but not replace them. AdamW runs torch's fused kernel (one pass
+over each parameter instead of a chain of elementwise ops), which CPU and CUDA both have. CPU
+workers run fp32 with gloo; GPU workers run bf16 with NCCL.
 
     engine, report = build_engine(trial, loaded, world_size=2, use_gpu=False)
 """
@@ -59,7 +60,7 @@ def build_engine(trial: TrialConfig, loaded: LoadedModel, world_size: int, use_g
     torch.manual_seed(trial.seed)  # identical LoRA initialisation on every rank
     model, report = apply_method(loaded.model, loaded.family, trial.parts, trial.method_config)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=trial.lr, weight_decay=trial.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=trial.lr, weight_decay=trial.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, trial.steps, trial.warmup_ratio, trial.schedule)
     )

@@ -48,6 +48,7 @@ from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.engine import build_engine, current_lr
 from jobs.finetune.interpolate import evaluate_interpolations
+from jobs.finetune.loss import supervised_loss
 from jobs.finetune.tracking import TrialTracker
 from jobs.search_decisions import find_board, wait_for_decision
 from recipes import storage
@@ -195,7 +196,7 @@ class TrialWorker:
                 if self.use_gpu and "pixel_values" in batch:
                     batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
             with self.timed("forward"):
-                loss = self.engine(**batch).loss
+                loss = supervised_loss(self.engine, batch)
             with self.timed("backward"):
                 self.engine.backward(loss)
             with self.timed("optimizer"):
