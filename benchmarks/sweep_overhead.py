@@ -47,7 +47,9 @@ def run_sweep(grid: dict, out: Path) -> tuple[str, str]:
     path = out / f"{grid['name']}.yaml"
     path.write_text(yaml.safe_dump(grid))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(path), "--no-report"], check=True, env=env, cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(path), "--no-report"], env=env, cwd=REPO)
+    if done.returncode:  # the sweep printed why (a bad --set names the field)
+        raise SystemExit(done.returncode)
     return uri, grid["name"]
 
 
