@@ -34,6 +34,7 @@ from jobs.evaluate.predictions_file import PredictionsFileError, score_predictio
 from jobs.evaluate.probing import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
 from jobs.evaluate.suite_eval import SuiteEvaluator
+from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.registry import load_dataset
 from recipes.data.suites import load_suite
 from recipes.models import load_model
@@ -128,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     evaluator = SuiteEvaluator(
-        suite, models[0][1].processor, mode=args.mode, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
+        suite,
+        models[0][1].processor,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        store_bytes=DEFAULT_STORE_BYTES,  # rows a sweep or an earlier run on this machine encoded are loaded
     )
     probe_rows = {
         probe: load_dataset(args.probe_dataset or DEFAULT_PROBE_DATASETS[probe]).to_pylist() for probe in args.probe

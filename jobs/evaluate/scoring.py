@@ -10,15 +10,17 @@ or exact match).
 
     scorer = BatchScorer(collator, mode="logits")
     rows_out = scorer(model, rows)   # [{"prediction": "B", "chosen": "blue square", "correct": 1.0}, ...]
+    rows_out = scorer(model, rows, image_features=memo, key=batch_index)   # a frozen image path's features kept
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
 
+from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.matchers import match_mcq, score
 from recipes.data.collate import PLACEHOLDER_ROW, MCQCollator
 from recipes.data.schema import LETTERS, MCQ_KIND, row_kind
@@ -74,11 +76,18 @@ class BatchScorer:
 
     @torch.no_grad()
     def __call__(
-        self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int | None = None
+        self,
+        model: torch.nn.Module,
+        rows: Sequence[dict],
+        max_new_tokens: int | None = None,
+        image_features: FrozenImageFeatures | None = None,
+        key: Hashable = None,
     ) -> list[dict[str, Any]]:
         """Per row: ``prediction`` (letter or text), ``chosen`` (the option's text; "" for free-form) and ``correct``.
 
         ``max_new_tokens`` is the free-form rows' generation budget (default: the scorer's).
+        ``image_features`` keeps the image features of these ``rows`` under ``key`` (a model whose
+        image path is frozen, the same rows at every call with that key).
         With ``synced_gpus`` every rank runs both parts (an empty part as one placeholder row),
         so that sharded parameters are gathered by all ranks alike.
         """
@@ -87,16 +96,24 @@ class BatchScorer:
         results: list[dict[str, Any] | None] = [None] * len(rows)
         if mcq or self.synced_gpus:
             part = [rows[index] for index in mcq] or [PLACEHOLDER_ROW]
-            for index, result in zip(mcq, self._mcq(model, part)):
+            inputs = self._inputs(model, part, image_features, (key, MCQ_KIND))
+            for index, result in zip(mcq, self._mcq(model, inputs, part)):
                 results[index] = result
         if freeform or self.synced_gpus:
             part = [rows[index] for index in freeform] or [PLACEHOLDER_ROW]
-            for index, result in zip(freeform, self._freeform(model, part, max_new_tokens or self.max_new_tokens)):
+            inputs = self._inputs(model, part, image_features, (key, "freeform"))
+            for index, result in zip(freeform, self._freeform(model, inputs, part, max_new_tokens or self.max_new_tokens)):
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def _mcq(self, model: torch.nn.Module, rows: Sequence[dict]) -> list[dict[str, Any]]:
+    def _inputs(
+        self, model: torch.nn.Module, rows: Sequence[dict], image_features: FrozenImageFeatures | None, key: Hashable
+    ) -> dict[str, Any]:
+        """The model's inputs for ``rows``: the collated batch on its device, image features from the memo."""
         batch = to_model(self.collator(rows), model)
+        return image_features.inputs(key, model, batch) if image_features is not None else batch
+
+    def _mcq(self, model: torch.nn.Module, batch: dict[str, Any], rows: Sequence[dict]) -> list[dict[str, Any]]:
         if self.mode == "logits":
             letters = self._logit_letters(model, batch, rows)
             predictions = letters
@@ -110,8 +127,9 @@ class BatchScorer:
             results.append({"prediction": prediction, "chosen": chosen, "correct": match_mcq(prediction, row["answer"])})
         return results
 
-    def _freeform(self, model: torch.nn.Module, rows: Sequence[dict], max_new_tokens: int) -> list[dict[str, Any]]:
-        batch = to_model(self.collator(rows), model)
+    def _freeform(
+        self, model: torch.nn.Module, batch: dict[str, Any], rows: Sequence[dict], max_new_tokens: int
+    ) -> list[dict[str, Any]]:
         predictions = self._generate(model, batch, max_new_tokens)[: len(rows)]
         return [
             {

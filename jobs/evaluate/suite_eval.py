@@ -13,6 +13,7 @@ generation within the suite's budget for the dataset), all counted in its one ``
     evaluator = DatasetEvaluator(["toy-wiki", "tests.parquet"], processor)   # acc/<dataset> only
     result = evaluator.evaluate(model)                 # one process
     result = evaluator.evaluate(model, rank, world)    # every rank calls it; rank 0 gets the result
+    result = evaluator.evaluate(model, rank, world, image_features=memo)   # a frozen image path's features kept
     result.quadrant("ood_id"), result.predictions      # pyarrow table, one row per question
 """
 
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric, stderr_metric
+from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.scoring import BatchScorer, batches
 from recipes.data.collate import MCQCollator
 from recipes.data.registry import dataset_name
@@ -142,12 +144,14 @@ class DatasetEvaluator:
     def mode(self) -> str:
         return self.scorer.mode
 
-    def _answer(self, model: torch.nn.Module, batch_indices: list[int]) -> list[tuple[int, list[dict]]]:
+    def _answer(
+        self, model: torch.nn.Module, batch_indices: list[int], image_features: FrozenImageFeatures | None
+    ) -> list[tuple[int, list[dict]]]:
         answered = []
         for index in batch_indices:
             dataset, positions = self.batches[index]
             rows = self.sources[dataset].take(positions)
-            scored = self.scorer(model, rows, self.budgets.get(dataset))
+            scored = self.scorer(model, rows, self.budgets.get(dataset), image_features, key=index)
             answered.append(
                 (
                     index,
@@ -159,8 +163,18 @@ class DatasetEvaluator:
             )
         return answered
 
-    def evaluate(self, model: torch.nn.Module, rank: int = 0, world_size: int = 1) -> SuiteResult | None:
-        """Evaluate ``model``; with several ranks every rank must call this, rank 0 gets the result."""
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        rank: int = 0,
+        world_size: int = 1,
+        image_features: FrozenImageFeatures | None = None,
+    ) -> SuiteResult | None:
+        """Evaluate ``model``; with several ranks every rank must call this, rank 0 gets the result.
+
+        ``image_features``: a memo of this evaluator's batches' image features, reused across
+        evaluations of models that share one frozen image path (``jobs.evaluate.image_features``).
+        """
         started = time.perf_counter()
         was_training = model.training
         model.eval()
@@ -168,7 +182,7 @@ class DatasetEvaluator:
         if self.scorer.synced_gpus:  # sharded parameters: every rank runs the same number of forwards
             rounds = -(-len(self.batches) // world_size)
             mine += [mine[-1] if mine else 0] * (rounds - len(mine))
-        answered = self._answer(model, mine)
+        answered = self._answer(model, mine, image_features)
         model.train(was_training)
         if world_size > 1:
             gathered: list[Any] = [None] * world_size if rank == 0 else None

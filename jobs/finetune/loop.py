@@ -43,6 +43,7 @@ from contract.layout import (
     predictions_artifact,
 )
 from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state, weights_only_loading
+from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
@@ -141,12 +142,16 @@ class TrialWorker:
 
     phases: PhaseClock | None = None
     """Where ``train_step`` times its phases, when set (benchmarks)."""
+    image_features: FrozenImageFeatures | None = None
+    """The suite's image features, kept between evaluations when the trial trains no part of the image path."""
 
     def __init__(self, trial: TrialConfig) -> None:
         self.setup(trial)
         self.stream = build_train_stream(trial.dataset, trial.data_fraction, list(trial.mix), trial.seed)
         self.engine, self.trainable = build_engine(trial, self.loaded, self.world, self.use_gpu)
         self.frozen_at_start = frozen_fingerprint(self.engine.module)
+        if not self.sharded:
+            self.image_features = FrozenImageFeatures.for_model(self.loaded.model, self.loaded.family)
         self.search_board = find_board(trial.sweep)  # set in an adaptive search: it decides after each evaluation
         torch.manual_seed(trial.seed * 1000 + self.rank)
 
@@ -217,7 +222,7 @@ class TrialWorker:
         """Evaluate ``model`` (default: the engine's) on the suite (all ranks); step 0 comes from the cache."""
         model = self.engine.module if model is None else model
         if step > 0:
-            return self.evaluator.evaluate(model, self.rank, self.world)
+            return self.evaluator.evaluate(model, self.rank, self.world, self.image_features)
         cache = ZeroShotCache(storage.join(self.trial.storage, "zero-shot"))
         key = zero_shot_key(self.fingerprint, self.evaluator.suite, self.evaluator)
         cached = [cache.get(key) if self.rank == 0 else None]
@@ -228,7 +233,7 @@ class TrialWorker:
                 return cached[0]
         elif cached[0] is not None:
             return cached[0]
-        result = self.evaluator.evaluate(model, self.rank, self.world)
+        result = self.evaluator.evaluate(model, self.rank, self.world, self.image_features)
         return cache.put(key, result) if self.rank == 0 else None
 
     def frozen_tensors_changed(self) -> float:
