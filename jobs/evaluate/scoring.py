@@ -23,7 +23,7 @@ import torch
 from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.matchers import match_mcq, score
 from recipes.data.collate import PLACEHOLDER_ROW, MCQCollator
-from recipes.data.schema import LETTERS, MCQ_KIND, row_kind
+from recipes.data.schema import FREEFORM_KIND, LETTERS, MCQ_KIND, row_kind
 
 MODES = ("logits", "generate")
 """Evaluation modes."""
@@ -101,7 +101,7 @@ class BatchScorer:
                 results[index] = result
         if freeform or self.synced_gpus:
             part = [rows[index] for index in freeform] or [PLACEHOLDER_ROW]
-            inputs = self._inputs(model, part, image_features, (key, "freeform"))
+            inputs = self._inputs(model, part, image_features, (key, FREEFORM_KIND))
             for index, result in zip(freeform, self._freeform(model, inputs, part, max_new_tokens or self.max_new_tokens)):
                 results[index] = result
         return results  # type: ignore[return-value]
