@@ -2,8 +2,8 @@
 
 A collator encodes a row (chat template, tokenizer, image processor) the first time any
 process asks for it; with a store, the result is written to
-``$FORGETLESS_CACHE/encoded-rows/<collator key>/<digest[:2]>/<digest>.pt`` and the next trial
-loads the tensors instead of encoding again:
+``$FORGETLESS_CACHE/encoded-rows/<collator key>/<digest[:2]>/<digest>.safetensors`` and the next
+trial loads the tensors instead of encoding again:
 
     store = EncodedRowStore.for_collator(processor, with_answers=True)
     encoded = store.get(digest)            # None on a miss
@@ -15,7 +15,10 @@ modules that render and encode a row (so a change to the prompt code never reads
 Files are written to a temporary name and renamed into place, so a reader sees a whole entry
 or none; an unreadable entry is a miss. A store stops writing when its directory holds
 ``max_bytes`` (at the paper's 448-pixel images an encoded row is megabytes, so a large dataset
-keeps only its first rows here and the rest are encoded as they stream).
+keeps only its first rows here and the rest are encoded as they stream). Entries are safetensors
+files: a toy row loads in about 0.15 ms against 0.6-0.8 ms for the same tensors through
+``torch.load``'s zip-and-pickle format, which is most of what a one-off evaluation of stored rows
+spends outside the model.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import contextlib
 import hashlib
 import inspect
 import os
-import pickle
 import tempfile
 import warnings
 from functools import lru_cache
@@ -32,11 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from recipes.cache import cache_root, content_key
 
-STORE_FORMAT = 1
-"""Bumped when what an entry holds changes meaning."""
+STORE_FORMAT = 2
+"""Bumped when what an entry holds changes meaning or layout (2: safetensors files)."""
+
+ENTRY_SUFFIX = ".safetensors"
+"""File name suffix of a store entry."""
 
 DEFAULT_STORE_BYTES = 2 * 2**30
 """Disk bytes of one collator key's entries (2 GiB: the toy world's rows many times over)."""
@@ -79,7 +87,7 @@ def collator_key(processor: Any, with_answers: bool) -> str:
 def stored_bytes(directory: Path) -> int:
     """Bytes of the entries in a store directory (entries removed meanwhile by another process count 0)."""
     total = 0
-    for path in directory.glob("*/*.pt"):
+    for path in directory.glob(f"*/*{ENTRY_SUFFIX}"):
         with contextlib.suppress(OSError):
             total += path.stat().st_size
     return total
@@ -106,17 +114,17 @@ class EncodedRowStore:
     def path(self, key: bytes) -> Path:
         """Where the entry of a row digest lives."""
         name = key.hex()
-        return self.directory / name[:2] / f"{name}.pt"
+        return self.directory / name[:2] / f"{name}{ENTRY_SUFFIX}"
 
     def get(self, key: bytes) -> dict[str, torch.Tensor] | None:
         """The stored encoding of a row digest, or None (absent or unreadable)."""
         path = self.path(key)
         try:
-            encoded = torch.load(path, weights_only=True)
+            encoded = load_tensors(path.read_bytes())
         except OSError:  # absent (or the store cannot be read)
             self.misses += 1
             return None
-        except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError):
+        except (SafetensorError, ValueError):
             with contextlib.suppress(OSError):
                 path.unlink()  # entries are renamed in whole, so this one is damaged: write it anew
             self.misses += 1
@@ -134,7 +142,7 @@ class EncodedRowStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
             with os.fdopen(handle, "wb") as file:
-                torch.save({name: tensor.contiguous() for name, tensor in encoded.items()}, file)
+                file.write(save_tensors({name: tensor.contiguous() for name, tensor in encoded.items()}))
             os.replace(temporary, path)
             self.bytes += path.stat().st_size
         except OSError as error:  # a full or read-only disk: the store is only a speed-up, so stop writing
