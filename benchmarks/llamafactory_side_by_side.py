@@ -1,6 +1,6 @@
 """python benchmarks/llamafactory_side_by_side.py --llamafactory-python /path/to/venv/bin/python
        [--model toy-qwen2.5-vl] [--dataset toy-imagenet-vqa] [--rows 512] [--steps 60] [--rounds 4]
-       [--setups 2x2,1x0] [--out bench-llamafactory]
+       [--setups 2x2,1x0] [--plain-loop] [--out bench-llamafactory]
 
 Training speed of forgetless beside LLaMA-Factory's Trainer on the same inputs, interleaved on
 one machine: the same model directory, the same ``--rows`` questions with the same prompt text
@@ -26,7 +26,9 @@ Trainer's own ``train_steps_per_second`` (the whole ``--steps`` steps, first ste
 forgetless's is ``--steps`` steps after one warm-up step of the trial's real worker loop
 (``benchmarks/train_throughput.py``). It prints forgetless's tokens per sample and the first
 question's length on both sides, then a table of each setup's median and range over rounds and its
-ratio to LLaMA-Factory's best.
+ratio to LLaMA-Factory's best. With ``--plain-loop`` each round also runs ``benchmarks/plain_loop.py``
+on the same questions (the same model, loss and fused AdamW in one plain PyTorch process, every
+batch collated before the clock): the ceiling that neither trainer's overhead is in.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +163,17 @@ def llamafactory_first_example_tokens(log: Path) -> int | None:
     return None
 
 
+def run_plain_loop(args: argparse.Namespace, parquet: Path) -> tuple[float, str]:
+    """One ``benchmarks/plain_loop.py`` run on the exported questions: (steps/s, its summary line)."""
+    command = [sys.executable, str(Path(__file__).with_name("plain_loop.py")), "--model", args.model,
+               "--dataset", str(parquet), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = re.search(r"([0-9.]+) steps/s", result.stdout)
+    if result.returncode != 0 or found is None:
+        raise SystemExit(f"benchmarks/plain_loop.py failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+    return float(found.group(1)), result.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--llamafactory-python", required=True, help="interpreter of an environment with llamafactory")
@@ -172,6 +187,8 @@ def main() -> None:
                         help="forgetless setups, workers x ZeRO stage, comma-separated")
     parser.add_argument("--cpus-per-worker", type=int, default=0,
                         help="CPUs per forgetless worker (0: the machine's CPUs divided among the workers)")
+    parser.add_argument("--plain-loop", action="store_true",
+                        help="also run benchmarks/plain_loop.py each round (no Ray, no DeepSpeed: the ceiling)")
     parser.add_argument("--out", type=Path, default=Path("bench-llamafactory"), help="working directory")
     args = parser.parse_args()
     if not Path(args.llamafactory_python).exists():
@@ -195,6 +212,11 @@ def main() -> None:
             if round_index == 1 and not checkpointing:
                 peer = llamafactory_first_example_tokens(log)
                 print(f"first question: {lengths[0]} tokens in forgetless, {peer} in LLaMA-Factory", flush=True)
+        if args.plain_loop:
+            steps_per_s, line = run_plain_loop(args, parquet)
+            name = f"plain PyTorch loop, 1 process x {cpus} thread(s), no Ray, no DeepSpeed"
+            figures.setdefault(name, []).append(steps_per_s)
+            print(f"round {round_index}: {line}", flush=True)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         try:
             for workers, zero_stage in args.setups:

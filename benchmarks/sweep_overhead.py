@@ -1,4 +1,4 @@
-"""python benchmarks/sweep_overhead.py [--grid grids/demo.yaml] [--set grid.parts=[llm]] [--out DIR]
+"""python benchmarks/sweep_overhead.py [--grid grids/demo.yaml] [--set grid.parts=[llm]] [--out DIR] [--noop-fits 3]
 python benchmarks/sweep_overhead.py --tracking-uri sqlite:///mlflow.db --experiment demo-forgetting
 
 How much of a trial's time a sweep spends training and evaluating. Runs the grid's sweep in its
@@ -8,15 +8,23 @@ trial the wall seconds of its Ray Train run (``time/trial_s``: start-up, trainin
 checkpoints, shutdown), its training seconds (the sum of ``time/train_s``), its evaluation seconds
 (the sum of ``time/eval_s``) and the overhead, wall / (training + evaluation); the last row is
 the whole sweep's. The goal is at most 1.10x.
+
+Then it times ``--noop-fits`` Ray Train runs of a train function that does nothing, on the grid's
+worker shape (``resources``: workers per trial, CPUs per worker, gloo): what every trial pays for
+Ray Train's controller, worker group and process group before and after its own code runs. It
+prints their seconds and the overhead a trial of the sweep's mean training + evaluation time would
+have if that were all it spent outside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -68,6 +76,33 @@ def trial_times(uri: str, experiment: str) -> list[tuple[str, float, float, floa
     return sorted(rows)
 
 
+def noop(config: dict) -> None:
+    """A Ray Train function that does nothing: what is left of a fit is Ray Train's own cost."""
+
+
+def noop_fit_seconds(resources: dict, fits: int, out: Path) -> list[float]:
+    """Wall seconds of ``fits`` Ray Train fits of ``noop`` on a local Ray with the grid's worker shape."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    scaling = ScalingConfig(num_workers=int(resources.get("workers_per_trial", 1)),
+                            resources_per_worker={"CPU": float(resources.get("cpus_per_worker", 1))})
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        seconds = []
+        for index in range(fits):
+            trainer = TorchTrainer(noop, torch_config=TorchConfig(backend="gloo"), scaling_config=scaling,
+                                   run_config=RunConfig(name=f"noop-{index}", storage_path=str(out / "noop-fits")))
+            started = time.perf_counter()
+            trainer.fit()
+            seconds.append(time.perf_counter() - started)
+        return seconds
+    finally:
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py", description=__doc__.split("\n\n")[1])
     parser.add_argument("--grid", default=str(REPO / "grids" / "demo.yaml"))
@@ -75,17 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the sweep's store goes (default: a temporary folder)")
     parser.add_argument("--tracking-uri", help="read this store's sweep instead of running one")
     parser.add_argument("--experiment", help="the sweep (grid name) to read with --tracking-uri")
+    parser.add_argument("--noop-fits", type=int, default=3, help="Ray Train fits of a no-op function to time (0: none)")
     args = parser.parse_args(argv)
     if bool(args.tracking_uri) != bool(args.experiment):
         parser.error("--tracking-uri and --experiment go together")
+    if args.noop_fits < 0:
+        parser.error(f"--noop-fits must be >= 0, got {args.noop_fits}")
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    for assignment in args.set:
+        grid = with_setting(grid, assignment)
+    out = args.out or Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
+    out.mkdir(parents=True, exist_ok=True)
     if args.tracking_uri:
         uri, experiment = args.tracking_uri, args.experiment
     else:
-        grid = yaml.safe_load(Path(args.grid).read_text())
-        for assignment in args.set:
-            grid = with_setting(grid, assignment)
-        out = args.out or Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
-        out.mkdir(parents=True, exist_ok=True)
         uri, experiment = run_sweep(grid, out)
     rows = trial_times(uri, experiment)
     if not rows:
@@ -95,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     for name, wall, training, evaluation in [*rows, total]:
         print(f"| {name} | {wall:.1f} | {training:.1f} | {evaluation:.1f} | {wall / (training + evaluation):.2f}x |")
+    if args.noop_fits:
+        resources = grid.get("resources") or {}
+        seconds = noop_fit_seconds(resources, args.noop_fits, out)
+        useful = (total[2] + total[3]) / len(rows)
+        floor = (useful + statistics.median(seconds)) / useful
+        print(f"\nRay Train fit of a no-op function, {resources.get('workers_per_trial', 1)} worker(s) x "
+              f"{resources.get('cpus_per_worker', 1)} CPU(s), gloo: {', '.join(f'{s:.1f}' for s in seconds)} s; "
+              f"a trial of the mean {useful:.1f} s of training + evaluation spending only the median of "
+              f"those outside them would be at {floor:.2f}x")
     return 0
 
 

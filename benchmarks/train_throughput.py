@@ -91,13 +91,18 @@ def parse_setups(text: str) -> list[tuple[int, int]]:
     return setups
 
 
+def add_input_arguments(parser: argparse.ArgumentParser, model: str, steps: int) -> None:
+    """The training inputs a throughput benchmark takes: model, dataset, parts, steps and batch."""
+    parser.add_argument("--model", default=model, help="registry name or local model directory")
+    parser.add_argument("--dataset", default="toy-imagenet-vqa", help="registered name or MCQ/free-form file")
+    parser.add_argument("--parts", default="llm", help="parts to tune, fully (the trial's `parts`)")
+    parser.add_argument("--steps", type=int, default=steps, help="timed optimizer steps (after one warm-up)")
+    parser.add_argument("--batch-size", type=int, default=16, help="global batch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--model", default="toy-qwen2.5-vl-init", help="registry name or local model directory")
-    parser.add_argument("--dataset", default="toy-imagenet-vqa", help="registered name or MCQ/free-form file")
-    parser.add_argument("--parts", default="llm", help="parts to tune (the trial's `parts`)")
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per setup (after one warm-up)")
-    parser.add_argument("--batch-size", type=int, default=16, help="global batch")
+    add_input_arguments(parser, model="toy-qwen2.5-vl-init", steps=20)
     parser.add_argument("--setups", type=parse_setups, default=parse_setups("1x0,1x2,1x3,2x0,2x2,2x3"),
                         help="workers x ZeRO stage, comma-separated")
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (and torch threads) per worker")
