@@ -27,8 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 import yaml
 from mlflow.tracking import MlflowClient
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, TIME_EVAL_S, TIME_TRAIN_S, TIME_TRIAL_S, TRIAL_KIND
 
@@ -82,10 +85,6 @@ def noop(config: dict) -> None:
 
 def noop_fit_seconds(resources: dict, fits: int, out: Path) -> list[float]:
     """Wall seconds of ``fits`` Ray Train fits of ``noop`` on a local Ray with the grid's worker shape."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     scaling = ScalingConfig(num_workers=int(resources.get("workers_per_trial", 1)),
                             resources_per_worker={"CPU": float(resources.get("cpus_per_worker", 1))})
@@ -105,7 +104,8 @@ def noop_fit_seconds(resources: dict, fits: int, out: Path) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--grid", default=str(REPO / "grids" / "demo.yaml"))
+    parser.add_argument("--grid", default=str(REPO / "grids" / "demo.yaml"),
+                        help="the sweep to run (with --tracking-uri: only its resources, for the no-op fits)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the grid (repeatable)")
     parser.add_argument("--out", type=Path, help="where the sweep's store goes (default: a temporary folder)")
     parser.add_argument("--tracking-uri", help="read this store's sweep instead of running one")
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tracking-uri and --experiment go together")
     if args.noop_fits < 0:
         parser.error(f"--noop-fits must be >= 0, got {args.noop_fits}")
-    grid = yaml.safe_load(Path(args.grid).read_text())
+    try:
+        grid = yaml.safe_load(Path(args.grid).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        parser.error(f"--grid {args.grid}: {error}")
     for assignment in args.set:
         grid = with_setting(grid, assignment)
     out = args.out or Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
