@@ -11,7 +11,7 @@ import torch
 from recipes.data.collate import MCQCollator
 from safetensors.torch import load_file
 
-from recipes.data.encoded_store import ENTRY_SUFFIX, EncodedRowStore, collator_key
+from recipes.data.encoded_store import EncodedRowStore, collator_key, store_entries
 from tests.tiny_models import mcq_row, tiny_qwen
 
 STORE_BYTES = 2**30
@@ -33,7 +33,7 @@ def rows() -> list[dict]:
 
 
 def entries(store: EncodedRowStore) -> list[Path]:
-    return sorted(store.directory.glob(f"*/*{ENTRY_SUFFIX}"))
+    return sorted(store_entries(store.directory))
 
 
 @pytest.mark.parametrize("with_answers", [True, False])

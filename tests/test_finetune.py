@@ -13,7 +13,7 @@ from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig, problem_message
 from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
 from jobs.trial import ensure_trial_run, run_trial
-from recipes.data.encoded_store import ENTRY_SUFFIX
+from recipes.data.encoded_store import store_entries
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
 from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
@@ -173,7 +173,7 @@ class EncodedStoreProbe(TrialWorker):
     def run(self) -> None:
         super().run()
         stores = {"train": self.collate.store, "eval": self.evaluator.scorer.collator.store}
-        torch.save({kind: None if store is None else (store.hits + store.misses, len(list(store.directory.glob(f"*/*{ENTRY_SUFFIX}"))))
+        torch.save({kind: None if store is None else (store.hits + store.misses, len(store_entries(store.directory)))
                     for kind, store in stores.items()}, self.out)
 
 

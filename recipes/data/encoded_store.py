@@ -84,10 +84,15 @@ def collator_key(processor: Any, with_answers: bool) -> str:
     })
 
 
+def store_entries(directory: Path) -> list[Path]:
+    """The entry files in a store directory (entries being written are not among them)."""
+    return list(directory.glob(f"*/*{ENTRY_SUFFIX}"))
+
+
 def stored_bytes(directory: Path) -> int:
     """Bytes of the entries in a store directory (entries removed meanwhile by another process count 0)."""
     total = 0
-    for path in directory.glob(f"*/*{ENTRY_SUFFIX}"):
+    for path in store_entries(directory):
         with contextlib.suppress(OSError):
             total += path.stat().st_size
     return total
