@@ -34,6 +34,8 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, TIME_EVAL_S, TIME_TRAIN_S, TIME_TRIAL_S, TRIAL_KIND
+from orchestrator.grid import GridError, parse_grid, read_grid_file
+from orchestrator.grid_schema import Resources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,11 +85,11 @@ def noop(config: dict) -> None:
     """A Ray Train function that does nothing: what is left of a fit is Ray Train's own cost."""
 
 
-def noop_fit_seconds(resources: dict, fits: int, out: Path) -> list[float]:
+def noop_fit_seconds(resources: Resources, fits: int, out: Path) -> list[float]:
     """Wall seconds of ``fits`` Ray Train fits of ``noop`` on a local Ray with the grid's worker shape."""
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    scaling = ScalingConfig(num_workers=int(resources.get("workers_per_trial", 1)),
-                            resources_per_worker={"CPU": float(resources.get("cpus_per_worker", 1))})
+    scaling = ScalingConfig(num_workers=resources.workers_per_trial,
+                            resources_per_worker={"CPU": resources.cpus_per_worker})
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         seconds = []
@@ -116,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tracking-uri and --experiment go together")
     if args.noop_fits < 0:
         parser.error(f"--noop-fits must be >= 0, got {args.noop_fits}")
-    try:
-        grid = yaml.safe_load(Path(args.grid).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        parser.error(f"--grid {args.grid}: {error}")
-    for assignment in args.set:
-        grid = with_setting(grid, assignment)
+    try:  # checked as the sweep checks it, before anything runs
+        grid = read_grid_file(args.grid)
+        for assignment in args.set:
+            grid = with_setting(grid, assignment)
+        resources = parse_grid(grid, source=args.grid).resources  # the worker shape of the no-op fits
+    except GridError as error:
+        parser.error(str(error))
     out = args.out or Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
     out.mkdir(parents=True, exist_ok=True)
     if args.tracking_uri:
@@ -137,12 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, wall, training, evaluation in [*rows, total]:
         print(f"| {name} | {wall:.1f} | {training:.1f} | {evaluation:.1f} | {wall / (training + evaluation):.2f}x |")
     if args.noop_fits:
-        resources = grid.get("resources") or {}
         seconds = noop_fit_seconds(resources, args.noop_fits, out)
         useful = (total[2] + total[3]) / len(rows)
         floor = (useful + statistics.median(seconds)) / useful
-        print(f"\nRay Train fit of a no-op function, {resources.get('workers_per_trial', 1)} worker(s) x "
-              f"{resources.get('cpus_per_worker', 1)} CPU(s), gloo: {', '.join(f'{s:.1f}' for s in seconds)} s; "
+        print(f"\nRay Train fit of a no-op function, {resources.workers_per_trial} worker(s) x "
+              f"{resources.cpus_per_worker:g} CPU(s), gloo: {', '.join(f'{s:.1f}' for s in seconds)} s; "
               f"a trial of the mean {useful:.1f} s of training + evaluation spending only the median of "
               f"those outside them would be at {floor:.2f}x")
     return 0
