@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from recipes.data.collate import MCQCollator
 from safetensors.torch import load_file
 
+from recipes.data.collate import MCQCollator
 from recipes.data.encoded_store import EncodedRowStore, collator_key, store_entries
 from tests.tiny_models import mcq_row, tiny_qwen
 
