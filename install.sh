@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs forgetless into the active Python environment, the same way for the README and CI:
 #   bash install.sh         # the product (what the demo sweep needs)
-#   bash install.sh dev     # and the test tools (pytest, moto, ...)
+#   bash install.sh dev     # and the test tools (pytest, moto, ...) and the PostgreSQL driver (extra "postgres")
 # CPU machines take the CPU build of torch first (a bare `torch` requirement pulls multi-GB CUDA
 # builds); machines with an NVIDIA driver keep the torch the project's range resolves to, or the
 # one installed before. Every other package is pinned by requirements/constraints.txt (refresh it
@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 case "${1:-}" in
     "") target="." ;;
-    dev) target=".[dev]" ;;
+    dev) target=".[dev,postgres]" ;;
     *) echo "install.sh: unknown argument '$1' (expected nothing or 'dev')" >&2; exit 2 ;;
 esac
 

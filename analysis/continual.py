@@ -25,7 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
 from analysis.markup import macro
-from analysis.runs import Sweep, Trial
+from analysis.mlflow_reader import Sweep, Trial
+from contract import layout
 from contract.layout import continual_recipe_label, task_accuracy_metric
 
 METHOD_LABELS = {"inclora": "IncLoRA", "seqfull": "SeqFull"}
@@ -71,13 +72,15 @@ class ContinualRun:
 def _continual_run(client: MlflowClient, trial: Trial, show_seed: bool) -> ContinualRun:
     params = trial.params
     try:
-        tasks = tuple(json.loads(params["continual_tasks"]))
-        method, replay = params["continual_method"], int(params.get("replay_per_task", "0"))
+        tasks = tuple(json.loads(params[layout.PARAM_CONTINUAL_TASKS]))
+        method, replay = params[layout.PARAM_CONTINUAL_METHOD], int(params.get(layout.PARAM_REPLAY_PER_TASK, "0"))
     except (KeyError, ValueError) as error:
         raise AnalysisError(f"continual trial {trial.name} ({trial.run_id}): bad params ({error})") from error
     histories = {}
     for task in tasks:
-        points = sorted(client.get_metric_history(trial.run_id, task_accuracy_metric(task)), key=lambda m: (m.step, m.timestamp))
+        points = sorted(
+            client.get_metric_history(trial.run_id, task_accuracy_metric(task)), key=lambda m: (m.step, m.timestamp)
+        )
         histories[task] = {m.step: m.value for m in points}
     steps = sorted(set.intersection(*(set(h) for h in histories.values())))
     if not steps or steps[0] != 0 or len(steps) != len(tasks) + 1:
@@ -94,7 +97,7 @@ def _continual_run(client: MlflowClient, trial: Trial, show_seed: bool) -> Conti
 
 def load_continual_runs(sweep: Sweep) -> list[ContinualRun]:
     """The sweep's continual trials (none for a single-task sweep), ordered as Table 3 lists them."""
-    trials = [trial for trial in sweep.trials if "continual_method" in trial.params]
+    trials = [trial for trial in sweep.trials if layout.PARAM_CONTINUAL_METHOD in trial.params]
     if not trials:
         return []
     client = MlflowClient(tracking_uri=sweep.tracking_uri)
@@ -102,7 +105,9 @@ def load_continual_runs(sweep: Sweep) -> list[ContinualRun]:
     runs = [_continual_run(client, trial, show_seed) for trial in trials]
     sequences = {run.tasks for run in runs}
     if len(sequences) > 1:
-        raise AnalysisError(f"sweep {sweep.experiment}: continual trials use different task sequences {sorted(sequences)}")
+        raise AnalysisError(
+            f"sweep {sweep.experiment}: continual trials use different task sequences {sorted(sequences)}"
+        )
     return sorted(runs, key=lambda run: (run.replay == 0, run.replay, run.method, run.label))
 
 
@@ -119,9 +124,17 @@ class Table3:
 
     def lines(self) -> list[tuple[str | None, str, tuple[tuple[str, bool], ...]]]:
         """Per row: the group it opens (or None), its label, and per column (text, best in its group)."""
-        return [(opens, label, tuple(("-", False) if value is None else (f"{value:.2f}", (row, column) in self.best)
-                                     for column, value in enumerate(values)))
-                for row, (opens, label, values) in enumerate(self.rows)]
+        return [
+            (
+                opens,
+                label,
+                tuple(
+                    ("-", False) if value is None else (f"{value:.2f}", (row, column) in self.best)
+                    for column, value in enumerate(values)
+                ),
+            )
+            for row, (opens, label, values) in enumerate(self.rows)
+        ]
 
 
 def build_table3(runs: list[ContinualRun]) -> Table3:
@@ -157,13 +170,21 @@ def build_table3(runs: list[ContinualRun]) -> Table3:
 
 def table3_markdown(table: Table3, title: str = TABLE3_TITLE) -> str:
     """Table 3 as Markdown (best of a column within its group in bold)."""
-    lines = [f"## {title}", "", "| Method | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
+    lines = [
+        f"## {title}",
+        "",
+        "| Method | " + " | ".join(table.columns) + " |",
+        "|---|" + "---:|" * len(table.columns),
+    ]
     for opens, label, cells in table.lines():
         if opens:
             lines.append(f"| *{opens}* |" + " |" * len(table.columns))
         lines.append(f"| {label} | " + " | ".join(f"**{text}**" if best else text for text, best in cells) + " |")
-    lines += ["", "Last: accuracy (%) on the task after the final task. Average: mean accuracy on the tasks "
-              "seen so far, right after learning the task. Bold: best of the column within its group."]
+    lines += [
+        "",
+        "Last: accuracy (%) on the task after the final task. Average: mean accuracy on the tasks "
+        "seen so far, right after learning the task. Bold: best of the column within its group.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -180,8 +201,10 @@ def matrix_figure(runs: list[ContinualRun]) -> Figure | None:
     columns = min(len(runs), 2)
     lines = -(-len(runs) // columns)
     cell = 0.6
-    figure = Figure(figsize=(1.6 + columns * (0.6 + cell * len(tasks)) + 1.0, lines * (1.4 + cell * (len(tasks) + 1))),
-                    layout="constrained")
+    figure = Figure(
+        figsize=(1.6 + columns * (0.6 + cell * len(tasks)) + 1.0, lines * (1.4 + cell * (len(tasks) + 1))),
+        layout="constrained",
+    )
     for index, run in enumerate(runs):
         axes = figure.add_subplot(lines, columns, index + 1)
         axes.grid(False)
@@ -189,8 +212,15 @@ def matrix_figure(runs: list[ContinualRun]) -> Figure | None:
         image = axes.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for row, line in enumerate(values):
             for column, value in enumerate(line):
-                axes.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=8,
-                          color="white" if value < 60 else "black")
+                axes.text(
+                    column,
+                    row,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value < 60 else "black",
+                )
         axes.set_xticks(range(len(tasks)), [task.removeprefix("toy-cl-") for task in tasks], rotation=30, ha="right")
         rows = ["zero-shot", *(f"after {t.removeprefix('toy-cl-')}" for t in tasks)]
         axes.set_yticks(range(len(tasks) + 1), rows if index % columns == 0 else [])

@@ -9,13 +9,13 @@ Table 1, the frontier and the data-fraction / mix-ratio curves all read these nu
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from statistics import mean, stdev
-from typing import Iterable, Mapping
 
 from analysis.errors import AnalysisError
-from analysis.runs import Setting, Trial, stderr_of_mean
+from analysis.mlflow_reader import Setting, Trial, stderr_of_mean
 from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 
@@ -88,6 +88,9 @@ def summarize(trials: Iterable[Trial]) -> list[Outcome]:
 
 
 def _outcome(setting: Setting, trials: tuple[Trial, ...]) -> Outcome:
-    return Outcome(setting=setting, trials=trials,
-                   final={q: mean(t.final(q) for t in trials) for q in QUADRANTS},
-                   deltas={q: mean(t.delta(q) for t in trials) for q in QUADRANTS})
+    return Outcome(
+        setting=setting,
+        trials=trials,
+        final={q: mean(t.final(q) for t in trials) for q in QUADRANTS},
+        deltas={q: mean(t.delta(q) for t in trials) for q in QUADRANTS},
+    )

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Callable, Iterator, Sequence
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -32,21 +32,42 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from analysis.errors import AnalysisError
+from analysis.mlflow_reader import Recipe, Setting, Sweep, Trial, format_percent, quadrant_name, stderr_of_mean
 from analysis.outcomes import Outcome
-from analysis.runs import Recipe, Setting, Sweep, Trial, format_percent, quadrant_name, stderr_of_mean
 from contract.layout import OOD_QUADRANTS, QUADRANTS, TARGET_QUADRANT
 
 STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
-    "axes.labelsize": 10, "legend.fontsize": 9, "legend.title_fontsize": 9, "xtick.labelsize": 9,
-    "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.alpha": 0.35, "grid.linewidth": 0.6, "figure.dpi": 100, "savefig.dpi": 200,
-    "legend.frameon": False, "figure.constrained_layout.h_pad": 0.08, "figure.constrained_layout.w_pad": 0.08,
+    "font.family": "DejaVu Sans",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.35,
+    "grid.linewidth": 0.6,
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    "legend.frameon": False,
+    "figure.constrained_layout.h_pad": 0.08,
+    "figure.constrained_layout.w_pad": 0.08,
 }
 """rcParams of every report figure (applied only while drawing and saving)."""
 LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
-ZERO_SHOT_STYLE = {"marker": "*", "markersize": 15, "color": "black", "markeredgecolor": "white",
-                   "markeredgewidth": 0.8, "linestyle": "none", "zorder": 6}
+ZERO_SHOT_STYLE = {
+    "marker": "*",
+    "markersize": 15,
+    "color": "black",
+    "markeredgecolor": "white",
+    "markeredgewidth": 0.8,
+    "linestyle": "none",
+    "zorder": 6,
+}
 ZERO_SHOT_LEVEL = (0, (1, 2))
 """Line style of a zero-shot reference level (dotted)."""
 LEGEND_ROW_INCHES = 0.24
@@ -84,8 +105,10 @@ def recipe_colours(recipes: Sequence[Recipe]) -> dict[Recipe, tuple]:
     ordered = sorted(set(recipes))
     palette_name = "tab10" if len(ordered) <= 10 else "tab20"
     palette = list(matplotlib.colormaps[palette_name].colors)
-    extra = [matplotlib.colormaps["hsv"](i / max(1, len(ordered) - len(palette)))
-             for i in range(max(0, len(ordered) - len(palette)))]
+    extra = [
+        matplotlib.colormaps["hsv"](i / max(1, len(ordered) - len(palette)))
+        for i in range(max(0, len(ordered) - len(palette)))
+    ]
     return dict(zip(ordered, palette + extra))
 
 
@@ -96,8 +119,9 @@ def condition_of(setting: Setting) -> tuple:
 
 def condition_label(sweep: Sweep, setting: Setting) -> str:
     """`25% data · mix 50% llava`: only the conditions the sweep varies."""
-    pieces = ([f"{format_percent(setting.data_fraction)} data"] if sweep.varies_fraction else []) + \
-             ([setting.mix_label] if sweep.varies_mix else [])
+    pieces = ([f"{format_percent(setting.data_fraction)} data"] if sweep.varies_fraction else []) + (
+        [setting.mix_label] if sweep.varies_mix else []
+    )
     return " · ".join(pieces)
 
 
@@ -124,46 +148,74 @@ def _figure(width: float, panels_height: float, legend_entries: int, columns: in
 
 
 def _legend(figure: Figure, handles: list, columns: int) -> None:
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(columns, len(handles)),
-                  handlelength=2.6, columnspacing=1.6)
+    figure.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(columns, len(handles)),
+        handlelength=2.6,
+        columnspacing=1.6,
+    )
 
 
 def _colour_handles(recipes: Sequence[Recipe], colours: dict[Recipe, tuple]) -> list[Line2D]:
     """One legend entry per recipe: its colour."""
-    return [Line2D([], [], color=colours[r], marker="o", markersize=5, linewidth=1.8, label=r.label)
-            for r in sorted(set(recipes))]
+    return [
+        Line2D([], [], color=colours[r], marker="o", markersize=5, linewidth=1.8, label=r.label)
+        for r in sorted(set(recipes))
+    ]
 
 
 def _style_handles(labelled_styles: Sequence[tuple[object, str]]) -> list[Line2D]:
     """One legend entry per line style (grey), only when there is more than one."""
     if len(labelled_styles) < 2:
         return []
-    return [Line2D([], [], color="0.35", linestyle=style, linewidth=1.6, label=label)
-            for style, label in labelled_styles]
+    return [
+        Line2D([], [], color="0.35", linestyle=style, linewidth=1.6, label=label) for style, label in labelled_styles
+    ]
 
 
 def _recipe_handles(sweep: Sweep, colours: dict[Recipe, tuple]) -> list[Line2D]:
     """Colours of the recipes, then the line styles of the data conditions the sweep varies."""
     examples = {condition_of(t.setting): t.setting for t in sweep.trials}
-    styles = [(style, condition_label(sweep, examples[condition]))
-              for condition, style in condition_styles(sweep).items()]
+    styles = [
+        (style, condition_label(sweep, examples[condition])) for condition, style in condition_styles(sweep).items()
+    ]
     return _colour_handles(sweep.recipes, colours) + _style_handles(styles)
 
 
-def _draw_path(axes: Axes, xs: list[float], ys: list[float], colour: tuple, style: object,
-               span: tuple[float, float]) -> None:
+def _draw_path(
+    axes: Axes, xs: list[float], ys: list[float], colour: tuple, style: object, span: tuple[float, float]
+) -> None:
     """A trial's checkpoints joined by a line, an arrowhead mid-segment, a bigger final point."""
-    axes.plot(xs, ys, color=colour, linestyle=style, linewidth=1.6, marker="o", markersize=3.2,
-              alpha=0.95, zorder=3)
-    axes.plot(xs[-1:], ys[-1:], color=colour, marker="o", markersize=6.5, markeredgecolor="white",
-              markeredgewidth=0.8, linestyle="none", zorder=4)
+    axes.plot(xs, ys, color=colour, linestyle=style, linewidth=1.6, marker="o", markersize=3.2, alpha=0.95, zorder=3)
+    axes.plot(
+        xs[-1:],
+        ys[-1:],
+        color=colour,
+        marker="o",
+        markersize=6.5,
+        markeredgecolor="white",
+        markeredgewidth=0.8,
+        linestyle="none",
+        zorder=4,
+    )
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
         if math.hypot((x1 - x0) / span[0], (y1 - y0) / span[1]) < MIN_ARROW_SEGMENT:
             continue
-        axes.annotate("", xy=(x0 + 0.58 * (x1 - x0), y0 + 0.58 * (y1 - y0)),
-                      xytext=(x0 + 0.42 * (x1 - x0), y0 + 0.42 * (y1 - y0)),
-                      arrowprops={"arrowstyle": "-|>", "color": colour, "linewidth": 1.2,
-                                  "mutation_scale": 13, "shrinkA": 0, "shrinkB": 0}, zorder=4)
+        axes.annotate(
+            "",
+            xy=(x0 + 0.58 * (x1 - x0), y0 + 0.58 * (y1 - y0)),
+            xytext=(x0 + 0.42 * (x1 - x0), y0 + 0.42 * (y1 - y0)),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": colour,
+                "linewidth": 1.2,
+                "mutation_scale": 13,
+                "shrinkA": 0,
+                "shrinkB": 0,
+            },
+            zorder=4,
+        )
 
 
 def _spans(paths: list[list[tuple[int, float, float]]]) -> tuple[float, float]:
@@ -202,26 +254,48 @@ def trajectory_figure(sweep: Sweep) -> Figure:
     handles = _recipe_handles(sweep, colours)
     handles.append(Line2D([], [], label="zero-shot (step 0)", **ZERO_SHOT_STYLE))
     if any(final_point_error(trial, MEAN_OOD) for trial in sweep.trials):
-        handles.append(Line2D([], [], color="grey", linewidth=FINAL_ERROR_STYLE["elinewidth"],
-                              label="± standard error (last checkpoint)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="grey",
+                linewidth=FINAL_ERROR_STYLE["elinewidth"],
+                label="± standard error (last checkpoint)",
+            )
+        )
     figure = _figure(15, 4.0, len(handles), columns=4)
     for axes, (key, title, ylabel) in zip(figure.subplots(1, len(TRAJECTORY_PANELS)), TRAJECTORY_PANELS):
         paths = [panel_points(trial, key) for trial in sweep.trials]
         span = _spans(paths)
         for trial, path in zip(sweep.trials, paths):
-            _draw_path(axes, [x for _, x, _ in path], [y for _, _, y in path],
-                       colours[trial.setting.recipe], styles[condition_of(trial.setting)], span)
+            _draw_path(
+                axes,
+                [x for _, x, _ in path],
+                [y for _, _, y in path],
+                colours[trial.setting.recipe],
+                styles[condition_of(trial.setting)],
+                span,
+            )
             error = final_point_error(trial, key)
             if error is not None:
-                axes.errorbar(path[-1][1], path[-1][2], xerr=error[0], yerr=error[1], **FINAL_ERROR_STYLE,
-                              color=colours[trial.setting.recipe])
+                axes.errorbar(
+                    path[-1][1],
+                    path[-1][2],
+                    xerr=error[0],
+                    yerr=error[1],
+                    **FINAL_ERROR_STYLE,
+                    color=colours[trial.setting.recipe],
+                )
         starts = sorted({(round(path[0][1], 6), round(path[0][2], 6)) for path in paths if path[0][0] == 0})
         axes.plot([x for x, _ in starts], [y for _, y in starts], **ZERO_SHOT_STYLE)
         axes.set(title=title, xlabel=ID_AXIS, ylabel=ylabel)
         axes.margins(0.08)
     _legend(figure, handles, columns=4)
-    figure.suptitle(f"Fine-tuning trajectories: ID vs OOD accuracy per checkpoint ({sweep.parent_run_name})",
-                    fontsize=12, fontweight="bold")
+    figure.suptitle(
+        f"Fine-tuning trajectories: ID vs OOD accuracy per checkpoint ({sweep.parent_run_name})",
+        fontsize=12,
+        fontweight="bold",
+    )
     return figure
 
 
@@ -233,20 +307,34 @@ def steps_figure(sweep: Sweep) -> Figure:
     for axes, quadrant in zip(figure.subplots(2, 2).flat, QUADRANTS):
         for trial in sweep.trials:
             steps = trial.steps(quadrant)
-            axes.plot(steps, [trial.history[quadrant][s] for s in steps], color=colours[trial.setting.recipe],
-                      linestyle=styles[condition_of(trial.setting)], linewidth=1.6, marker="o", markersize=3.2)
+            axes.plot(
+                steps,
+                [trial.history[quadrant][s] for s in steps],
+                color=colours[trial.setting.recipe],
+                linestyle=styles[condition_of(trial.setting)],
+                linewidth=1.6,
+                marker="o",
+                markersize=3.2,
+            )
         target = " (target task)" if quadrant == TARGET_QUADRANT else ""
-        axes.set(title=f"{quadrant_name(quadrant, 'tex')}{target}", xlabel="Training step",
-                 ylabel=f"{quadrant_name(quadrant, 'tex')} accuracy (%)")
+        axes.set(
+            title=f"{quadrant_name(quadrant, 'tex')}{target}",
+            xlabel="Training step",
+            ylabel=f"{quadrant_name(quadrant, 'tex')} accuracy (%)",
+        )
         axes.margins(x=0.02, y=0.08)
     _legend(figure, handles, columns=4)
-    figure.suptitle(f"Accuracy per quadrant during fine-tuning ({sweep.parent_run_name}; step 0 = zero-shot)",
-                    fontsize=12, fontweight="bold")
+    figure.suptitle(
+        f"Accuracy per quadrant during fine-tuning ({sweep.parent_run_name}; step 0 = zero-shot)",
+        fontsize=12,
+        fontweight="bold",
+    )
     return figure
 
 
-def _group_lines(outcomes: list[Outcome], line_key: Callable[[Setting], tuple],
-                 x_of: Callable[[Setting], float]) -> dict[tuple, list[Outcome]]:
+def _group_lines(
+    outcomes: list[Outcome], line_key: Callable[[Setting], tuple], x_of: Callable[[Setting], float]
+) -> dict[tuple, list[Outcome]]:
     lines: dict[tuple, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         lines[line_key(outcome.setting)].append(outcome)
@@ -270,16 +358,27 @@ def fraction_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
     axes = figure.subplots()
     lines = _group_lines(outcomes, lambda s: (s.recipe, s.mix_ratio, s.mix_sources), lambda s: s.data_fraction)
     for (recipe, *mix), points in lines.items():
-        axes.errorbar([100 * o.setting.data_fraction for o in points], [o.final_id for o in points],
-                      yerr=[_spread(o, lambda t: t.final(TARGET_QUADRANT)) for o in points], color=colours[recipe],
-                      linestyle=style_of[tuple(mix)], marker="o", markersize=5, linewidth=1.8, capsize=3)
+        axes.errorbar(
+            [100 * o.setting.data_fraction for o in points],
+            [o.final_id for o in points],
+            yerr=[_spread(o, lambda t: t.final(TARGET_QUADRANT)) for o in points],
+            color=colours[recipe],
+            linestyle=style_of[tuple(mix)],
+            marker="o",
+            markersize=5,
+            linewidth=1.8,
+            capsize=3,
+        )
     fractions = sorted({100 * o.setting.data_fraction for o in outcomes})
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(FixedLocator(fractions))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: format_percent(value / 100)))
     axes.xaxis.set_minor_locator(NullLocator())
-    axes.set(xlabel="Target training data used (%, log scale)", ylabel="Final ID accuracy (%)",
-             title="Final ID accuracy vs amount of target data")
+    axes.set(
+        xlabel="Target training data used (%, log scale)",
+        ylabel="Final ID accuracy (%)",
+        title="Final ID accuracy vs amount of target data",
+    )
     axes.margins(x=0.08, y=0.12)
     _legend(figure, handles, columns=2)
     return figure
@@ -288,8 +387,9 @@ def fraction_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
 def spread_note(outcomes: list[Outcome]) -> str:
     """Caption note on the error bars, or '' when every setting has a single trial."""
     seeds = {len(o.trials) for o in outcomes}
-    return f"Error bars: sd over seeds ({', '.join(str(n) for n in sorted(seeds))} per setting)." \
-        if max(seeds) > 1 else ""
+    return (
+        f"Error bars: sd over seeds ({', '.join(str(n) for n in sorted(seeds))} per setting)." if max(seeds) > 1 else ""
+    )
 
 
 def _mix_variant_label(fraction: float, sources: tuple[str, ...], show_fraction: bool) -> str:
@@ -305,23 +405,43 @@ def mix_ratio_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
         return None
     colours = recipe_colours(sweep.recipes)
     unmixed = [o for o in outcomes if o.setting.mix_ratio == 0]
-    lines = _group_lines([o for o in outcomes if o.setting.mix_ratio > 0],
-                         lambda s: (s.recipe, s.data_fraction, s.mix_sources), lambda s: s.mix_ratio)
+    lines = _group_lines(
+        [o for o in outcomes if o.setting.mix_ratio > 0],
+        lambda s: (s.recipe, s.data_fraction, s.mix_sources),
+        lambda s: s.mix_ratio,
+    )
     variants = sorted({(fraction, sources) for _, fraction, sources in lines}, key=lambda v: (-v[0], v[1]))
     style_of = {v: LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(variants)}
     show_fraction = len({fraction for fraction, _ in variants}) > 1
-    handles = (_colour_handles([recipe for recipe, _, _ in lines], colours)
-               + _style_handles([(style_of[v], _mix_variant_label(*v, show_fraction)) for v in variants])
-               + [Line2D([], [], color="0.35", linestyle=ZERO_SHOT_LEVEL, linewidth=1.2,
-                         label=f"zero-shot {quadrant_name('ood_id', 'tex')} accuracy")])
+    handles = (
+        _colour_handles([recipe for recipe, _, _ in lines], colours)
+        + _style_handles([(style_of[v], _mix_variant_label(*v, show_fraction)) for v in variants])
+        + [
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                linestyle=ZERO_SHOT_LEVEL,
+                linewidth=1.2,
+                label=f"zero-shot {quadrant_name('ood_id', 'tex')} accuracy",
+            )
+        ]
+    )
     figure = _figure(11.5, 4.2, len(handles), columns=3)
     for axes, quadrant in zip(figure.subplots(1, 2), (TARGET_QUADRANT, "ood_id")):
         for (recipe, fraction, sources), mixed in lines.items():
             points = [o for o in unmixed if (o.setting.recipe, o.setting.data_fraction) == (recipe, fraction)] + mixed
-            axes.errorbar([100 * o.setting.mix_ratio for o in points], [o.final[quadrant] for o in points],
-                          yerr=[_spread(o, lambda t: t.final(quadrant)) for o in points], color=colours[recipe],
-                          linestyle=style_of[(fraction, sources)], marker="o", markersize=5, linewidth=1.8,
-                          capsize=3)
+            axes.errorbar(
+                [100 * o.setting.mix_ratio for o in points],
+                [o.final[quadrant] for o in points],
+                yerr=[_spread(o, lambda t, q=quadrant: t.final(q)) for o in points],
+                color=colours[recipe],
+                linestyle=style_of[(fraction, sources)],
+                marker="o",
+                markersize=5,
+                linewidth=1.8,
+                capsize=3,
+            )
             if quadrant != TARGET_QUADRANT:
                 zero_shot = mean(t.zero_shot(quadrant) for o in points for t in o.trials)
                 axes.axhline(zero_shot, color=colours[recipe], linestyle=ZERO_SHOT_LEVEL, linewidth=1.2)
@@ -333,8 +453,9 @@ def mix_ratio_figure(sweep: Sweep, outcomes: list[Outcome]) -> Figure | None:
         axes.set_xlabel("Mixed-in share of training samples (%)")
         axes.margins(x=0.06, y=0.12)
     _legend(figure, handles, columns=3)
-    figure.suptitle("Data-hybrid training: target accuracy and OOD$^T$-ID$^I$ accuracy vs mix ratio",
-                    fontsize=12, fontweight="bold")
+    figure.suptitle(
+        "Data-hybrid training: target accuracy and OOD$^T$-ID$^I$ accuracy vs mix ratio", fontsize=12, fontweight="bold"
+    )
     return figure
 
 
@@ -345,17 +466,33 @@ def render_figures(sweep: Sweep, outcomes: list[Outcome], out_dir: Path) -> list
     seeds_note = " Seeds of a recipe share its colour." if any(len(o.trials) > 1 for o in outcomes) else ""
     spread = spread_note(outcomes)
     builders = (
-        ("trajectory", "Trajectories: ID vs OOD accuracy", lambda: trajectory_figure(sweep),
-         "Each line is one trial: its checkpoints in (ID accuracy, OOD accuracy) space, from the zero-shot "
-         "model (star) to the last checkpoint (large dot); arrows point along training. Right panel: mean "
-         f"of the three OOD quadrants.{seeds_note}"),
-        ("steps", "Accuracy vs training step", lambda: steps_figure(sweep),
-         f"Accuracy of each quadrant at every evaluated checkpoint; step 0 is the zero-shot model.{seeds_note}"),
-        ("fraction", "Data fraction", lambda: fraction_figure(sweep, outcomes),
-         f"Final ID accuracy vs the share of target training data used (log scale). {spread}".strip()),
-        ("mix_ratio", "Mix ratio", lambda: mix_ratio_figure(sweep, outcomes),
-         "Final ID and OOD^T-ID^I accuracy vs the share of training samples drawn from mixed-in data; "
-         f"dotted: zero-shot OOD^T-ID^I accuracy. {spread}".strip()),
+        (
+            "trajectory",
+            "Trajectories: ID vs OOD accuracy",
+            lambda: trajectory_figure(sweep),
+            "Each line is one trial: its checkpoints in (ID accuracy, OOD accuracy) space, from the zero-shot "
+            "model (star) to the last checkpoint (large dot); arrows point along training. Right panel: mean "
+            f"of the three OOD quadrants.{seeds_note}",
+        ),
+        (
+            "steps",
+            "Accuracy vs training step",
+            lambda: steps_figure(sweep),
+            f"Accuracy of each quadrant at every evaluated checkpoint; step 0 is the zero-shot model.{seeds_note}",
+        ),
+        (
+            "fraction",
+            "Data fraction",
+            lambda: fraction_figure(sweep, outcomes),
+            f"Final ID accuracy vs the share of target training data used (log scale). {spread}".strip(),
+        ),
+        (
+            "mix_ratio",
+            "Mix ratio",
+            lambda: mix_ratio_figure(sweep, outcomes),
+            "Final ID and OOD^T-ID^I accuracy vs the share of training samples drawn from mixed-in data; "
+            f"dotted: zero-shot OOD^T-ID^I accuracy. {spread}".strip(),
+        ),
     )
     written = []
     with paper_style():

@@ -29,17 +29,16 @@ from mlflow.tracking import MlflowClient
 from analysis.continual import build_table3, load_continual_runs, matrix_figure, table3_html, table3_markdown
 from analysis.errors import AnalysisError
 from analysis.frontier import pareto_front
+from analysis.mlflow_reader import load_sweep
 from analysis.outcomes import summarize
 from analysis.page import report_page
 from analysis.plots import FigureFile, paper_style, render_figures, save_figure
-from analysis.runs import load_sweep
 from analysis.search_frontier import frontier_report
 from analysis.tables import build_table1, table_html_document, table_markdown
-from recipes.redaction import redact
-
-ARTIFACT_PATH = "report"
-"""Artifact folder of the report on the sweep's parent run."""
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from contract.defaults import DEFAULT_REPORTS_DIR, DEFAULT_TRACKING_URI
+from contract.exits import EXIT_BAD_INPUT
+from contract.layout import REPORT_ARTIFACT_DIR
+from recipes.common.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ class ReportPaths:
         return (self.report_html, self.table_markdown, self.table_html, *self.figures)
 
 
-def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_id: str | None = None,
-                 log_artifacts: bool = True) -> ReportPaths:
+def write_report(
+    experiment: str, tracking_uri: str, out_dir: Path, parent_run_id: str | None = None, log_artifacts: bool = True
+) -> ReportPaths:
     """Write figures, Table 1 and report.html for a sweep; log them on its parent run unless told not to."""
     out_dir = Path(out_dir)
     sweep = load_sweep(experiment, tracking_uri, parent_run_id)
@@ -80,12 +80,21 @@ def write_report(experiment: str, tracking_uri: str, out_dir: Path, parent_run_i
     table_md.write_text(table_markdown(table), encoding="utf-8")
     table_page.write_text(table_html_document(table), encoding="utf-8")
     continual_files, continual_section = _continual_report(sweep, out_dir, figures)
-    frontier_files, frontier_section = frontier_report(sweep, out_dir, figures) if not continual_files else ((), Markup())
-    page.write_text(report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section),
-                    encoding="utf-8")
-    paths = ReportPaths(out_dir=out_dir, report_html=page, table_markdown=table_md, table_html=table_page,
-                        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files + frontier_files,
-                        parent_run_id=sweep.parent_run_id, artifact_uri=None)
+    frontier_files, frontier_section = (
+        frontier_report(sweep, out_dir, figures) if not continual_files else ((), Markup())
+    )
+    page.write_text(
+        report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section), encoding="utf-8"
+    )
+    paths = ReportPaths(
+        out_dir=out_dir,
+        report_html=page,
+        table_markdown=table_md,
+        table_html=table_page,
+        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files + frontier_files,
+        parent_run_id=sweep.parent_run_id,
+        artifact_uri=None,
+    )
     if not log_artifacts:
         return paths
     return _log(paths, tracking_uri)
@@ -104,9 +113,15 @@ def _continual_report(sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[
     table_md.write_text(table3_markdown(table), encoding="utf-8")
     with paper_style():
         png, svg = save_figure(matrix_figure(runs), out_dir / "figures", "continual_matrix")
-    figures.append(FigureFile(
-        stem="continual_matrix", title="Continual learning: accuracy matrices", png=png, svg=svg,
-        caption="Accuracy (%) on every task (columns) before training and after each task (rows), per trial."))
+    figures.append(
+        FigureFile(
+            stem="continual_matrix",
+            title="Continual learning: accuracy matrices",
+            png=png,
+            svg=svg,
+            caption="Accuracy (%) on every task (columns) before training and after each task (rows), per trial.",
+        )
+    )
     return (table_md,), table3_html(table)
 
 
@@ -115,21 +130,27 @@ def _log(paths: ReportPaths, tracking_uri: str) -> ReportPaths:
     client = MlflowClient(tracking_uri=tracking_uri)
     for path in paths.files:
         folder = path.parent.relative_to(paths.out_dir).as_posix()
-        client.log_artifact(paths.parent_run_id, str(path),
-                            ARTIFACT_PATH if folder == "." else f"{ARTIFACT_PATH}/{folder}")
+        client.log_artifact(
+            paths.parent_run_id, str(path), REPORT_ARTIFACT_DIR if folder == "." else f"{REPORT_ARTIFACT_DIR}/{folder}"
+        )
     root = client.get_run(paths.parent_run_id).info.artifact_uri
-    return ReportPaths(**{**paths.__dict__, "artifact_uri": f"{root}/{ARTIFACT_PATH}"})
+    return ReportPaths(**{**paths.__dict__, "artifact_uri": f"{root}/{REPORT_ARTIFACT_DIR}"})
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.report",
-        description="Write plots and tables of a forgetless sweep and log them on its MLflow parent run.")
+        description="Write plots and tables of a forgetless sweep and log them on its MLflow parent run.",
+    )
     parser.add_argument("--experiment", required=True, help="MLflow experiment (the grid's name)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
-    parser.add_argument("--parent-run-id", default=None,
-                        help="sweep parent run to report on (default: the experiment's latest sweep)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument(
+        "--parent-run-id", default=None, help="sweep parent run to report on (default: the experiment's latest sweep)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: ./reports/<experiment>)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report as MLflow artifacts")
     return parser
@@ -138,20 +159,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    out_dir = args.out or Path("reports") / args.experiment
+    out_dir = args.out or Path(DEFAULT_REPORTS_DIR) / args.experiment
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from jobs.reachability import tracking_problem
+    from recipes.common.reachability import tracking_problem
 
     unreachable = tracking_problem(tracking_uri)
     if unreachable:
         print(f"error: {unreachable}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
-        paths = write_report(args.experiment, tracking_uri, out_dir, args.parent_run_id,
-                             log_artifacts=not args.no_log)
+        paths = write_report(args.experiment, tracking_uri, out_dir, args.parent_run_id, log_artifacts=not args.no_log)
     except AnalysisError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"report:  {paths.report_html}")
     print(f"table 1: {paths.table_markdown}, {paths.table_html}")
     print(f"figures: {', '.join(str(p) for p in paths.figures)}")

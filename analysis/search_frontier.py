@@ -28,8 +28,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import pareto
 from analysis.markup import render
+from analysis.mlflow_reader import OOD_QUADRANTS, Sweep, Trial, quadrant_name
 from analysis.plots import ZERO_SHOT_STYLE, FigureFile, paper_style, save_figure
-from analysis.runs import OOD_QUADRANTS, Sweep, Trial, quadrant_name
 from contract.layout import FULL_GRID_STEPS_TAG, INTERPOLATION_METRIC, QUADRANT_DELTA_PREFIX, SEARCH_TAG
 
 
@@ -66,8 +66,7 @@ class FrontierPoint:
 def point_of(trial: Trial, recipe: str, deltas: dict[str, float], alpha: float | None = None) -> FrontierPoint:
     """A point from per-quadrant deltas (``id_id`` and the three OOD quadrants)."""
     worst = min(OOD_QUADRANTS, key=lambda q: deltas[q])
-    return FrontierPoint(trial.name, recipe, alpha, deltas["id_id"], -deltas[worst], worst,
-                         max(trial.history["id_id"]))
+    return FrontierPoint(trial.name, recipe, alpha, deltas["id_id"], -deltas[worst], worst, max(trial.history["id_id"]))
 
 
 def blend_deltas(metrics: dict[str, float]) -> dict[float, dict[str, float]]:
@@ -139,16 +138,35 @@ def frontier_figure(points: list[FrontierPoint]) -> Figure:
     trained = {p.trial: p for p in points if p.alpha is None}
     for blend in (p for p in points if p.alpha is not None):
         own = trained[blend.trial]
-        axes.plot([own.worst_ood_drop, blend.worst_ood_drop], [own.id_gain, blend.id_gain],
-                  color="0.75", linewidth=0.7, zorder=1)
+        axes.plot(
+            [own.worst_ood_drop, blend.worst_ood_drop],
+            [own.id_gain, blend.id_gain],
+            color="0.75",
+            linewidth=0.7,
+            zorder=1,
+        )
     for kind, marker, size in (("trials", "o", 36), ("WiSE-FT blends", "D", 18)):
         chosen = [p for p in points if (p.alpha is None) == (kind == "trials")]
         if chosen:
-            axes.scatter([p.worst_ood_drop for p in chosen], [p.id_gain for p in chosen], s=size, marker=marker,
-                         color="tab:blue" if kind == "trials" else "tab:orange", label=kind, zorder=3)
+            axes.scatter(
+                [p.worst_ood_drop for p in chosen],
+                [p.id_gain for p in chosen],
+                s=size,
+                marker=marker,
+                color="tab:blue" if kind == "trials" else "tab:orange",
+                label=kind,
+                zorder=3,
+            )
     front = on_frontier(points)
-    axes.plot([p.worst_ood_drop for p in front], [p.id_gain for p in front], drawstyle="steps-post",
-              color="tab:red", linewidth=1.4, label="frontier", zorder=2)
+    axes.plot(
+        [p.worst_ood_drop for p in front],
+        [p.id_gain for p in front],
+        drawstyle="steps-post",
+        color="tab:red",
+        linewidth=1.4,
+        label="frontier",
+        zorder=2,
+    )
     axes.plot([0.0], [0.0], label="zero-shot", **ZERO_SHOT_STYLE)
     axes.set_xlabel("worst OOD drop vs zero-shot (pp, lower is better)")
     axes.set_ylabel("ID gain vs zero-shot (pp)")
@@ -161,8 +179,18 @@ FRONTIER_COLUMNS = ("recipe", "trial", "point", "ID gain (pp)", "worst OOD drop 
 
 def frontier_rows(points: list[FrontierPoint]) -> list[tuple[str, ...]]:
     """The frontier as table rows (FRONTIER_COLUMNS), by increasing worst OOD drop."""
-    return [(p.recipe, p.trial, "trained" if p.alpha is None else f"WiSE-FT {p.alpha:g}", f"{p.id_gain:+.1f}",
-             f"{p.worst_ood_drop:+.1f}", quadrant_name(p.worst_quadrant), str(p.steps)) for p in on_frontier(points)]
+    return [
+        (
+            p.recipe,
+            p.trial,
+            "trained" if p.alpha is None else f"WiSE-FT {p.alpha:g}",
+            f"{p.id_gain:+.1f}",
+            f"{p.worst_ood_drop:+.1f}",
+            quadrant_name(p.worst_quadrant),
+            str(p.steps),
+        )
+        for p in on_frontier(points)
+    ]
 
 
 def compute_text(compute: SearchCompute) -> str:
@@ -175,8 +203,12 @@ def compute_text(compute: SearchCompute) -> str:
 
 def frontier_markdown(points: list[FrontierPoint], compute: SearchCompute) -> str:
     """The frontier table and the compute line as Markdown."""
-    lines = ["**No-forgetting frontier: recipes no other point beats on both ID gain and worst OOD drop**", "",
-             "| " + " | ".join(FRONTIER_COLUMNS) + " |", "|" + "---|" * len(FRONTIER_COLUMNS)]
+    lines = [
+        "**No-forgetting frontier: recipes no other point beats on both ID gain and worst OOD drop**",
+        "",
+        "| " + " | ".join(FRONTIER_COLUMNS) + " |",
+        "|" + "---|" * len(FRONTIER_COLUMNS),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in frontier_rows(points)]
     return "\n".join([*lines, "", compute_text(compute) + "."]) + "\n"
 
@@ -184,8 +216,14 @@ def frontier_markdown(points: list[FrontierPoint], compute: SearchCompute) -> st
 def frontier_html(points: list[FrontierPoint], compute: SearchCompute) -> Markup:
     """The report page's frontier section: compute, hypervolume and the frontier table."""
     reference = max([p.worst_ood_drop for p in points] + [0.0])
-    return render("frontier.html.j2", compute=compute_text(compute), volume=frontier_hypervolume(points, reference),
-                  reference=reference, columns=FRONTIER_COLUMNS, rows=frontier_rows(points))
+    return render(
+        "frontier.html.j2",
+        compute=compute_text(compute),
+        volume=frontier_hypervolume(points, reference),
+        reference=reference,
+        columns=FRONTIER_COLUMNS,
+        rows=frontier_rows(points),
+    )
 
 
 def frontier_report(sweep: Sweep, out_dir: Path, figures: list[FigureFile]) -> tuple[tuple[Path, ...], Markup]:
@@ -196,8 +234,14 @@ def frontier_report(sweep: Sweep, out_dir: Path, figures: list[FigureFile]) -> t
     table.write_text(frontier_markdown(points, compute), encoding="utf-8")
     with paper_style():
         png, svg = save_figure(frontier_figure(points), out_dir / "figures", "frontier")
-    figures.append(FigureFile(
-        stem="frontier", title="No-forgetting frontier", png=png, svg=svg,
-        caption="Every trial's last evaluation (circles) and its WiSE-FT blends (diamonds, tied to their trial) "
-                "by worst OOD drop and ID gain vs zero-shot; the red line joins the frontier; the star is zero-shot."))
+    figures.append(
+        FigureFile(
+            stem="frontier",
+            title="No-forgetting frontier",
+            png=png,
+            svg=svg,
+            caption="Every trial's last evaluation (circles) and its WiSE-FT blends (diamonds, tied to their trial) "
+            "by worst OOD drop and ID gain vs zero-shot; the red line joins the frontier; the star is zero-shot.",
+        )
+    )
     return (table,), frontier_html(points, compute)

@@ -18,8 +18,8 @@ from markupsafe import Markup
 
 from analysis.errors import AnalysisError
 from analysis.markup import macro, render
+from analysis.mlflow_reader import Sweep, quadrant_name
 from analysis.outcomes import Outcome
-from analysis.runs import Sweep, quadrant_name
 from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT
 
 MARGIN_PP = 3.0
@@ -142,7 +142,10 @@ def _row(label: str, outcome: Outcome, best: Outcome, on_frontier: bool) -> Row:
         Cell(str(len(outcome.trials))),
         Cell(final),
         Cell(format_spread(outcome.id_gain, outcome.delta_error(TARGET_QUADRANT))),
-        *(Cell(format_spread(outcome.deltas[q], outcome.delta_error(q)), tone) for q, tone in zip(OOD_QUADRANTS, tones)),
+        *(
+            Cell(format_spread(outcome.deltas[q], outcome.delta_error(q)), tone)
+            for q, tone in zip(OOD_QUADRANTS, tones)
+        ),
         Cell(format_spread(outcome.ood_retention, outcome.retention_error)),
     )
     return Row(label=label, cells=cells, kept=kept, frontier=on_frontier)
@@ -174,12 +177,14 @@ def table_markdown(table: Table1, title: str = "Table 1: ID accuracy and forgett
     widths = [max(len(line[i]) for line in grid) for i in range(len(table.columns))]
 
     def line(values: list[str]) -> str:
-        padded = [v.ljust(w) if c.kind != "number" else v.rjust(w)
-                  for v, w, c in zip(values, widths, table.columns)]
+        padded = [v.ljust(w) if c.kind != "number" else v.rjust(w) for v, w, c in zip(values, widths, table.columns)]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if c.kind == "number" else "-" * w
-                             for w, c in zip(widths, table.columns)) + " |"
+    rule = (
+        "| "
+        + " | ".join(("-" * (w - 1) + ":") if c.kind == "number" else "-" * w for w, c in zip(widths, table.columns))
+        + " |"
+    )
     body = [line(grid[0]), rule, *(line(values) for values in grid[1:])]
     return "\n".join([f"**{title}**", "", *body, "", *legend_lines(table)]) + "\n"
 

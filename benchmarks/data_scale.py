@@ -111,14 +111,16 @@ def read_like_a_worker(path: str, rank: int, world: int, batch: int, steps: int,
 
 def read_whole(path: str, results) -> None:
     """The data path before: the whole file read into one process and turned into dicts."""
-    from recipes.data.readers import read_mcq
+    from recipes.data.readers import read_records
 
     importlib.import_module("jobs.evaluate.suite_eval")  # the same imports as a worker
 
     imported = peak_rss_mib()
     started = time.perf_counter()
-    rows = read_mcq(path, check_images=False).to_pylist()
-    results.put({"imported": imported, "peak": peak_rss_mib(), "seconds": time.perf_counter() - started, "rows": len(rows)})
+    rows = read_records(path, check_images=False).to_pylist()
+    results.put(
+        {"imported": imported, "peak": peak_rss_mib(), "seconds": time.perf_counter() - started, "rows": len(rows)}
+    )
 
 
 def run_workers(path: str, args) -> dict:
@@ -167,14 +169,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="training samples per worker per step")
     parser.add_argument("--steps", type=int, default=300, help="training steps read per worker")
     parser.add_argument("--eval-batch", type=int, default=32)
-    parser.add_argument("--train-samples-per-s", type=float, default=166.0,
-                        help="samples/s a toy training step consumes on --workers workers (the goal's bar)")
+    parser.add_argument(
+        "--train-samples-per-s",
+        type=float,
+        default=166.0,
+        help="samples/s a toy training step consumes on --workers workers (the goal's bar)",
+    )
     parser.add_argument("--whole", action="store_true", help="also time reading each local file whole (the old path)")
     args = parser.parse_args()
     sizes = [int(value) for value in args.rows.split(",")]
     places = args.where.split(",")
     server = start_moto() if "s3" in places else None
-    header = f"{'rows':>9} {'where':>5} {'peak RSS MiB':>12} {'(imports)':>9} {'first batch s':>13} {'train samples/s':>15} {'eval rows/s':>11}"
+    header = (
+        f"{'rows':>9} {'where':>5} {'peak RSS MiB':>12} {'(imports)':>9} {'first batch s':>13} "
+        f"{'train samples/s':>15} {'eval rows/s':>11}"
+    )
     print(f"{args.workers} workers, batch {args.batch}, {args.steps} steps, row groups of {ROW_GROUP_SIZE} rows")
     print(header)
     measured: dict[tuple[str, int], dict] = {}
@@ -199,7 +208,9 @@ def main() -> None:
                 process.start()
                 whole = results.get(timeout=3600)
                 process.join()
-                print(f"{rows:>9} whole-file read in one process (before): peak RSS {whole['peak']:.0f} MiB, {whole['seconds']:.1f} s")
+                print(
+                    f"{rows:>9} whole-file read in one process (before): peak RSS {whole['peak']:.0f} MiB, {whole['seconds']:.1f} s"
+                )
     for place in places:
         small, large = measured[place, sizes[0]], measured[place, sizes[-1]]
         ratio = large["peak"] / small["peak"]

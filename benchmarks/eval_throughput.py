@@ -35,19 +35,24 @@ def main() -> None:
     print(f"model {args.model}, suite {args.suite}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
     throughput = {}
     for mode in ("logits", "generate"):
-        evaluator = SuiteEvaluator(suite, loaded.processor, mode=mode, batch_size=args.batch_size,
-                                   max_new_tokens=args.max_new_tokens)
+        evaluator = SuiteEvaluator(
+            suite, loaded.processor, mode=mode, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
+        )
         first = evaluator.evaluate(loaded.model)
         best = min(evaluator.evaluate(loaded.model).seconds for _ in range(args.repeats))
         throughput[mode] = first.questions / best
-        print(f"{mode:>8}: {first.questions} questions; first pass {first.seconds:.2f}s "
-              f"({first.questions / first.seconds:.1f} questions/s), best of {args.repeats} later passes "
-              f"{best:.2f}s ({throughput[mode]:.1f} questions/s)")
+        print(
+            f"{mode:>8}: {first.questions} questions; first pass {first.seconds:.2f}s "
+            f"({first.questions / first.seconds:.1f} questions/s), best of {args.repeats} later passes "
+            f"{best:.2f}s ({throughput[mode]:.1f} questions/s)"
+        )
         memo = FrozenImageFeatures()
         evaluator.evaluate(loaded.model, image_features=memo)  # keeps the features
         kept = min(evaluator.evaluate(loaded.model, image_features=memo).seconds for _ in range(args.repeats))
-        print(f"{'':>8}  with the image features kept: best of {args.repeats} passes {kept:.2f}s "
-              f"({first.questions / kept:.1f} questions/s, {best / kept:.2f}x the later passes)")
+        print(
+            f"{'':>8}  with the image features kept: best of {args.repeats} passes {kept:.2f}s "
+            f"({first.questions / kept:.1f} questions/s, {best / kept:.2f}x the later passes)"
+        )
     print(f"logits / generate throughput ratio: {throughput['logits'] / throughput['generate']:.2f}x")
 
 

@@ -46,7 +46,9 @@ def variant(grid: dict, search: str, out: Path, quick: bool) -> dict:
     for values in grid["grid"].values():
         cells *= len(values) if isinstance(values, list) else 1
     grid.update(
-        name=f"bench-{search}", storage=str(out / "storage"), tracking={"uri": f"sqlite:///{out / search}.db"},
+        name=f"bench-{search}",
+        storage=str(out / "storage"),
+        tracking={"uri": f"sqlite:///{out / search}.db"},
         report={"enabled": False},
         search={**grid.get("search", {}), "method": search, "num_samples": max(1, cells // 2)},
     )
@@ -58,14 +60,19 @@ def run_search(grid: dict, out: Path, env: dict) -> float:
     path = out / f"{grid['name']}.yaml"
     path.write_text(yaml.safe_dump(grid))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(path), "--no-report"], check=True, env=env,
-                   cwd=REPO, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(path), "--no-report"],
+        check=True,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
 def measure(grid: dict) -> tuple[list, int, int | None]:
     """(frontier points, trial-steps spent, full grid's trial-steps) of a finished variant, from MLflow."""
-    from analysis.runs import load_sweep
+    from analysis.mlflow_reader import load_sweep
     from analysis.search_frontier import frontier_points, search_compute
 
     sweep = load_sweep(grid["name"], grid["tracking"]["uri"])
@@ -96,15 +103,26 @@ def main(argv: list[str] | None = None) -> int:
     reference = max(reference, 0.0) + 1.0  # every point inside the box, the worst one by 1 pp
     trained = lambda points: [p for p in points if p.alpha is None]  # noqa: E731
     full_points = results["grid"][0]
-    full_trained, full_all = frontier_hypervolume(trained(full_points), reference), frontier_hypervolume(full_points, reference)
-    print(f"\nreference: ID gain 0, worst OOD drop {reference:.1f} pp; full grid hypervolume "
-          f"{full_trained:.1f} pp² (trials), {full_all:.1f} pp² (with WiSE-FT blends)\n")
+    full_trained, full_all = (
+        frontier_hypervolume(trained(full_points), reference),
+        frontier_hypervolume(full_points, reference),
+    )
+    print(
+        f"\nreference: ID gain 0, worst OOD drop {reference:.1f} pp; full grid hypervolume "
+        f"{full_trained:.1f} pp² (trials), {full_all:.1f} pp² (with WiSE-FT blends)\n"
+    )
     header = ("search", "trials", "trial-steps", "vs full grid", "HV trials", "HV with blends", "wall s")
     print("  ".join(f"{h:>14}" for h in header))
     for search, (points, spent, full, seconds) in results.items():
-        row = (search, str(len(trained(points))), str(spent), f"{spent / full:.0%}" if full else "-",
-               f"{frontier_hypervolume(trained(points), reference) / full_trained:.0%}" if full_trained else "-",
-               f"{frontier_hypervolume(points, reference) / full_all:.0%}" if full_all else "-", f"{seconds:.0f}")
+        row = (
+            search,
+            str(len(trained(points))),
+            str(spent),
+            f"{spent / full:.0%}" if full else "-",
+            f"{frontier_hypervolume(trained(points), reference) / full_trained:.0%}" if full_trained else "-",
+            f"{frontier_hypervolume(points, reference) / full_all:.0%}" if full_all else "-",
+            f"{seconds:.0f}",
+        )
         print("  ".join(f"{v:>14}" for v in row))
     return 0
 

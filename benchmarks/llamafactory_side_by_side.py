@@ -46,12 +46,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from train_throughput import parse_setups, run_setup
 
-from recipes.data.collate import MCQCollator, question_text
+from recipes.data.collate import RecordCollator, question_text
 from recipes.data.registry import load_dataset
 from recipes.data.schema import row_images
 from recipes.models import load_model, resolve_model_dir
-from train_throughput import parse_setups, run_setup
 
 DATASET_NAME = "forgetless_bench"
 """The dataset's name in LLaMA-Factory's ``dataset_info.json``."""
@@ -73,22 +73,39 @@ def export_questions(dataset: str, rows: int, directory: Path) -> tuple[Path, li
         (image,) = row_images(record)
         path = images / f"{index:06d}.png"
         path.write_bytes(image)
-        examples.append({
-            "messages": [{"role": "user", "content": "<image>" + question_text(record)},
-                         {"role": "assistant", "content": record["answer"]}],
-            "images": [str(path)],
-        })
+        examples.append(
+            {
+                "messages": [
+                    {"role": "user", "content": "<image>" + question_text(record)},
+                    {"role": "assistant", "content": record["answer"]},
+                ],
+                "images": [str(path)],
+            }
+        )
     (directory / "questions.json").write_text(json.dumps(examples))
-    (directory / "dataset_info.json").write_text(json.dumps({DATASET_NAME: {
-        "file_name": "questions.json",
-        "formatting": "sharegpt",
-        "columns": {"messages": "messages", "images": "images"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
-    }}))
+    (directory / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                DATASET_NAME: {
+                    "file_name": "questions.json",
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "messages", "images": "images"},
+                    "tags": {
+                        "role_tag": "role",
+                        "content_tag": "content",
+                        "user_tag": "user",
+                        "assistant_tag": "assistant",
+                    },
+                }
+            }
+        )
+    )
     return parquet, records
 
 
-def llamafactory_config(args: argparse.Namespace, model_dir: Path, data_dir: Path, output: Path, checkpointing: bool) -> str:
+def llamafactory_config(
+    args: argparse.Namespace, model_dir: Path, data_dir: Path, output: Path, checkpointing: bool
+) -> str:
     """LLaMA-Factory's training YAML for the side-by-side setup."""
     settings = {
         "model_name_or_path": str(model_dir),
@@ -131,8 +148,9 @@ def torchaudio_stand_in(args: argparse.Namespace) -> dict[str, str]:
     return {"PYTHONPATH": str(stubs.resolve())}
 
 
-def run_llamafactory(args: argparse.Namespace, model_dir: Path, data_dir: Path, checkpointing: bool,
-                     extra_env: dict[str, str]) -> tuple[float, Path]:
+def run_llamafactory(
+    args: argparse.Namespace, model_dir: Path, data_dir: Path, checkpointing: bool, extra_env: dict[str, str]
+) -> tuple[float, Path]:
     """One ``llamafactory-cli train`` run: its Trainer's ``train_steps_per_second`` and its log."""
     name = "checkpointing" if checkpointing else "no-checkpointing"
     output = args.out / f"llamafactory-{name}"
@@ -141,8 +159,13 @@ def run_llamafactory(args: argparse.Namespace, model_dir: Path, data_dir: Path, 
     log = args.out / f"llamafactory-{name}.log"
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1", "CUDA_VISIBLE_DEVICES": "", **extra_env}
     with log.open("w") as handle:
-        result = subprocess.run([args.llamafactory_python, "-m", "llamafactory.cli", "train", str(config)],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
+        result = subprocess.run(
+            [args.llamafactory_python, "-m", "llamafactory.cli", "train", str(config)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
+        )
     if result.returncode != 0:
         raise SystemExit(f"llamafactory-cli train failed (exit {result.returncode}); see {log}")
     return json.loads((output / "train_results.json").read_text())["train_steps_per_second"], log
@@ -150,7 +173,7 @@ def run_llamafactory(args: argparse.Namespace, model_dir: Path, data_dir: Path, 
 
 def forgetless_tokens(model: str, records: list[dict]) -> list[int]:
     """Sequence length of each question as forgetless trains it (prompt and answer)."""
-    collate = MCQCollator(load_model(model).processor, with_answers=True)
+    collate = RecordCollator(load_model(model).processor, with_answers=True)
     return [int(collate([record])["attention_mask"].sum()) for record in records]
 
 
@@ -165,8 +188,18 @@ def llamafactory_first_example_tokens(log: Path) -> int | None:
 
 def run_plain_loop(args: argparse.Namespace, parquet: Path) -> tuple[float, str]:
     """One ``benchmarks/plain_loop.py`` run on the exported questions: (steps/s, its summary line)."""
-    command = [sys.executable, str(Path(__file__).with_name("plain_loop.py")), "--model", args.model,
-               "--dataset", str(parquet), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("plain_loop.py")),
+        "--model",
+        args.model,
+        "--dataset",
+        str(parquet),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     found = re.search(r"([0-9.]+) steps/s", result.stdout)
     if result.returncode != 0 or found is None:
@@ -183,12 +216,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="global batch")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--setups", type=parse_setups, default=parse_setups("2x2,1x0"),
-                        help="forgetless setups, workers x ZeRO stage, comma-separated")
-    parser.add_argument("--cpus-per-worker", type=int, default=0,
-                        help="CPUs per forgetless worker (0: the machine's CPUs divided among the workers)")
-    parser.add_argument("--plain-loop", action="store_true",
-                        help="also run benchmarks/plain_loop.py each round (no Ray, no DeepSpeed: the ceiling)")
+    parser.add_argument(
+        "--setups",
+        type=parse_setups,
+        default=parse_setups("2x2,1x0"),
+        help="forgetless setups, workers x ZeRO stage, comma-separated",
+    )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=0,
+        help="CPUs per forgetless worker (0: the machine's CPUs divided among the workers)",
+    )
+    parser.add_argument(
+        "--plain-loop",
+        action="store_true",
+        help="also run benchmarks/plain_loop.py each round (no Ray, no DeepSpeed: the ceiling)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-llamafactory"), help="working directory")
     args = parser.parse_args()
     if not Path(args.llamafactory_python).exists():
@@ -207,8 +251,10 @@ def main() -> None:
             started = time.perf_counter()
             steps_per_s, log = run_llamafactory(args, model_dir, args.out / "data", checkpointing, peer_env)
             figures.setdefault(name, []).append(steps_per_s)
-            print(f"round {round_index}: {name}: {figures[name][-1]:.2f} steps/s "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"round {round_index}: {name}: {figures[name][-1]:.2f} steps/s ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
             if round_index == 1 and not checkpointing:
                 peer = llamafactory_first_example_tokens(log)
                 print(f"first question: {lengths[0]} tokens in forgetless, {peer} in LLaMA-Factory", flush=True)
@@ -221,8 +267,14 @@ def main() -> None:
         try:
             for workers, zero_stage in args.setups:
                 per_worker = args.cpus_per_worker or max(1, cpus // workers)
-                setup = argparse.Namespace(model=args.model, dataset=str(parquet), parts="llm", steps=args.steps,
-                                           batch_size=args.batch_size, cpus_per_worker=per_worker)
+                setup = argparse.Namespace(
+                    model=args.model,
+                    dataset=str(parquet),
+                    parts="llm",
+                    steps=args.steps,
+                    batch_size=args.batch_size,
+                    cpus_per_worker=per_worker,
+                )
                 stats = run_setup(setup, workers, zero_stage)
                 name = f"forgetless, {workers} worker(s) x {stats['threads']} thread(s), ZeRO-{zero_stage}"
                 figures.setdefault(name, []).append(args.steps / stats["seconds"])
@@ -231,8 +283,10 @@ def main() -> None:
             ray.shutdown()
 
     best_peer = max(statistics.median(v) for k, v in figures.items() if k.startswith("LLaMA-Factory"))
-    print(f"\n{len(records)} questions from {args.dataset}, model {args.model}, global batch {args.batch_size}, "
-          f"{args.steps} steps, {args.rounds} interleaved rounds, {cpus} CPUs")
+    print(
+        f"\n{len(records)} questions from {args.dataset}, model {args.model}, global batch {args.batch_size}, "
+        f"{args.steps} steps, {args.rounds} interleaved rounds, {cpus} CPUs"
+    )
     print("| setup | steps/s (median, range) | x LLaMA-Factory's best |")
     print("|---|---:|---:|")
     for name, values in sorted(figures.items(), key=lambda item: -statistics.median(item[1])):

@@ -18,13 +18,13 @@ import statistics
 import time
 
 import torch
+from train_throughput import add_input_arguments
 
 from jobs.finetune.loss import supervised_loss
-from recipes.data.collate import MCQCollator
+from recipes.data.collate import RecordCollator
 from recipes.data.stream import build_train_stream
 from recipes.methods import MethodConfig, apply_method
 from recipes.models import load_model
-from train_throughput import add_input_arguments
 
 
 def measure(model_name: str, dataset: str, parts: str, steps: int, batch_size: int) -> list[float]:
@@ -34,7 +34,7 @@ def measure(model_name: str, dataset: str, parts: str, steps: int, batch_size: i
     model, _ = apply_method(loaded.model, loaded.family, parts, MethodConfig(name="full"))
     model.train()
     stream = build_train_stream(dataset, 1.0, [], seed=0)
-    collate = MCQCollator(loaded.processor, with_answers=True)
+    collate = RecordCollator(loaded.processor, with_answers=True)
     batches = [collate(stream.rows(step * batch_size, batch_size)) for step in range(steps + 1)]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     seconds = []
@@ -57,9 +57,11 @@ def main() -> None:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     seconds = measure(args.model, args.dataset, args.parts, args.steps, args.batch_size)
     total = sum(seconds)
-    print(f"plain loop, 1 process x {torch.get_num_threads()} threads, batch {args.batch_size}, {args.steps} steps: "
-          f"{args.steps / total:.2f} steps/s, {args.steps * args.batch_size / total:.1f} samples/s, "
-          f"median step {1000 * statistics.median(seconds):.1f} ms")
+    print(
+        f"plain loop, 1 process x {torch.get_num_threads()} threads, batch {args.batch_size}, {args.steps} steps: "
+        f"{args.steps / total:.2f} steps/s, {args.steps * args.batch_size / total:.1f} samples/s, "
+        f"median step {1000 * statistics.median(seconds):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

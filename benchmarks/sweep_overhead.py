@@ -74,8 +74,10 @@ def trial_times(uri: str, experiment: str) -> list[tuple[str, float, float, floa
         raise SystemExit(f"no experiment {experiment!r} in {uri}")
     rows = []
     for run in client.search_runs([found.experiment_id], f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'", max_results=10_000):
-        total = {key: sum(m.value for m in client.get_metric_history(run.info.run_id, key))
-                 for key in (TIME_TRIAL_S, TIME_TRAIN_S, TIME_EVAL_S)}
+        total = {
+            key: sum(m.value for m in client.get_metric_history(run.info.run_id, key))
+            for key in (TIME_TRIAL_S, TIME_TRAIN_S, TIME_EVAL_S)
+        }
         if total[TIME_TRIAL_S]:
             rows.append((run.info.run_name, total[TIME_TRIAL_S], total[TIME_TRAIN_S], total[TIME_EVAL_S]))
     return sorted(rows)
@@ -88,14 +90,19 @@ def noop(config: dict) -> None:
 def noop_fit_seconds(resources: Resources, fits: int, out: Path) -> list[float]:
     """Wall seconds of ``fits`` Ray Train fits of ``noop`` on a local Ray with the grid's worker shape."""
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    scaling = ScalingConfig(num_workers=resources.workers_per_trial,
-                            resources_per_worker={"CPU": resources.cpus_per_worker})
+    scaling = ScalingConfig(
+        num_workers=resources.workers_per_trial, resources_per_worker={"CPU": resources.cpus_per_worker}
+    )
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         seconds = []
         for index in range(fits):
-            trainer = TorchTrainer(noop, torch_config=TorchConfig(backend="gloo"), scaling_config=scaling,
-                                   run_config=RunConfig(name=f"noop-{index}", storage_path=str(out / "noop-fits")))
+            trainer = TorchTrainer(
+                noop,
+                torch_config=TorchConfig(backend="gloo"),
+                scaling_config=scaling,
+                run_config=RunConfig(name=f"noop-{index}", storage_path=str(out / "noop-fits")),
+            )
             started = time.perf_counter()
             trainer.fit()
             seconds.append(time.perf_counter() - started)
@@ -106,8 +113,11 @@ def noop_fit_seconds(resources: Resources, fits: int, out: Path) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--grid", default=str(REPO / "grids" / "demo.yaml"),
-                        help="the sweep to run (with --tracking-uri: only its resources, for the no-op fits)")
+    parser.add_argument(
+        "--grid",
+        default=str(REPO / "grids" / "demo.yaml"),
+        help="the sweep to run (with --tracking-uri: only its resources, for the no-op fits)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the grid (repeatable)")
     parser.add_argument("--out", type=Path, help="where the sweep's store goes (default: a temporary folder)")
     parser.add_argument("--tracking-uri", help="read this store's sweep instead of running one")
@@ -143,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds = noop_fit_seconds(resources, args.noop_fits, out)
         useful = (total[2] + total[3]) / len(rows)
         floor = (useful + statistics.median(seconds)) / useful
-        print(f"\nRay Train fit of a no-op function, {resources.workers_per_trial} worker(s) x "
-              f"{resources.cpus_per_worker:g} CPU(s), gloo: {', '.join(f'{s:.1f}' for s in seconds)} s; "
-              f"a trial of the mean {useful:.1f} s of training + evaluation spending only the median of "
-              f"those outside them would be at {floor:.2f}x")
+        print(
+            f"\nRay Train fit of a no-op function, {resources.workers_per_trial} worker(s) x "
+            f"{resources.cpus_per_worker:g} CPU(s), gloo: {', '.join(f'{s:.1f}' for s in seconds)} s; "
+            f"a trial of the mean {useful:.1f} s of training + evaluation spending only the median of "
+            f"those outside them would be at {floor:.2f}x"
+        )
     return 0
 
 

@@ -62,14 +62,28 @@ def measure_on_workers(config: dict) -> dict | None:
     parameters = sum(getattr(p, "ds_numel", p.numel()) for p in worker.engine.module.parameters())  # ZeRO-3 partitions
     if ray.train.get_context().get_world_rank() != 0:
         return None
-    return {"seconds": seconds, "tokens": tokens, "parameters": parameters, "threads": torch.get_num_threads(),
-            "phases": {phase: worker.phases.seconds.get(phase, 0.0) / seconds for phase in PHASES}}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "parameters": parameters,
+        "threads": torch.get_num_threads(),
+        "phases": {phase: worker.phases.seconds.get(phase, 0.0) / seconds for phase in PHASES},
+    }
 
 
 def run_setup(args: argparse.Namespace, workers: int, zero_stage: int) -> dict:
-    trial = TrialConfig(model=args.model, dataset=args.dataset, parts=args.parts, lr=1e-4, steps=args.steps + 1,
-                        batch_size=args.batch_size, micro_batch_size=args.batch_size // workers, workers=workers,
-                        zero_stage=zero_stage, cpus_per_worker=args.cpus_per_worker)
+    trial = TrialConfig(
+        model=args.model,
+        dataset=args.dataset,
+        parts=args.parts,
+        lr=1e-4,
+        steps=args.steps + 1,
+        batch_size=args.batch_size,
+        micro_batch_size=args.batch_size // workers,
+        workers=workers,
+        zero_stage=zero_stage,
+        cpus_per_worker=args.cpus_per_worker,
+    )
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     trainer = TorchTrainer(
         measure_on_workers,
@@ -103,8 +117,12 @@ def add_input_arguments(parser: argparse.ArgumentParser, model: str, steps: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     add_input_arguments(parser, model="toy-qwen2.5-vl-init", steps=20)
-    parser.add_argument("--setups", type=parse_setups, default=parse_setups("1x0,1x2,1x3,2x0,2x2,2x3"),
-                        help="workers x ZeRO stage, comma-separated")
+    parser.add_argument(
+        "--setups",
+        type=parse_setups,
+        default=parse_setups("1x0,1x2,1x3,2x0,2x2,2x3"),
+        help="workers x ZeRO stage, comma-separated",
+    )
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (and torch threads) per worker")
     args = parser.parse_args()
 
@@ -118,18 +136,48 @@ def main() -> None:
         steps_per_s = args.steps / stats["seconds"]
         tokens_per_s = stats["tokens"] / stats["seconds"]
         baseline = baseline or steps_per_s
-        rows.append((f"{workers}x{stats['threads']}", zero_stage, steps_per_s, steps_per_s * args.batch_size,
-                     stats["tokens"] / (args.steps * args.batch_size), tokens_per_s,
-                     6 * stats["parameters"] * tokens_per_s / peak, steps_per_s / baseline, stats["phases"]))
-    print(f"\nmodel {args.model}, dataset {args.dataset}, parts {args.parts}, global batch {args.batch_size}, "
-          f"{args.steps} timed steps per setup; phases: share of rank 0's step time")
-    header = ("workers x threads", "ZeRO", "steps/s", "samples/s", "tokens/sample", "tokens/s", "% of peak", "relative",
-              *PHASES)
+        rows.append(
+            (
+                f"{workers}x{stats['threads']}",
+                zero_stage,
+                steps_per_s,
+                steps_per_s * args.batch_size,
+                stats["tokens"] / (args.steps * args.batch_size),
+                tokens_per_s,
+                6 * stats["parameters"] * tokens_per_s / peak,
+                steps_per_s / baseline,
+                stats["phases"],
+            )
+        )
+    print(
+        f"\nmodel {args.model}, dataset {args.dataset}, parts {args.parts}, global batch {args.batch_size}, "
+        f"{args.steps} timed steps per setup; phases: share of rank 0's step time"
+    )
+    header = (
+        "workers x threads",
+        "ZeRO",
+        "steps/s",
+        "samples/s",
+        "tokens/sample",
+        "tokens/s",
+        "% of peak",
+        "relative",
+        *PHASES,
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, zero, steps, samples, per_sample, tokens, share, relative, phases in rows:
-        cells = (name, str(zero), f"{steps:.2f}", f"{samples:.1f}", f"{per_sample:.0f}", f"{tokens:,.0f}",
-                 f"{100 * share:.1f}%", f"{relative:.2f}x", *(f"{100 * phases[p]:.0f}%" for p in PHASES))
+        cells = (
+            name,
+            str(zero),
+            f"{steps:.2f}",
+            f"{samples:.1f}",
+            f"{per_sample:.0f}",
+            f"{tokens:,.0f}",
+            f"{100 * share:.1f}%",
+            f"{relative:.2f}x",
+            *(f"{100 * phases[p]:.0f}%" for p in PHASES),
+        )
         print("| " + " | ".join(cells) + " |")
 
 

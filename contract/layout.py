@@ -136,6 +136,8 @@ FROZEN_TENSORS_CHANGED = "model/frozen_tensors_changed"
 
 # -- continual learning ----------------------------------------------------------------------------
 
+CONTINUAL_PREFIX = "cl/"
+"""First segment of every continual-learning metric."""
 CONTINUAL_TASK = "cl/task"
 """Index of the task being trained (logged with the training metrics)."""
 CONTINUAL_TASKS_DONE = "cl/tasks_done"
@@ -147,21 +149,27 @@ CONTINUAL_AVERAGE = "cl/average"
 
 def task_accuracy_metric(task: str) -> str:
     """Accuracy on a continual task's test set (a column of the accuracy matrix): ``cl/acc/<task>``."""
-    return f"cl/acc/{task}"
+    return f"{CONTINUAL_PREFIX}acc/{task}"
 
 
 def task_last_metric(task: str) -> str:
     """A task's accuracy after the last task: ``cl/last/<task>``."""
-    return f"cl/last/{task}"
+    return f"{CONTINUAL_PREFIX}last/{task}"
 
 
 def task_average_metric(task: str) -> str:
     """Mean accuracy on tasks 0..k right after learning task k: ``cl/average_at/<task>``."""
-    return f"cl/average_at/{task}"
+    return f"{CONTINUAL_PREFIX}average_at/{task}"
 
 
 # -- artifacts -------------------------------------------------------------------------------------
 
+GRID_ARTIFACT = "grid.yaml"
+"""On a sweep run: the grid file as the sweep read it, credentials redacted."""
+TRIALS_ARTIFACT = "trials.csv"
+"""On a sweep run: one row per trial of the grid (``TRIALS_COLUMNS``)."""
+REPORT_ARTIFACT_DIR = "report"
+"""On a sweep run: the report's files (``analysis.report``), figures under ``report/figures/``."""
 MATRIX_ARTIFACT = "continual/matrix.json"
 """A continual trial's tasks, the step after each task, and its accuracy matrix."""
 
@@ -173,6 +181,64 @@ def predictions_artifact(step: int, continual: bool = False) -> str:
 
 
 # -- params ----------------------------------------------------------------------------------------
+# A trial run's params are its settings (``jobs.finetune.config.TrialConfig``): every setting that
+# changes its result under the setting's own name (``model``, ``steps``, ``zero_stage``, ...), plus
+# the derived ones below. Code that reads params back names them with these constants.
+
+PARAM_MODEL = "model"
+PARAM_PARTS = "parts"
+PARAM_METHOD = "method"
+PARAM_LR = "lr"
+"""The learning rate as ``format_lr`` writes it."""
+PARAM_LORA_R = "lora_r"
+PARAM_SEED = "seed"
+PARAM_DATA_FRACTION = "data_fraction"
+"""As ``format_share`` writes it."""
+PARAM_MIX = "mix"
+"""The mixed-in datasets as JSON: ``[{"dataset": ..., "ratio": ...}]``."""
+PARAM_MIX_RATIO = "mix_ratio"
+"""Their summed share, as ``format_share`` writes it."""
+PARAM_DEEPSPEED = "deepspeed"
+"""The user's DeepSpeed JSON, or ``zero_stage=<n>``."""
+PARAM_SUITE = "suite"
+PARAM_RECIPE = "recipe"
+"""``recipe_label`` or ``continual_recipe_label``."""
+PARAM_TRIAL_ID = "trial_id"
+PARAM_TRIAL_NAME = "trial_name"
+PARAM_REPLAY_PER_TASK = "replay_per_task"
+PARAM_CONTINUAL_METHOD = "continual_method"
+"""``inclora`` or ``seqfull``; only continual trials have it."""
+PARAM_CONTINUAL_TASKS = "continual_tasks"
+"""The continual tasks' names in training order, as JSON."""
+PARAM_CONTINUAL_EPOCHS = "continual_epochs"
+"""Epochs per continual task, as JSON."""
+DERIVED_PARAMS = (
+    PARAM_LR,
+    PARAM_MIX,
+    PARAM_MIX_RATIO,
+    PARAM_DATA_FRACTION,
+    PARAM_DEEPSPEED,
+    PARAM_SUITE,
+    PARAM_RECIPE,
+    PARAM_TRIAL_ID,
+    PARAM_TRIAL_NAME,
+    PARAM_CONTINUAL_METHOD,
+    PARAM_CONTINUAL_TASKS,
+    PARAM_CONTINUAL_EPOCHS,
+)
+"""The params a trial run carries that are not one of its settings as it is (or are written differently)."""
+TRIALS_COLUMNS = (
+    PARAM_TRIAL_ID,
+    "name",
+    PARAM_PARTS,
+    PARAM_METHOD,
+    PARAM_LR,
+    PARAM_DATA_FRACTION,
+    PARAM_SEED,
+    PARAM_MIX_RATIO,
+    PARAM_RECIPE,
+)
+"""Columns of ``TRIALS_ARTIFACT``: ``name`` is the trial's name, the rest its params."""
 
 
 def format_lr(lr: float) -> str:

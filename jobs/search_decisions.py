@@ -67,7 +67,8 @@ class DecisionBoard:
         async with self.changed:
             try:
                 await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self._decision(trial_id, step) is not None), timeout_s)
+                    self.changed.wait_for(lambda: self._decision(trial_id, step) is not None), timeout_s
+                )
             except asyncio.TimeoutError:
                 return None
             return self._decision(trial_id, step)

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from contract.layout import KIND_TAG, STATUS_TAG, SWEEP_TAG, TIME_TRIAL_S, TRIAL_ID_TAG, TRIAL_KIND
+from contract.reports import EARLY_STOPPED, STEP
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker, start_trial_run
 from jobs.worker import trial_worker
-from recipes import storage
+from recipes.common import storage
 from recipes.models import resolve_model_dir
 
 
@@ -96,7 +98,9 @@ def ensure_trial_run(trial: TrialConfig, parent_run_id: str | None = None) -> Tr
     if existing and existing[1] != "finished":
         return trial.with_run(run_id=existing[0])
     tags = {TRIAL_ID_TAG: trial.trial_id, **({SWEEP_TAG: trial.sweep} if trial.sweep else {})}
-    run_id = start_trial_run(trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id)
+    run_id = start_trial_run(
+        trial.tracking_uri, trial.experiment, trial.name, trial.mlflow_params(), tags, parent_run_id
+    )
     return trial.with_run(run_id=run_id)
 
 
@@ -120,8 +124,8 @@ def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome
         return TrialOutcome("failed", trial.run_id, error=f"{type(error).__name__}: {error}")
     metrics = dict(result.metrics or {})  # the metrics of the latest checkpoint's report
     # stopped by its own rule (the metric) or by the search, which tags the run (jobs.search_decisions)
-    stopped = bool(metrics.get("early_stopped")) or tagged_early_stopped(client, trial.run_id)
-    tracker.log({TIME_TRIAL_S: time.perf_counter() - started}, int(metrics.get("step", trial.steps)))
+    stopped = bool(metrics.get(EARLY_STOPPED)) or tagged_early_stopped(client, trial.run_id)
+    tracker.log({TIME_TRIAL_S: time.perf_counter() - started}, int(metrics.get(STEP, trial.steps)))
     if not stopped:
         tracker.set_status("finished")
     client.set_terminated(trial.run_id, status="FINISHED")

@@ -17,7 +17,7 @@ import logging
 import os
 
 from jobs.finetune.config import TrialConfig
-from recipes.redaction import install_log_redaction
+from recipes.common.redaction import install_log_redaction
 
 
 def trial_worker(config: dict) -> None:

@@ -88,8 +88,10 @@ def _total(shapes: Sequence[NodeShape], kind: str) -> float:
 
 def capacity_problems(resources, shapes: Sequence[NodeShape]) -> list[str]:
     """Why a trial with ``resources`` (the grid's section) can never be placed on ``shapes``."""
-    per_worker = {"CPU": ("cpus_per_worker", resources.cpus_per_worker),
-                  "GPU": ("gpus_per_worker", resources.gpus_per_worker)}
+    per_worker = {
+        "CPU": ("cpus_per_worker", resources.cpus_per_worker),
+        "GPU": ("gpus_per_worker", resources.gpus_per_worker),
+    }
     problems = []
     workers = resources.workers_per_trial
     for kind, (key, amount) in per_worker.items():

@@ -10,7 +10,7 @@
 
 Each problem names its field with list indices (``grid.lr[1]: must be > 0``,
 ``train.stpes: unknown key; did you mean 'steps'?``). The file is read safely and within
-bounds (``recipes.yaml_loading``: no alias bombs, no deep nesting); YAML syntax errors give their
+bounds (``recipes.common.yaml_loading``: no alias bombs, no deep nesting); YAML syntax errors give their
 line and column, and a key written twice in one mapping is a
 problem too (YAML would silently keep the last one).
 
@@ -39,7 +39,7 @@ from orchestrator.capacity import DEFAULT_MAX_TRIALS, trial_count_problem
 from orchestrator.expand import grid_axes, grid_cells, matches
 from orchestrator.grid_checks import GridSections, consistency_problems, reference_problems
 from orchestrator.grid_schema import Grid, shown
-from recipes.yaml_loading import YamlError, compose_yaml_text, load_yaml_text
+from recipes.common.yaml_loading import YamlError, compose_yaml_text, load_yaml_text
 
 __all__ = ["Grid", "GridError", "load_grid", "parse_grid"]
 

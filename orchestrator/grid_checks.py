@@ -6,7 +6,7 @@ runs on whatever sections are valid, so a file's problems are all reported at on
 
     problems = consistency_problems(sections) + reference_problems(sections, check_paths=True)
 
-Names and files are checked by ``jobs.references`` (shared with ``python -m jobs.finetune``);
+Names and files are checked by ``jobs.input_checks`` (shared with ``python -m jobs.finetune``);
 without ``check_paths`` only their form is checked, so a grid meant for a GPU cluster
 validates anywhere. Every URI the grid gives is checked for its scheme and for credentials.
 """
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.layout import format_lr, format_share
-from jobs.reachability import tracking_scheme_problem
-from jobs.references import (
+from jobs.input_checks import (
     dataset_problems,
     deepspeed_file_problems,
     model_problems,
@@ -29,8 +28,8 @@ from orchestrator.expand import FLOAT_AXES, grid_cells, matches, same_value
 from orchestrator.grid_schema import (
     AXIS_KEYS,
     Axes,
-    DeepSpeedSettings,
     ContinualSettings,
+    DeepSpeedSettings,
     EvalSettings,
     ExcludeCell,
     Grid,
@@ -42,8 +41,9 @@ from orchestrator.grid_schema import (
     TrainSettings,
     default_micro_batch_size,
 )
-from recipes.redaction import credential_problem
-from recipes.storage import is_remote
+from recipes.common.reachability import tracking_scheme_problem
+from recipes.common.redaction import credential_problem
+from recipes.common.storage import is_remote
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,11 @@ def search_problems(s: GridSections) -> list[str]:
     space = s.search.space
     if method == "optuna" and space.mix_ratio is not None and s.train is not None and len(s.train.mix) != 1:
         problems.append(f"search.space.mix_ratio: needs exactly one dataset in train.mix, found {len(s.train.mix)}")
-    if method == "optuna" and space.lora_r is not None and "lora" not in (space.method or (s.axes.method if s.axes else [])):
+    if (
+        method == "optuna"
+        and space.lora_r is not None
+        and "lora" not in (space.method or (s.axes.method if s.axes else []))
+    ):
         problems.append("search.space.lora_r: applies to method lora only; the search's methods do not include lora")
     return problems
 
@@ -252,7 +256,9 @@ def _continual_problems(s: GridSections) -> list[str]:
     if s.continual.method and s.axes is not None and "method" in s.axes.model_fields_set:
         problems.append("continual.method: sets the method axis; remove grid.method (inclora = lora, seqfull = full)")
     if s.axes is not None and (s.axes.mix_ratio is not None or s.axes.data_fraction != [1.0]):
-        problems.append("continual: trials take their data from the tasks; remove grid.data_fraction and grid.mix_ratio")
+        problems.append(
+            "continual: trials take their data from the tasks; remove grid.data_fraction and grid.mix_ratio"
+        )
     if s.train is not None and s.train.mix:
         problems.append("continual: trials take their data from the tasks; remove train.mix")
     if s.train is not None and (s.train.deepspeed.config is not None or s.train.deepspeed.zero_stage == 3):

@@ -28,26 +28,37 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from jobs.finetune.config import EVAL_MODES, TrialConfig, name_problem
+from recipes.common.storage import S3_PREFIX
 from recipes.data.continual import named_tasks
 from recipes.methods import METHODS
 from recipes.parts import UnknownPartError, split_parts
 from recipes.schedules import SCHEDULES
-from recipes.storage import S3_PREFIX
 
-TRIAL_DEFAULTS: dict[str, Any] = {name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()}
+TRIAL_DEFAULTS: dict[str, Any] = {
+    name: info.default for name, info in TrialConfig.model_fields.items() if not info.is_required()
+}
 """``TrialConfig``'s defaults: the grid's defaults wherever the two share a setting."""
+
+
+def trial_field(setting: str, default: Any = ..., note: str = "") -> Any:
+    """A grid field that sets the trial setting ``setting``: its default (unless given) and its
+    documentation are the setting's own in ``TrialConfig``, written there once; ``note`` adds what
+    only the grid does."""
+    description = TrialConfig.model_fields[setting].description or ""
+    return Field(TRIAL_DEFAULTS[setting] if default is ... else default, description=f"{description} {note}".strip())
+
 
 AXIS_KEYS = ("parts", "method", "lr", "data_fraction", "mix_ratio", "seed")
 """The axes of a grid, in the order trials are listed (seeds, the repeats, innermost)."""
 
 MICRO_BATCH_CAP = 8
 """Largest default micro-batch: questions per worker per forward pass when none is given."""
-
 
 
 def problem(message: str) -> PydanticCustomError:
@@ -218,68 +229,62 @@ class MixItem(Section):
 
 
 class TrainSettings(Section):
-    """How every trial trains (include cells may override the per-trial numbers)."""
+    """How every trial trains (include cells may override the per-trial numbers, ``TRAIN_NUMBERS``)."""
 
-    dataset: Text = TRIAL_DEFAULTS["dataset"]
-    """Target dataset: registered name (toy world) or MCQ parquet/jsonl path (relative to the working dir)."""
-    steps: PositiveInteger = TRIAL_DEFAULTS["steps"]
-    """Optimizer steps per trial."""
-    batch_size: PositiveInteger = TRIAL_DEFAULTS["batch_size"]
-    """Global batch: questions per optimizer step over all workers."""
-    micro_batch_size: PositiveInteger | None = None
-    """Questions per worker per forward pass; default: the per-worker batch, capped at 8 and dividing it."""
-    warmup_ratio: Share = TRIAL_DEFAULTS["warmup_ratio"]
-    """Share of steps with linear warm-up, in [0, 1)."""
-    schedule: Schedule = TRIAL_DEFAULTS["schedule"]
-    """Decay after warm-up: cosine, linear or constant."""
-    weight_decay: NonNegativeNumber = TRIAL_DEFAULTS["weight_decay"]
-    """AdamW weight decay."""
-    max_grad_norm: NonNegativeNumber = TRIAL_DEFAULTS["max_grad_norm"]
-    """Gradient clipping norm (0 disables clipping)."""
-    eval_every: PositiveInteger = TRIAL_DEFAULTS["eval_every"]
-    """Steps between checkpoint evaluations (step 0 and the last step are always evaluated)."""
+    dataset: Text = trial_field("dataset", note="Relative paths are relative to the working directory.")
+    steps: PositiveInteger = trial_field("steps")
+    batch_size: PositiveInteger = trial_field("batch_size")
+    micro_batch_size: PositiveInteger | None = trial_field(
+        "micro_batch_size",
+        default=None,
+        note=f"Default: the per-worker batch, capped at {MICRO_BATCH_CAP} and dividing it.",
+    )
+    warmup_ratio: Share = trial_field("warmup_ratio")
+    schedule: Schedule = trial_field("schedule")
+    weight_decay: NonNegativeNumber = trial_field("weight_decay")
+    max_grad_norm: NonNegativeNumber = trial_field("max_grad_norm")
+    eval_every: PositiveInteger = trial_field("eval_every")
     deepspeed: DeepSpeedSettings = DeepSpeedSettings()
     """``{zero_stage: N}`` or the path of a DeepSpeed JSON."""
     mix: list[MixItem] = []
     """Datasets mixed into the training data: ``[{dataset, ratio}]``; the target gets 1 - sum of ratios."""
-    keep_last: PositiveInteger = TRIAL_DEFAULTS["keep_last"]
-    """Checkpoints kept per trial (the newest)."""
-    log_every: PositiveInteger = TRIAL_DEFAULTS["log_every"]
-    """Steps between logged training metrics (evaluation steps always log them)."""
+    keep_last: PositiveInteger = trial_field("keep_last")
+    log_every: PositiveInteger = trial_field("log_every")
 
 
-class TrainOverrides(Section):
-    """Training numbers one include cell sets for itself (the rest come from ``train``)."""
+TRAIN_NUMBERS = (
+    "steps",
+    "batch_size",
+    "micro_batch_size",
+    "warmup_ratio",
+    "schedule",
+    "weight_decay",
+    "max_grad_norm",
+    "eval_every",
+)
+"""The training numbers one include cell may set for itself (``TrainOverrides``)."""
 
-    steps: PositiveInteger | None = None
-    """Overrides ``train.steps``."""
-    batch_size: PositiveInteger | None = None
-    """Overrides ``train.batch_size``."""
-    micro_batch_size: PositiveInteger | None = None
-    """Overrides ``train.micro_batch_size``."""
-    warmup_ratio: Share | None = None
-    """Overrides ``train.warmup_ratio``."""
-    schedule: Schedule | None = None
-    """Overrides ``train.schedule``."""
-    weight_decay: NonNegativeNumber | None = None
-    """Overrides ``train.weight_decay``."""
-    max_grad_norm: NonNegativeNumber | None = None
-    """Overrides ``train.max_grad_norm``."""
-    eval_every: PositiveInteger | None = None
-    """Overrides ``train.eval_every``."""
+TrainOverrides = create_model(
+    "TrainOverrides",
+    __base__=Section,
+    __doc__="Training numbers one include cell sets for itself (the rest come from ``train``).",
+    **{
+        name: (
+            TrainSettings.model_fields[name].rebuild_annotation() | None,
+            Field(None, description=f"Overrides ``train.{name}``: {TrainSettings.model_fields[name].description}"),
+        )
+        for name in TRAIN_NUMBERS
+    },
+)
 
 
 class EvalSettings(Section):
     """How checkpoints are evaluated on the 2x2 suite."""
 
-    mode: EvalMode = TRIAL_DEFAULTS["eval_mode"]
-    """``logits`` (one forward pass, option-letter scoring) or ``generate`` (+ answer matchers)."""
-    suite: Text = TRIAL_DEFAULTS["eval_suite"]
-    """Named suite (``toy``) or suite YAML path."""
-    batch_size: PositiveInteger = TRIAL_DEFAULTS["eval_batch_size"]
-    """Questions per evaluation batch."""
-    max_new_tokens: PositiveInteger = TRIAL_DEFAULTS["max_new_tokens"]
-    """Generation budget in generate mode."""
+    mode: EvalMode = trial_field("eval_mode")
+    suite: Text = trial_field("eval_suite")
+    batch_size: PositiveInteger = trial_field("eval_batch_size")
+    max_new_tokens: PositiveInteger = trial_field("max_new_tokens")
     interpolate: list[Annotated[Number, Ge(0), Le(1)]] = []
     """WiSE-FT: blends of zero-shot and final weights of the tuned parts evaluated at the last checkpoint
     (0 = zero-shot, 1 = fine-tuned), logged as ``wiseft/<alpha>/...`` metrics of the trial."""
@@ -305,12 +310,9 @@ class Axes(Section):
 class LoraSettings(Section):
     """LoRA's settings for every method lora cell."""
 
-    r: PositiveInteger = TRIAL_DEFAULTS["lora_r"]
-    """Rank."""
-    alpha: PositiveNumber = TRIAL_DEFAULTS["lora_alpha"]
-    """Scaling numerator (updates are scaled by alpha / r)."""
-    dropout: Share = TRIAL_DEFAULTS["lora_dropout"]
-    """Dropout on the LoRA branch input, in [0, 1)."""
+    r: PositiveInteger = trial_field("lora_r")
+    alpha: PositiveNumber = trial_field("lora_alpha")
+    dropout: Share = trial_field("lora_dropout")
     lr: LrAxis | None = None
     """LoRA's own learning-rate axis, used instead of ``grid.lr`` for method lora cells."""
 
@@ -419,7 +421,7 @@ class ContinualSettings(Section):
     """inclora (a LoRA per task, merged after it) and/or seqfull (full tuning across tasks); sets ``grid.method``."""
 
     @model_validator(mode="after")
-    def _one_epoch_count_per_task(self) -> "ContinualSettings":
+    def _one_epoch_count_per_task(self) -> ContinualSettings:
         if self.epochs is not None and len(self.epochs) != len(self.tasks):
             raise problem(f"epochs needs one value per task ({len(self.tasks)}), got {len(self.epochs)}")
         return self
@@ -442,23 +444,18 @@ class ContinualSettings(Section):
 class Resources(Section):
     """What one trial runs on."""
 
-    workers_per_trial: PositiveInteger = TRIAL_DEFAULTS["workers"]
-    """Ray Train workers (data-parallel ranks) per trial."""
-    gpus_per_worker: NonNegativeNumber = TRIAL_DEFAULTS["gpus_per_worker"]
-    """GPUs per worker; 0 = CPU workers (gloo)."""
-    cpus_per_worker: PositiveNumber = TRIAL_DEFAULTS["cpus_per_worker"]
-    """CPUs per worker."""
+    workers_per_trial: PositiveInteger = trial_field("workers")
+    gpus_per_worker: NonNegativeNumber = trial_field("gpus_per_worker")
+    cpus_per_worker: PositiveNumber = trial_field("cpus_per_worker")
     max_concurrent_trials: PositiveInteger | None = None
     """Upper bound on trials running at once (default: as many as the cluster's resources fit)."""
-    max_failures: NonNegativeInteger = TRIAL_DEFAULTS["max_failures"]
-    """Times Ray Train may restart a trial's workers from its last checkpoint before the trial fails."""
+    max_failures: NonNegativeInteger = trial_field("max_failures")
 
 
 class Tracking(Section):
     """Where trials log."""
 
-    uri: Text = TRIAL_DEFAULTS["tracking_uri"]
-    """MLflow tracking URI (a relative sqlite path is relative to the working dir)."""
+    uri: Text = trial_field("tracking_uri", note="A relative sqlite path is relative to the working directory.")
 
 
 class EarlyStop(Section):
@@ -488,7 +485,7 @@ class Range(Section):
     """Upper end (included); greater than ``low``."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.high <= self.low:
             raise problem(f"high ({self.high:g}) must be greater than low ({self.low:g})")
         return self
@@ -524,7 +521,7 @@ class OptunaSpace(Section):
 
 
 class SearchSettings(Section):
-    """How the sweep explores its recipes: every cell once (``grid``), ASHA or Optuna (README: "Searches")."""
+    """How the sweep explores its recipes: every cell once (``grid``), ASHA or Optuna (docs/grid-reference.md, "Search")."""
 
     method: Annotated[Text, one_of(*SEARCH_METHODS)] = "grid"
     """``grid`` (every cell), ``asha`` (every cell, unpromising ones stopped at rungs) or ``optuna``."""

@@ -30,15 +30,16 @@ from collections.abc import Mapping, Sequence
 import ray
 import torch
 
+from contract.exits import EXIT_BAD_INPUT
 from contract.layout import format_lr, format_share
 from jobs.finetune.config import TrialConfig
-from jobs.reachability import preflight_problem
 from orchestrator.capacity import DEFAULT_MAX_TRIALS, capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import Grid
-from recipes.redaction import redact, redact_uri
-from recipes.text_table import text_table
+from recipes.common.reachability import preflight_problem
+from recipes.common.redaction import redact, redact_uri
+from recipes.common.text_table import text_table
 
 PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
 """Texts of the problems that only say a file is missing on this machine."""
@@ -82,8 +83,13 @@ def cluster_resources() -> dict[str, float]:
 
 def add_max_trials_flag(parser: argparse.ArgumentParser) -> None:
     """``--max-trials N``: the most trials a grid may expand to."""
-    parser.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS, metavar="N",
-                        help=f"refuse grids that expand to more than N trials (default {DEFAULT_MAX_TRIALS})")
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=DEFAULT_MAX_TRIALS,
+        metavar="N",
+        help=f"refuse grids that expand to more than N trials (default {DEFAULT_MAX_TRIALS})",
+    )
 
 
 def cluster_problems(grid: Grid, *, check_local: bool = True, tracking: bool = False) -> list[str]:
@@ -149,8 +155,10 @@ def search_line(grid: Grid) -> str:
     if search.method == "asha":
         threshold = search.max_ood_drop_pp if search.max_ood_drop_pp is not None else grid.max_ood_drop_pp
         stop = f"; a trial past {threshold:g} pp of OOD drop stops at its rung" if threshold is not None else ""
-        return (f"search asha: rungs from step {search.grace_steps or grid.train.eval_every}, the best "
-                f"1/{search.reduction_factor:g} by ID gain go on{stop}")
+        return (
+            f"search asha: rungs from step {search.grace_steps or grid.train.eval_every}, the best "
+            f"1/{search.reduction_factor:g} by ID gain go on{stop}"
+        )
     if search.method == "optuna":
         return f"search optuna: {search.num_samples} trials sampled over search.space (the grid's cells below)"
     return "search grid: every trial below"
@@ -200,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact(str(error))}", file=sys.stderr)
         if not args.no_check_paths and any(text in problem for problem in error.problems for text in PATH_PROBLEMS):
             print("(a grid for another machine? --no-check-paths checks everything but its files)", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     problems = cluster_problems(grid, check_local=not args.no_check_paths)
     if problems:
         print(f"error: {grid.source}:\n" + "\n".join(f"  {text}" for text in problems), file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(render_plan(grid, expand_trials(grid), cluster_resources()))
     return 0
 

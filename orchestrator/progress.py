@@ -2,15 +2,20 @@
 
 ``SweepProgress`` is a Ray Tune callback: every checkpoint evaluation a trial reports becomes
 one line (trials running / finished, the trial's ID accuracy and worst OOD change, the best ID
-gain and the worst OOD drop of the sweep so far). ``summary_table`` reads the finished runs
-back from MLflow, so trials skipped because they finished earlier are in it too:
+gain and the worst OOD drop of the sweep so far). After each trial's end a line gives the trials
+running and left and, from the first finished trial on, the time left (``orchestrator.eta``).
+The running trials' steps, which they report every ``log_every`` steps, are one status line
+redrawn in place on a terminal, and elsewhere (CI, ``ray job submit`` logs) a plain line at most
+every ``PLAIN_EVERY_S`` seconds. ``summary_table`` reads the finished runs back from MLflow, so
+trials skipped because they finished earlier are in it too:
 
-    tuner = tune.Tuner(..., run_config=tune.RunConfig(callbacks=[SweepProgress(total=6)]))
+    tuner = tune.Tuner(..., run_config=tune.RunConfig(callbacks=[SweepProgress(total=6, concurrency=2)]))
     print(summary_table(rows))
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,8 +24,10 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, accuracy_metric, delta_metric
-from recipes.redaction import redact
-from recipes.text_table import text_table
+from contract.reports import STEP, TOTAL_STEPS, TRIAL_NAME
+from orchestrator.eta import duration_text, estimate_seconds_left
+from recipes.common.redaction import redact
+from recipes.common.text_table import text_table
 
 
 def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
@@ -29,10 +36,18 @@ def worst_ood(metrics: dict[str, Any]) -> tuple[str, float] | None:
     return min(deltas, key=lambda item: item[1]) if deltas else None
 
 
-class SweepProgress(Callback):
-    """Prints one line per trial evaluation and per trial end."""
+PLAIN_EVERY_S = 30.0
+"""Least seconds between two lines of the running trials' steps when output is not a terminal."""
+SHOWN_TRIALS = 4
+"""Running trials a steps line names; it counts the others."""
+CLEAR_LINE = "\r\x1b[K"
+"""Back to the start of the terminal's line and clear it (under the redrawn status line)."""
 
-    def __init__(self, total: int, already_done: int = 0, stream: TextIO | None = None) -> None:
+
+class SweepProgress(Callback):
+    """Prints one line per trial start, evaluation and end, the time left, and the running trials' steps."""
+
+    def __init__(self, total: int, already_done: int = 0, concurrency: int = 1, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = already_done
         self.failed = 0
@@ -41,20 +56,93 @@ class SweepProgress(Callback):
         self.stream = stream
         """Where lines go (None: this process's current stdout; Tune pickles the callback, a stream it cannot)."""
         self.started = time.monotonic()
+        self.concurrency = concurrency
+        """How many trials run at once."""
+        self.running: dict[str, float] = {}
+        """Trial id -> when the trial started (``time.monotonic``)."""
+        self.steps: dict[str, tuple[str, int, int]] = {}
+        """Trial id -> (name, step reached, steps in all) of a running trial that reports its steps."""
+        self.wall_times: list[float] = []
+        """Seconds each trial that ended in this run took (failed ones left out)."""
+        self.last_steps_line: float | None = None
+        self.status_drawn = False
+        """Whether the terminal's last line is the redrawn status line."""
 
     def _name(self, trial, result: dict | None = None) -> str:
         """The trial's name: from its grid cell, or (a sampled trial) from its reports."""
         reported = result or trial.last_result or {}
-        return trial.config.get("cell", {}).get("name") or reported.get("trial_name", trial.trial_id)
+        return trial.config.get("cell", {}).get("name") or reported.get(TRIAL_NAME, trial.trial_id)
+
+    def _out(self) -> TextIO:
+        return self.stream or sys.stdout
+
+    def _line(self, text: str) -> str:
+        elapsed = time.monotonic() - self.started
+        return f"[{elapsed:6.0f}s {self.done}/{self.total} done] {redact(text)}"
 
     def _print(self, text: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.0f}s {self.done}/{self.total} done] {redact(text)}", file=self.stream or sys.stdout, flush=True)
+        redraw = self.status_drawn
+        if redraw:
+            self._out().write(CLEAR_LINE)
+            self.status_drawn = False
+        print(self._line(text), file=self._out(), flush=True)
+        if redraw and self.steps:
+            self._draw_status()
+
+    def left(self) -> int:
+        """Trials not started yet."""
+        return max(0, self.total - self.done - len(self.running))
+
+    def eta_text(self) -> str:
+        """ "2 running, 3 left", and ", ETA 4m10s" once a trial has ended."""
+        text = f"{len(self.running)} running, {self.left()} left"
+        eta = estimate_seconds_left(
+            self.wall_times, list(self.running.values()), time.monotonic(), self.concurrency, self.left()
+        )
+        return text if eta is None else f"{text}, ETA {duration_text(eta)}"
+
+    def steps_text(self) -> str:
+        """The running trials' steps: "llm-full-lr1e-05 40/100, projector-full-lr1e-05 20/100"."""
+        named = [f"{name} {step}/{total}" for name, step, total in self.steps.values()]
+        more = f", +{len(named) - SHOWN_TRIALS} more" if len(named) > SHOWN_TRIALS else ""
+        return ", ".join(named[:SHOWN_TRIALS]) + more
+
+    def _draw_status(self) -> None:
+        width = shutil.get_terminal_size().columns - 1
+        self._out().write(CLEAR_LINE + self._line(f"{self.steps_text()} | {self.eta_text()}")[:width])
+        self._out().flush()
+        self.status_drawn = True
+
+    def _show_steps(self) -> None:
+        """Redrawn in place on a terminal; elsewhere a plain line at most every ``PLAIN_EVERY_S`` seconds."""
+        isatty = getattr(self._out(), "isatty", None)
+        if isatty and isatty():
+            self._draw_status()
+            return
+        now = time.monotonic()
+        if self.last_steps_line is None or now - self.last_steps_line >= PLAIN_EVERY_S:
+            self.last_steps_line = now
+            self._print(f"{self.steps_text()} | {self.eta_text()}")
+
+    def _ended(self, trial, failed: bool) -> None:
+        started = self.running.pop(trial.trial_id, None)
+        self.steps.pop(trial.trial_id, None)
+        if started is not None and not failed:
+            self.wall_times.append(time.monotonic() - started)
+        self.done += 1
+        self.failed += failed
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running[trial.trial_id] = time.monotonic()
         self._print(f"{self._name(trial)}: started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        known = self.steps.get(trial.trial_id)
+        if STEP in result and trial.trial_id in self.running and (TOTAL_STEPS in result or known):
+            total = result.get(TOTAL_STEPS) or known[2]  # trials that report no steps (continual ones) stay out
+            self.steps[trial.trial_id] = (self._name(trial, result), int(result[STEP]), total)
+        if TOTAL_STEPS in result:  # a step-progress report between evaluations
+            self._show_steps()
         if accuracy_metric(TARGET_QUADRANT) not in result:
             return
         name = self._name(trial, result)
@@ -69,18 +157,27 @@ class SweepProgress(Callback):
         if self.best_id_gain and self.worst_ood_drop:
             sweep_text = f" | sweep: best ID gain {self.best_id_gain[1]:+.1f}, worst OOD {self.worst_ood_drop[1]:+.1f}"
         self._print(
-            f"{name} step {int(result.get('step', 0))}: ID {result[accuracy_metric(TARGET_QUADRANT)]:.1f}% ({gain:+.1f} pp), "
+            f"{name} step {int(result.get(STEP, 0))}: ID {result[accuracy_metric(TARGET_QUADRANT)]:.1f}% ({gain:+.1f} pp), "
             f"{worst_text}{sweep_text}"
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.done += 1
+        self._ended(trial, failed=False)
         self._print(f"{self._name(trial)}: done")
+        if self.running or self.left():
+            self._print(self.eta_text())
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.done += 1
-        self.failed += 1
+        self._ended(trial, failed=True)
         self._print(f"{self._name(trial)}: FAILED (see the Ray logs; rerun the sweep to resume it)")
+        if self.running or self.left():
+            self._print(self.eta_text())
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.status_drawn:  # the summary table starts on a clean line
+            self._out().write(CLEAR_LINE)
+            self._out().flush()
+            self.status_drawn = False
 
 
 @dataclass

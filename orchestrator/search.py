@@ -30,26 +30,37 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from analysis.mlflow_reader import all_runs
 from contract.layout import (
     FULL_GRID_STEPS_TAG,
+    KIND_TAG,
+    PARAM_DATA_FRACTION,
+    PARAM_LORA_R,
+    PARAM_LR,
+    PARAM_METHOD,
+    PARAM_MIX_RATIO,
+    PARAM_PARTS,
+    PARENT_TAG,
     SEARCH_ID_GAIN,
     SEARCH_PARAMS_TAG,
     SEARCH_TAG,
     SEARCH_WORST_OOD_DROP,
     STATUS_TAG,
     TARGET_QUADRANT,
+    TRIAL_KIND,
     delta_metric,
 )
+from contract.reports import EARLY_STOPPED, STEP, TOTAL_STEPS, TRIAL_NAME, TRIAL_STATUS
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker
 from jobs.search_decisions import close_board, open_board, post_decision
 from jobs.trial import run_trial
 from orchestrator.expand import expand_trials, trial_config
 from orchestrator.grid_schema import Grid, Range
+from orchestrator.mlflow_bookkeeping import DONE_STATUSES, TrialPlan, plan_children
 from orchestrator.progress import worst_ood
-from orchestrator.runs import DONE_STATUSES, TrialPlan, plan_children
-from recipes.storage import arrow_filesystem
-from recipes.redaction import redact
+from recipes.common.redaction import redact
+from recipes.common.storage import arrow_filesystem
 
 ID_GAIN, WORST_OOD_DROP = SEARCH_ID_GAIN, SEARCH_WORST_OOD_DROP
 OBJECTIVES = {ID_GAIN: "max", WORST_OOD_DROP: "min"}
@@ -68,14 +79,29 @@ def search_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 class SearchReportCallback(TuneReportCallback):
-    """Forwards a trial's reports to Tune with ``search_metrics`` (read by ASHA and Optuna) and its name."""
+    """Forwards a trial's reports to Tune with ``search_metrics`` (read by ASHA and Optuna) and its name.
+
+    Tune wants a search's metrics in every result, so a step-progress report (``TOTAL_STEPS``, no
+    metrics) carries those of the trial's latest evaluation; one before the trial's first evaluation
+    in this run (the first steps of a resumed trial) is not forwarded.
+    """
 
     def __init__(self, trial_name: str) -> None:
         super().__init__()
         self.trial_name = trial_name
+        self.latest: dict[str, float] | None = None
+        """``search_metrics`` of the trial's latest evaluation in this run."""
 
     def after_report(self, run_context, metrics, checkpoint):
-        first = {**metrics[0], **search_metrics(metrics[0]), "trial_name": self.trial_name} if metrics else {}
+        reported = dict(metrics[0]) if metrics else {}
+        found = search_metrics(reported)
+        if TOTAL_STEPS in reported:
+            if self.latest is None:
+                return
+            found = self.latest
+        elif found:
+            self.latest = found
+        first = {**reported, **found, TRIAL_NAME: self.trial_name} if metrics else {}
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
@@ -90,13 +116,14 @@ def run_search_trial(config: dict, grid: Grid, parent_run_id: str) -> None:
     else:
         trial, done = sampled_trial(grid, config, parent_run_id)
         if done is not None:  # the sampler proposed a trial this sweep already ran
-            tune.report({"trial_status": done[1], "trial_name": trial.name,
-                         **stored_search_metrics(trial.tracking_uri, done[0])})
+            tune.report(
+                {TRIAL_STATUS: done[1], TRIAL_NAME: trial.name, **stored_search_metrics(trial.tracking_uri, done[0])}
+            )
             return
     outcome = run_trial(trial, callbacks=[SearchReportCallback(trial.name)])
     if outcome.status == "failed":
         raise RuntimeError(redact(f"trial {trial.name} failed: {outcome.error}"))
-    tune.report({"trial_status": outcome.status, "trial_name": trial.name, **search_metrics(outcome.metrics)})
+    tune.report({TRIAL_STATUS: outcome.status, TRIAL_NAME: trial.name, **search_metrics(outcome.metrics)})
 
 
 def stored_search_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
@@ -109,12 +136,12 @@ def stored_search_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
 
 def sampled_cell(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
     """The grid cell of values Optuna proposed (axes it does not sample take the grid's first value)."""
-    mix_ratio = params.get("mix_ratio", (grid.axes.mix_ratio or [None])[0])
+    mix_ratio = params.get(PARAM_MIX_RATIO, (grid.axes.mix_ratio or [None])[0])
     return {
-        "parts": params["parts"],
-        "method": params["method"],
-        "lr": float(params["lr"]),
-        "data_fraction": float(params.get("data_fraction", grid.axes.data_fraction[0])),
+        "parts": params[PARAM_PARTS],
+        "method": params[PARAM_METHOD],
+        "lr": float(params[PARAM_LR]),
+        "data_fraction": float(params.get(PARAM_DATA_FRACTION, grid.axes.data_fraction[0])),
         "mix_ratio": None if mix_ratio is None else float(mix_ratio),
         "seed": grid.axes.seed[0],
     }
@@ -123,8 +150,8 @@ def sampled_cell(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
 def sampled_trial_config(grid: Grid, params: dict[str, Any]) -> TrialConfig:
     """The ``TrialConfig`` of values Optuna proposed (LoRA rank from ``lora_r`` for method lora)."""
     trial = trial_config(grid, sampled_cell(grid, params))
-    if trial.method == "lora" and "lora_r" in params:
-        trial = trial.changed(lora_r=int(params["lora_r"]))
+    if trial.method == "lora" and PARAM_LORA_R in params:
+        trial = trial.changed(lora_r=int(params[PARAM_LORA_R]))
     return trial
 
 
@@ -147,22 +174,23 @@ def _domain(values: list | Range, log: bool = False):
 
 
 def optuna_space(grid: Grid) -> dict[str, Any]:
-    """The Tune search space of ``search.space``, each axis defaulting to the grid's own values."""
+    """The Tune search space of ``search.space``, each axis defaulting to the grid's own values; its
+    keys are the params the sampled trial's run will carry (``contract.layout``)."""
     space, axes = grid.search.space, grid.axes
     lrs = axes.lr + (grid.methods.lora.lr or [])
     lr = space.lr or Range(low=min(lrs), high=max(lrs) * (1 + 1e-9))
     methods = space.method or axes.method
     result = {
-        "parts": _domain(space.parts or axes.parts),
-        "method": _domain(methods),
-        "lr": _domain(lr, log=True),
-        "data_fraction": _domain(space.data_fraction or axes.data_fraction),
+        PARAM_PARTS: _domain(space.parts or axes.parts),
+        PARAM_METHOD: _domain(methods),
+        PARAM_LR: _domain(lr, log=True),
+        PARAM_DATA_FRACTION: _domain(space.data_fraction or axes.data_fraction),
     }
     mix_ratio = space.mix_ratio or axes.mix_ratio
     if mix_ratio is not None:
-        result["mix_ratio"] = _domain(mix_ratio)
+        result[PARAM_MIX_RATIO] = _domain(mix_ratio)
     if "lora" in methods:
-        result["lora_r"] = _domain(space.lora_r or [grid.methods.lora.r])
+        result[PARAM_LORA_R] = _domain(space.lora_r or [grid.methods.lora.r])
     return result
 
 
@@ -172,16 +200,20 @@ def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`forgetless.kind` = 'trial'",
-        max_results=10_000,
+    return list(
+        all_runs(
+            client,
+            found.experiment_id,
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}'",
+        )
     )
 
 
 def sampled_runs(grid: Grid, parent_run_id: str) -> list[tuple[dict, Any]]:
     """(proposed values, run) of the Optuna trials this sweep has started, oldest first."""
-    runs = [run for run in child_runs(grid.tracking_uri, grid.name, parent_run_id) if SEARCH_PARAMS_TAG in run.data.tags]
+    runs = [
+        run for run in child_runs(grid.tracking_uri, grid.name, parent_run_id) if SEARCH_PARAMS_TAG in run.data.tags
+    ]
     runs.sort(key=lambda run: run.info.start_time)
     return [(json.loads(run.data.tags[SEARCH_PARAMS_TAG]), run) for run in runs]
 
@@ -198,8 +230,11 @@ def resumed_study(grid: Grid, space: dict[str, Any], parent_run_id: str):
         status = run.data.tags.get(STATUS_TAG)
         values = search_metrics(run.data.metrics)
         if status in DONE_STATUSES and values:
-            study.add_trial(optuna.trial.create_trial(
-                params=params, distributions=distributions, values=[values[ID_GAIN], values[WORST_OOD_DROP]]))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params, distributions=distributions, values=[values[ID_GAIN], values[WORST_OOD_DROP]]
+                )
+            )
         elif status != "failed":
             study.enqueue_trial(params)
     return storage
@@ -222,11 +257,15 @@ def optuna_setup(grid: Grid, parent_run_id: str, remaining: int, concurrency: in
     storage = resumed_study(grid, space, parent_run_id)
     told = len(storage.get_all_trials(storage.get_study_id_from_name(STUDY_NAME)))
     searcher = OptunaSearch(  # a resumed search seeds its sampler past the trials it already has
-        metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=grid.search.seed + told,
-        storage=storage, study_name=STUDY_NAME,
+        metric=list(OBJECTIVES),
+        mode=list(OBJECTIVES.values()),
+        seed=grid.search.seed + told,
+        storage=storage,
+        study_name=STUDY_NAME,
     )
-    return space, tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=concurrency,
-                                  reuse_actors=False)
+    return space, tune.TuneConfig(
+        search_alg=searcher, num_samples=remaining, max_concurrent_trials=concurrency, reuse_actors=False
+    )
 
 
 # -- ASHA -----------------------------------------------------------------------------------------
@@ -251,11 +290,13 @@ class ForgettingAwareASHA(ASHAScheduler):
 
     def decide(self, tune_controller, trial, result: dict) -> str:
         """ASHA's decision on one reported evaluation (STOP or CONTINUE); a stop is recorded in MLflow."""
-        step = result.get("step")
-        if step is None or ID_GAIN not in result or result.get("early_stopped"):
-            return self.CONTINUE
+        step = result.get(STEP)
+        if step is None or TOTAL_STEPS in result or ID_GAIN not in result or result.get(EARLY_STOPPED):
+            return self.CONTINUE  # only evaluations are decided on, not step-progress reports
         forgot = self.threshold is not None and result[WORST_OOD_DROP] > self.threshold
-        action = super().on_trial_result(tune_controller, trial, {**result, ID_GAIN: FORGOT_SCORE} if forgot else result)
+        action = super().on_trial_result(
+            tune_controller, trial, {**result, ID_GAIN: FORGOT_SCORE} if forgot else result
+        )
         if step >= self.last_step:
             return self.CONTINUE
         if forgot and step >= self.first_rung:
@@ -266,8 +307,8 @@ class ForgettingAwareASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = self.decide(tune_controller, trial, result)
-        step = result.get("step")
-        if not step or result.get("early_stopped") or "cell" not in trial.config:
+        step = result.get(STEP)
+        if not step or TOTAL_STEPS in result or result.get(EARLY_STOPPED) or "cell" not in trial.config:
             return action
         searched = TrialConfig.from_dict(trial.config["cell"]["trial"])
         posted = post_decision(searched.sweep, searched.trial_id, int(step), action == self.STOP)
@@ -279,8 +320,13 @@ def make_asha(grid: Grid) -> ForgettingAwareASHA:
     settings = grid.search
     threshold = settings.max_ood_drop_pp if settings.max_ood_drop_pp is not None else grid.max_ood_drop_pp
     return ForgettingAwareASHA(
-        threshold, time_attr="step", metric=ID_GAIN, mode="max", max_t=grid.train.steps,
-        grace_period=settings.grace_steps or grid.train.eval_every, reduction_factor=settings.reduction_factor,
+        threshold,
+        time_attr=STEP,
+        metric=ID_GAIN,
+        mode="max",
+        max_t=grid.train.steps,
+        grace_period=settings.grace_steps or grid.train.eval_every,
+        reduction_factor=settings.reduction_factor,
         stop_last_trials=False,
     )
 
@@ -288,7 +334,7 @@ def make_asha(grid: Grid) -> ForgettingAwareASHA:
 def record_search_stop(config: dict, result: dict, forgot: bool, threshold: float | None) -> None:
     """Tag the MLflow run of a trial the search stopped: ``early_stopped`` with the reason."""
     trial = TrialConfig.from_dict(config["cell"]["trial"])
-    step = int(result["step"])
+    step = int(result[STEP])
     if forgot:
         reason = f"ASHA at step {step}: worst OOD drop {result[WORST_OOD_DROP]:.1f} pp beyond {threshold:g} pp"
     else:
@@ -330,8 +376,9 @@ def tag_parent_run(grid: Grid, trials: list[TrialConfig], parent_run_id: str) ->
     MlflowClient(tracking_uri=grid.tracking_uri).log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-def run_search(grid: Grid, plan: TrialPlan, concurrency: int, parent_run_id: str, callbacks: list,
-               driver_resources: dict) -> int:
+def run_search(
+    grid: Grid, plan: TrialPlan, concurrency: int, parent_run_id: str, callbacks: list, driver_resources: dict
+) -> int:
     """Run the search's pending trials with Ray Tune; returns how many failed."""
     filesystem, root = arrow_filesystem(grid.storage_uri)
     if grid.search.method == "optuna":
@@ -347,8 +394,11 @@ def run_search(grid: Grid, plan: TrialPlan, concurrency: int, parent_run_id: str
         param_space=param_space,
         tune_config=tune_config,
         run_config=tune.RunConfig(
-            name="tune", storage_path=f"{root}/{grid.name}", storage_filesystem=filesystem,
-            callbacks=callbacks, verbose=0,
+            name="tune",
+            storage_path=f"{root}/{grid.name}",
+            storage_filesystem=filesystem,
+            callbacks=callbacks,
+            verbose=0,
         ),
     )
     board = open_board(grid.name) if grid.search.method == "asha" else None

@@ -31,27 +31,34 @@ from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
 from analysis.report import write_report as write_analysis_report
+from contract.defaults import DEFAULT_REPORTS_DIR
+from contract.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
 from jobs.finetune.config import TrialConfig
 from jobs.trial import find_trial_run
-from orchestrator.expand import expand_trials
-from jobs.reachability import preflight_problem
 from orchestrator.capacity import capacity_problems, node_shapes
+from orchestrator.expand import expand_trials
 from orchestrator.grid import Grid, GridError, load_grid
-from orchestrator.plan import add_max_trials_flag, cluster_problems, cluster_resources, max_concurrent_trials, render_plan
+from orchestrator.mlflow_bookkeeping import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
+from orchestrator.plan import (
+    add_max_trials_flag,
+    cluster_problems,
+    cluster_resources,
+    max_concurrent_trials,
+    render_plan,
+)
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
-from orchestrator.runs import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
+from recipes.common.reachability import preflight_problem
+from recipes.common.redaction import install_log_redaction, redact, redact_uri
 from recipes.data.continual import load_train_table
-from recipes.data.readers import read_mcq_sample
+from recipes.data.readers import read_records_sample
 from recipes.data.registry import resolve_dataset
-from recipes.data.schema import MCQFormatError, image_count_problem
+from recipes.data.schema import RecordFormatError, image_count_problem
 from recipes.data.suites import SuiteError, load_suite
 from recipes.models import resolve_model_dir
 from recipes.models.catalog import model_family
-from recipes.redaction import install_log_redaction, redact, redact_uri
 
-EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 1, 2, 130
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
 """What a Tune trial itself holds: no CPU (its Ray Train workers ask for theirs), a little memory,
 and a place on the head node. The trial driver and the Ray Train controller it starts (which Ray
@@ -63,14 +70,15 @@ survives. ``node:__internal_head__`` is the resource Ray gives the head node alo
 def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
     """Validate every dataset the trials use before any compute: its schema and a sample of its rows.
 
-    A parquet file's sample is a few of its row groups (``readers.read_mcq_sample``), so the check
+    A parquet file's sample is a few of its row groups (``readers.read_records_sample``), so the check
     stays cheap at ImageNet scale and on object storage; ``every_row`` reads and checks every row.
 
-    Raises MCQFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows,
+    Raises RecordFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows,
     also for a row with more images than the family of a trial's model takes (LLaVA-1.5: one).
     """
+
     def checked(dataset: str) -> pa.Table:
-        return read_mcq_sample(resolve_dataset(dataset), every_row=every_row)
+        return read_records_sample(resolve_dataset(dataset), every_row=every_row)
 
     used: dict[str, list[tuple[str, pa.Table]]] = {}  # model -> (file, table) of every dataset it sees
     for trial in trials:
@@ -99,7 +107,7 @@ def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
         for path, table in tables:
             problem = image_count_problem(table, family.max_images_per_row)
             if problem:
-                raise MCQFormatError(path, problem=f"{problem}, but model {model!r} ({family.name}) takes at most "
+                raise RecordFormatError(path, problem=f"{problem}, but model {model!r} ({family.name}) takes at most "
                                                    f"{family.max_images_per_row} per row")  # fmt: skip
 
 
@@ -135,7 +143,7 @@ def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRo
 
 def write_report(grid: Grid, parent_run_id: str) -> None:
     """The analysis report of the sweep, logged on its parent run; problems are warnings here."""
-    out_dir = Path("reports") / grid.name
+    out_dir = Path(DEFAULT_REPORTS_DIR) / grid.name
     try:
         paths = write_analysis_report(grid.name, grid.tracking_uri, out_dir, parent_run_id=parent_run_id)
     except AnalysisError as error:
@@ -150,24 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a grid of fine-tuning trials with Ray Tune and evaluate every checkpoint on the 2x2 suite.",
     )
     parser.add_argument("grid", help="grid YAML file (see grids/demo.yaml)")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials and the resources they need, run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the trials and the resources they need, run nothing"
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
-    parser.add_argument("--no-check-paths", action="store_true",
-                        help="validate names and path shapes only (for a grid meant for another machine)")
-    parser.add_argument("--check-all-rows", action="store_true",
-                        help="validate every row of every dataset before starting (default: the schema and a "
-                             "sample of each parquet file's row groups)")
+    parser.add_argument(
+        "--no-check-paths",
+        action="store_true",
+        help="validate names and path shapes only (for a grid meant for another machine)",
+    )
+    parser.add_argument(
+        "--check-all-rows",
+        action="store_true",
+        help="validate every row of every dataset before starting (default: the schema and a "
+        "sample of each parquet file's row groups)",
+    )
     add_max_trials_flag(parser)
     return parser
 
 
 def invalid(source: str, problems: list[str]) -> int:
     """Print ``problems`` of ``source`` as one error (redacted); the exit status of invalid input."""
-    lines = [f"error: {source}:", *(f"  {text}" for text in problems)] if len(problems) > 1 else [
-        f"error: {problems[0]}"
-    ]
+    lines = (
+        [f"error: {source}:", *(f"  {text}" for text in problems)] if len(problems) > 1 else [f"error: {problems[0]}"]
+    )
     print(redact("\n".join(lines)), file=sys.stderr)
-    return EXIT_INVALID
+    return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.grid, check_paths=not args.no_check_paths, max_trials=args.max_trials)
     except GridError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_BAD_INPUT
     if args.dry_run:
         problems = cluster_problems(grid, check_local=not args.no_check_paths)
         if problems:
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_check_paths:
         try:
             check_data(trials, every_row=args.check_all_rows)
-        except (MCQFormatError, SuiteError, FileNotFoundError) as error:
+        except (RecordFormatError, SuiteError, FileNotFoundError) as error:
             return invalid(grid.source, [str(error)])
 
     ray.init(ignore_reinit_error=True, log_to_driver=False)
@@ -213,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if to_run:
             prepare_shared_inputs(plan.pending or trials)
-            progress = SweepProgress(total=to_run + len(plan.done), already_done=len(plan.done))
+            progress = SweepProgress(
+                total=to_run + len(plan.done), already_done=len(plan.done), concurrency=concurrency
+            )
             failed = run_search(grid, plan, concurrency, parent, [progress], TRIAL_DRIVER_RESOURCES)
     except KeyboardInterrupt:
         pass  # Tune stops its trials on Ctrl-C; what finished is in MLflow
@@ -224,15 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     unfinished = [row.name for row in rows if row.status not in DONE_STATUSES + ("failed",)]
     if unfinished:
         close_parent_run(grid.tracking_uri, parent, "KILLED")
-        print(f"\ninterrupted: {len(unfinished)} trial(s) unfinished; finished ones are kept. "
-              f"Resume with: python -m orchestrator.sweep {args.grid}", file=sys.stderr)
+        print(
+            f"\ninterrupted: {len(unfinished)} trial(s) unfinished; finished ones are kept. "
+            f"Resume with: python -m orchestrator.sweep {args.grid}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if failed:
         print(f"\n{failed} trial(s) failed; rerun the same command to resume them.", file=sys.stderr)
     close_parent_run(grid.tracking_uri, parent, "FAILED" if failed else "FINISHED")
     if grid.report_enabled and not args.no_report:
         write_report(grid, parent)
-    return EXIT_FAILED if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

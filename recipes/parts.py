@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
+from contract.exits import EXIT_BAD_INPUT
+from recipes.common.text_table import text_table
 from recipes.models.families import ModelFamily
-from recipes.text_table import text_table
 
 if TYPE_CHECKING:  # annotations only: grid validation reads split_parts and must not load torch
     from torch import nn
@@ -77,7 +79,9 @@ def _part_predicate(model: nn.Module, family: ModelFamily, part: str) -> Callabl
     if last:
         count, depth = int(last.group(1)), _block_count(model, family.vision_blocks)
         if not 1 <= count <= depth:
-            raise UnknownPartError(f"part {part!r}: this model's vision encoder has {depth} blocks, use vision.last1..{depth}")
+            raise UnknownPartError(
+                f"part {part!r}: this model's vision encoder has {depth} blocks, use vision.last1..{depth}"
+            )
         blocks = "|".join(str(index) for index in range(depth - count, depth))
         return re.compile(rf"^{re.escape(family.vision_blocks)}\.(?:{blocks})\.").match
     raise AssertionError(f"unhandled part {part!r}")  # split_parts lets only known names through
@@ -95,7 +99,9 @@ def split_parts(parts: str) -> list[str]:
     for piece in pieces:
         if piece not in PART_NAMES[:-1] and not _LAST_BLOCKS.match(piece):
             valid = ", ".join(PART_NAMES)
-            raise UnknownPartError(f"unknown part {piece!r}; valid parts: {valid} (combine with '+', e.g. llm+projector)")
+            raise UnknownPartError(
+                f"unknown part {piece!r}; valid parts: {valid} (combine with '+', e.g. llm+projector)"
+            )
     return pieces
 
 
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = summarize_parts(loaded.model, loaded.family, parts)
     except (UnknownPartError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     total = sum(param.numel() for param in loaded.model.parameters())
     print(f"{args.model} ({loaded.family.name}, {total:,} parameters)")
     print(format_table(rows, total))

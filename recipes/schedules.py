@@ -1,8 +1,8 @@
 """Learning-rate schedules: linear warm-up, then cosine, linear or no decay (the paper's setups).
 
-    from recipes.schedules import lr_multiplier
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, total_steps=400, warmup_ratio=0.1, schedule="cosine"))
+from recipes.schedules import lr_multiplier
+scheduler = torch.optim.lr_scheduler.LambdaLR(
+    optimizer, lambda step: lr_multiplier(step, total_steps=400, warmup_ratio=0.1, schedule="cosine"))
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refreshes requirements/constraints.txt, the pinned versions that install.sh installs with:
 #   pip install uv && bash requirements/lock.sh
-# Resolves pyproject.toml (with the dev extra) for every platform and Python >= 3.10 against the
+# Resolves pyproject.toml (with the dev and postgres extras) for every platform and Python >= 3.10 against the
 # CPU torch that install.sh takes, and leaves torch and its CUDA packages out, so GPU machines
 # keep the torch build they choose.
 set -euo pipefail
@@ -11,7 +11,7 @@ CUDA_PACKAGES=(torch triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-cu
     nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand
     nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink
     nvidia-nvshmem-cu13 nvidia-nvtx)
-uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
+uv pip compile pyproject.toml --extra dev --extra postgres --universal --python-version 3.10 \
     --constraint <(echo "$TORCH_CPU_PIN") \
     $(printf -- '--no-emit-package %s ' "${CUDA_PACKAGES[@]}") \
     --custom-compile-command "bash requirements/lock.sh" \

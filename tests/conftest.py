@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -72,7 +73,7 @@ def latest_registered_checkpoint(storage: Path) -> int | None:
     """
     steps = []
     for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        record = wait_for(lambda: read_snapshot(snapshot), f"{snapshot} to be whole", timeout=60, every=0.05)
+        record = wait_for(lambda s=snapshot: read_snapshot(s), f"{snapshot} to be whole", timeout=60, every=0.05)
         if latest := record.get("latest_checkpoint_result"):
             steps.append(int(latest["metrics"]["step"]))
     return max(steps, default=None)
@@ -120,64 +121,146 @@ class WorkerKiller(threading.Thread):
             self.error = error
 
 
+def serving(url: str, accepted: tuple[int, ...]) -> bool:
+    """Whether ``url`` answers now with one of the ``accepted`` statuses (a slow answer is waited for)."""
+    try:
+        return requests.get(url, timeout=60).status_code in accepted
+    except requests.RequestException:  # not listening yet, or too busy to answer in time
+        return False
+
+
 def wait_until_serving(url: str, accepted: tuple[int, ...], what: str, timeout: float = 600) -> None:
     """Wait until ``url`` answers with one of the ``accepted`` statuses (a slow answer is waited for)."""
+    wait_for(lambda: serving(url, accepted), f"{what} at {url}", timeout, every=0.5)
 
-    def answers() -> bool:
-        try:
-            return requests.get(url, timeout=60).status_code in accepted
-        except requests.RequestException:  # not listening yet, or too busy to answer in time
-            return False
 
-    wait_for(answers, f"{what} at {url}", timeout, every=0.5)
+def signal_process_group(process: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to a server started in its own session and its children (gone already: nothing to do)."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
     """SIGTERM a server started in its own session (and its children); SIGKILL it if it lingers ``grace`` s."""
-    os.killpg(process.pid, signal.SIGTERM)
+    signal_process_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        signal_process_group(process, signal.SIGKILL)
         process.wait(timeout=20)
 
 
-class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite store, which a test may stop and start again
-    (same port, same store and artifacts)."""
+SERVICE_START_ATTEMPTS = 2
+"""A service whose start fails is started once more before the test fails."""
 
-    def __init__(self, directory: Path) -> None:
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The last ``chars`` characters of a log file ("" while it does not exist)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except FileNotFoundError:
+        return ""
+
+
+def start_service(
+    command: list[str],
+    log: Path,
+    ready: Callable[[], Any],
+    what: str,
+    timeout: float = 600,
+    attempts: int = SERVICE_START_ATTEMPTS,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start a server process in its own session, its output appended to ``log``, and wait until ``ready()``.
+
+    Every service the tests start (Ray heads and nodes, MLflow servers, moto) starts through here.
+    Waiting stops as soon as the process exits; a start that fails (the process exited, or was not
+    ready within ``timeout`` s, when it is stopped) is tried again, up to ``attempts`` starts in
+    all, and then the test fails with why each start failed and the tail of the log. The log
+    never records the command line, which may hold a URI with credentials.
+    """
+    failures = []
+    for attempt in range(1, attempts + 1):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            out.write(f"--- {what}: start {attempt} of {attempts} ---\n")
+            out.flush()
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                failures.append(f"start {attempt} exited with status {process.returncode}")
+                signal_process_group(process, signal.SIGKILL)  # children it left behind
+                break
+            if ready():
+                return process
+            if time.monotonic() > deadline:
+                failures.append(f"start {attempt} was not ready within {timeout:.0f} s")
+                stop_process_group(process, grace=5)
+                break
+            time.sleep(0.5)
+    pytest.fail(f"{what} did not start ({'; '.join(failures)}); {log} ends with:\n{log_tail(log)}", pytrace=False)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1, which a test may stop and start again (same port, same store
+    and artifacts): a sqlite store and local artifacts in ``directory`` unless told otherwise (a
+    ``postgresql://`` store, an ``s3://`` artifact destination). Its output goes to
+    ``directory/mlflow-server.log``."""
+
+    def __init__(
+        self, directory: Path, backend_store_uri: str | None = None, artifacts_destination: str | None = None
+    ) -> None:
         self.directory, self.port = directory, free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{directory / 'server.db'}"
+        self.artifacts_destination = artifacts_destination or str(directory / "artifacts")
+        self.log = directory / "mlflow-server.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.directory / 'server.db'}",
-             "--artifacts-destination", str(self.directory / "artifacts")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        self.process = start_service(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                self.backend_store_uri,
+                "--artifacts-destination",
+                self.artifacts_destination,
+            ],
+            self.log,
+            lambda: serving(f"{self.uri}/health", (200,)),
+            f"mlflow server at {self.uri}",
         )
-        wait_until_serving(f"{self.uri}/health", (200,), "mlflow server")
 
     def stop(self) -> None:
         stop_process_group(self.process)
 
     def kill(self) -> None:
         """SIGKILL the server at once, as a crash would (``stop`` lets it shut down, which takes seconds)."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        signal_process_group(self.process, signal.SIGKILL)
         self.process.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> str:
-    """A moto S3 server on 127.0.0.1 with one bucket; its endpoint and dummy keys are in the env."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+def s3_endpoint(tmp_path_factory) -> str:
+    """A moto S3 server process on 127.0.0.1 with one bucket; its endpoint and dummy keys are in the env."""
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    port = endpoint.rsplit(":", 1)[1]
+    server = start_service(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+        tmp_path_factory.mktemp("moto") / "moto.log",
+        lambda: serving(endpoint, (200,)),
+        f"moto server at {endpoint}",
+    )
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
@@ -188,15 +271,26 @@ def s3_endpoint() -> str:
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
     yield endpoint
-    server.stop()
+    stop_process_group(server, grace=5)
 
 
 @pytest.fixture(scope="session")
 def ray_cluster(s3_endpoint):
-    """A real local Ray cluster (2 CPUs) for the whole session."""
+    """A real local Ray cluster (2 CPUs) for the whole session; a failed start is tried once more.
+
+    ``ray.init`` starts it inside this process, so its failure is an exception, not an exit."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    failures = []
+    for attempt in range(1, SERVICE_START_ATTEMPTS + 1):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            break
+        except Exception as error:
+            failures.append(f"start {attempt}: {type(error).__name__}: {error}")
+            ray.shutdown()
+    else:
+        pytest.fail(f"the local Ray cluster did not start ({'; '.join(failures)})", pytrace=False)
     yield ray
     ray.shutdown()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from analysis.errors import AnalysisError
+from analysis.mlflow_reader import load_sweep
 from analysis.report import ReportPaths, write_report
-from analysis.runs import load_sweep
-from analysis.synthetic import PAPER_FRACTIONS, PAPER_MIX, log_sweep, paper_fraction_trials, paper_mix_trials
+from tests.synthetic_sweeps import PAPER_FRACTIONS, PAPER_MIX, log_sweep, paper_fraction_trials, paper_mix_trials
 
 KINDS = {"fraction": paper_fraction_trials, "mix": paper_mix_trials}
 SWEEPS = {"first": (1_000, slice(0, 1)), "second": (2_000, slice(1, 3))}
@@ -21,9 +21,12 @@ def store(tmp_path_factory) -> tuple[str, dict[str, str]]:
     uri = f"sqlite:///{root}/mlflow.db"
     for name, trials in KINDS.items():
         log_sweep(uri, name, trials(checkpoints=3), artifact_location=str(root / "artifacts"))
-    parents = {name: log_sweep(uri, "two-sweeps", paper_mix_trials(checkpoints=2)[picked], sweep_name=name,
-                               start_time_ms=start)
-               for name, (start, picked) in SWEEPS.items()}
+    parents = {
+        name: log_sweep(
+            uri, "two-sweeps", paper_mix_trials(checkpoints=2)[picked], sweep_name=name, start_time_ms=start
+        )
+        for name, (start, picked) in SWEEPS.items()
+    }
     return uri, parents
 
 
@@ -38,10 +41,13 @@ def reports(uri: str, tmp_path_factory) -> dict[str, ReportPaths]:
     return {name: write_report(name, uri, out / name, log_artifacts=False) for name in KINDS}
 
 
-@pytest.mark.parametrize("experiment, stems", [
-    ("fraction", {"trajectory", "steps", "fraction", "frontier"}),
-    ("mix", {"trajectory", "steps", "mix_ratio", "frontier"}),
-])
+@pytest.mark.parametrize(
+    "experiment, stems",
+    [
+        ("fraction", {"trajectory", "steps", "fraction", "frontier"}),
+        ("mix", {"trajectory", "steps", "mix_ratio", "frontier"}),
+    ],
+)
 def test_curves_are_drawn_for_the_varied_axis_only(reports: dict[str, ReportPaths], experiment: str, stems: set):
     paths = reports[experiment]
     assert {p.stem for p in paths.figures} == stems
@@ -49,14 +55,21 @@ def test_curves_are_drawn_for_the_varied_axis_only(reports: dict[str, ReportPath
     assert paths.artifact_uri is None
 
 
-@pytest.mark.parametrize("experiment, label, final", [
-    *(("fraction", f"llm · full · lr {lr} · {share} data", f"{finals[i]:.2f}")
-      for lr, finals in PAPER_FRACTIONS.items() for i, share in enumerate(("100%", "25%", "2.5%", "0.25%"))),
-    ("mix", "llm · full · lr 1e-06 · no mix", f"{PAPER_MIX[0.0][0]:.2f}"),
-    ("mix", "llm · full · lr 1e-06 · mix 50% llava-665k", f"{PAPER_MIX[0.5][0]:.2f}"),
-])
-def test_table_labels_name_the_varied_condition(reports: dict[str, ReportPaths], experiment: str, label: str,
-                                                final: str):
+@pytest.mark.parametrize(
+    "experiment, label, final",
+    [
+        *(
+            ("fraction", f"llm · full · lr {lr} · {share} data", f"{finals[i]:.2f}")
+            for lr, finals in PAPER_FRACTIONS.items()
+            for i, share in enumerate(("100%", "25%", "2.5%", "0.25%"))
+        ),
+        ("mix", "llm · full · lr 1e-06 · no mix", f"{PAPER_MIX[0.0][0]:.2f}"),
+        ("mix", "llm · full · lr 1e-06 · mix 50% llava-665k", f"{PAPER_MIX[0.5][0]:.2f}"),
+    ],
+)
+def test_table_labels_name_the_varied_condition(
+    reports: dict[str, ReportPaths], experiment: str, label: str, final: str
+):
     [row] = [line for line in reports[experiment].table_markdown.read_text().splitlines() if f"| {label} " in line]
     assert row.split("|")[4].strip().split(" ")[0] == final
 

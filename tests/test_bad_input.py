@@ -14,9 +14,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +24,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from contract import layout
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +57,10 @@ def alias_bomb() -> str:
     for level in range(1, 9):
         previous = chr(ord("a") + level - 1)
         current = chr(ord("a") + level)
-        lines.append(f"{current}: &{current} [*{previous},*{previous},*{previous},*{previous},*{previous},"
-                     f"*{previous},*{previous},*{previous},*{previous}]")
+        lines.append(
+            f"{current}: &{current} [*{previous},*{previous},*{previous},*{previous},*{previous},"
+            f"*{previous},*{previous},*{previous},*{previous}]"
+        )
     return "\n".join(lines) + "\nname: bomb\n"
 
 
@@ -81,8 +84,9 @@ class Case:
     files: dict[str, str | bytes | Callable[[Path], None]] = field(default_factory=dict)
 
 
-def grid_case(name: str, text: str, *expected: str, command: str = "plan", check_paths: bool = False,
-              files: dict | None = None) -> Case:
+def grid_case(
+    name: str, text: str, *expected: str, command: str = "plan", check_paths: bool = False, files: dict | None = None
+) -> Case:
     flags = [] if check_paths else ["--no-check-paths"]
     argv = ["grid.yaml", *flags] + (["--dry-run"] if command == "sweep" else [])
     return Case(name, command, argv, list(expected), {"grid.yaml": text, **(files or {})})
@@ -90,7 +94,9 @@ def grid_case(name: str, text: str, *expected: str, command: str = "plan", check
 
 def suite_case(name: str, suite: str, *expected: str, files: dict | None = None) -> Case:
     grid = grid_text(eval={"suite": "suite.yaml"})
-    return grid_case(name, grid, "eval.suite", *expected, check_paths=True, files={"suite.yaml": suite, **(files or {})})
+    return grid_case(
+        name, grid, "eval.suite", *expected, check_paths=True, files={"suite.yaml": suite, **(files or {})}
+    )
 
 
 FINETUNE = ["--model", "toy-qwen2.5-vl-init", "--parts", "llm", "--lr", "1e-4"]
@@ -108,8 +114,9 @@ def inspect_case(name: str, text: str, *expected: str) -> Case:
     return data_case(name, ["inspect", "data/set.jsonl"], "data/set.jsonl", *expected, files={"data/set.jsonl": text})
 
 
-EMPTY_MCQ = pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
-                       ("answer", pa.string())])
+EMPTY_MCQ = pa.schema(
+    [("id", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string())]
+)
 
 
 def parquet(rows: list[dict], schema: pa.Schema | None = None) -> Callable[[Path], None]:
@@ -119,7 +126,7 @@ def parquet(rows: list[dict], schema: pa.Schema | None = None) -> Callable[[Path
     return write
 
 
-GOOD_SUITE = {"name": "s", "quadrants": {q: ["toy-imagenet-vqa"] for q in ("id_id", "id_ood", "ood_id", "ood_ood")}}
+GOOD_SUITE = {"name": "s", "quadrants": {q: ["toy-imagenet-vqa"] for q in layout.QUADRANTS}}
 
 
 def suite_with(**quadrants) -> str:
@@ -153,8 +160,9 @@ CASES = [
     grid_case("zero stage 5", grid_text(train={"deepspeed": {"zero_stage": 5}}), "train.deepspeed.zero_stage"),
     grid_case("bad method", grid_text(grid={"lr": [1e-4], "method": ["qlora"]}), "grid.method[0]"),
     grid_case("bad part", grid_text(grid={"lr": [1e-4], "parts": ["brain"]}), "grid.parts[0]", "unknown part"),
-    grid_case("vision.last999", grid_text(grid={"lr": [1e-4], "parts": ["vision.last999"]}), "grid.parts[0]",
-              "4 blocks"),
+    grid_case(
+        "vision.last999", grid_text(grid={"lr": [1e-4], "parts": ["vision.last999"]}), "grid.parts[0]", "4 blocks"
+    ),
     grid_case("include vision.last0", grid_text(include=[{"parts": "vision.last0"}]), "include[0].parts[0]"),
     grid_case("data fraction 0", grid_text(grid={"lr": [1e-4], "data_fraction": [0]}), "grid.data_fraction[0]"),
     grid_case("mix ratio 1", grid_text(grid={"lr": [1e-4], "mix_ratio": [1]}), "grid.mix_ratio[0]"),
@@ -169,82 +177,172 @@ CASES = [
     grid_case("report yes", grid_text(report={"enabled": "yes"}), "report.enabled"),
     grid_case("section not a mapping", grid_text(train=5), "train: expected a mapping"),
     grid_case("empty include cell", grid_text(include=[{}]), "include[0]: empty cell"),
-    grid_case("exclude matches nothing", grid_text(exclude=[{"lr": 1e-4, "seed": 0, "parts": "vision"}]),
-              "exclude[0].parts[0]"),
+    grid_case(
+        "exclude matches nothing",
+        grid_text(exclude=[{"lr": 1e-4, "seed": 0, "parts": "vision"}]),
+        "exclude[0].parts[0]",
+    ),
     grid_case("one continual task", grid_text(continual={"tasks": ["toy-cl-shapes"]}), "continual.tasks"),
-    grid_case("unknown toy domain", grid_text(continual={"tasks": ["toy-cl-shapes", "toy-cl-nope"]}),
-              "continual.tasks[1]"),
-    grid_case("batch not divisible", grid_text(train={"batch_size": 15}, resources={"workers_per_trial": 2}),
-              "train.batch_size: 15 is not a multiple"),
-    grid_case("cross checks with another section broken",
-              grid_text(train={"batch_size": 15, "steps": 0}, resources={"workers_per_trial": 2}),
-              "train.steps: must be >= 1", "train.batch_size: 15 is not a multiple"),
-    grid_case("cross checks past a bad field of the same section",
-              grid_text(train={"batch_size": 15, "schedule": "zigzag"}, resources={"workers_per_trial": 2}),
-              "train.schedule", "train.batch_size: 15 is not a multiple"),
-    grid_case("mix ratios sum to 1", grid_text(train={"mix": [{"dataset": "toy-general", "ratio": 0.6},
-                                                                {"dataset": "toy-wiki-classname", "ratio": 0.5}]}),
-              "train.mix: ratios sum to 1.1"),
-    grid_case("too many trials", grid_text(grid={"lr": [i * 1e-5 + 1e-5 for i in range(100)],
-                                                 "seed": list(range(1000))}),
-              "up to 100,000 trials", "--max-trials 100000"),
-    grid_case("too many trials on a dry run", grid_text(grid={"lr": [1e-4] * 2, "seed": list(range(600))}),
-              "up to 1,200 trials", command="sweep"),
+    grid_case(
+        "unknown toy domain", grid_text(continual={"tasks": ["toy-cl-shapes", "toy-cl-nope"]}), "continual.tasks[1]"
+    ),
+    grid_case(
+        "batch not divisible",
+        grid_text(train={"batch_size": 15}, resources={"workers_per_trial": 2}),
+        "train.batch_size: 15 is not a multiple",
+    ),
+    grid_case(
+        "cross checks with another section broken",
+        grid_text(train={"batch_size": 15, "steps": 0}, resources={"workers_per_trial": 2}),
+        "train.steps: must be >= 1",
+        "train.batch_size: 15 is not a multiple",
+    ),
+    grid_case(
+        "cross checks past a bad field of the same section",
+        grid_text(train={"batch_size": 15, "schedule": "zigzag"}, resources={"workers_per_trial": 2}),
+        "train.schedule",
+        "train.batch_size: 15 is not a multiple",
+    ),
+    grid_case(
+        "mix ratios sum to 1",
+        grid_text(
+            train={"mix": [{"dataset": "toy-general", "ratio": 0.6}, {"dataset": "toy-wiki-classname", "ratio": 0.5}]}
+        ),
+        "train.mix: ratios sum to 1.1",
+    ),
+    grid_case(
+        "too many trials",
+        grid_text(grid={"lr": [i * 1e-5 + 1e-5 for i in range(100)], "seed": list(range(1000))}),
+        "up to 100,000 trials",
+        "--max-trials 100000",
+    ),
+    grid_case(
+        "too many trials on a dry run",
+        grid_text(grid={"lr": [1e-4] * 2, "seed": list(range(600))}),
+        "up to 1,200 trials",
+        command="sweep",
+    ),
     # -- grid files: URIs and secrets ------------------------------------------------------------
-    grid_case("tracking scheme htp", grid_text(tracking={"uri": "htp://mlflow.example.org"}),
-              "tracking.uri: unknown scheme 'htp://'"),
-    grid_case("tracking password", grid_text(tracking={"uri": f"http://alice:{SECRET}@mlflow.example.org"}),
-              "tracking.uri: contains credentials"),
-    grid_case("tracking token", grid_text(tracking={"uri": f"https://mlflow.example.org/?token={SECRET}"}),
-              "tracking.uri: contains credentials"),
-    grid_case("storage password", grid_text(storage=f"s3://key:{SECRET}@bucket/prefix"), "storage: contains credentials"),
+    grid_case(
+        "tracking scheme htp",
+        grid_text(tracking={"uri": "htp://mlflow.example.org"}),
+        "tracking.uri: unknown scheme 'htp://'",
+    ),
+    grid_case(
+        "tracking password",
+        grid_text(tracking={"uri": f"http://alice:{SECRET}@mlflow.example.org"}),
+        "tracking.uri: contains credentials",
+    ),
+    grid_case(
+        "tracking token",
+        grid_text(tracking={"uri": f"https://mlflow.example.org/?token={SECRET}"}),
+        "tracking.uri: contains credentials",
+    ),
+    grid_case(
+        "storage password", grid_text(storage=f"s3://key:{SECRET}@bucket/prefix"), "storage: contains credentials"
+    ),
     grid_case("storage scheme", grid_text(storage="htp://bucket/prefix"), "storage: expected a local path or s3://"),
     grid_case("dataset password", grid_text(train={"dataset": CRED_HTTP}), "train.dataset: contains credentials"),
     grid_case("dataset token", grid_text(train={"dataset": CRED_QUERY}), "train.dataset: contains credentials"),
-    grid_case("dataset signature", grid_text(train={"dataset": f"https://h/x.parquet?X-Amz-Signature={SECRET}"}),
-              "train.dataset: contains credentials"),
-    grid_case("dataset scheme", grid_text(train={"dataset": "htp://data.example.org/set.jsonl"}),
-              "train.dataset: unknown URI scheme 'htp://'"),
-    grid_case("mix password", grid_text(train={"mix": [{"dataset": CRED_HTTP, "ratio": 0.1}]}),
-              "train.mix[0].dataset: contains credentials"),
-    grid_case("mix scheme", grid_text(train={"mix": [{"dataset": "ftp://h/x.jsonl", "ratio": 0.1}]}),
-              "train.mix[0].dataset: unknown URI scheme"),
-    grid_case("suite password", grid_text(eval={"suite": f"https://u:{SECRET}@h/suite.yaml"}),
-              "eval.suite: contains credentials"),
+    grid_case(
+        "dataset signature",
+        grid_text(train={"dataset": f"https://h/x.parquet?X-Amz-Signature={SECRET}"}),
+        "train.dataset: contains credentials",
+    ),
+    grid_case(
+        "dataset scheme",
+        grid_text(train={"dataset": "htp://data.example.org/set.jsonl"}),
+        "train.dataset: unknown URI scheme 'htp://'",
+    ),
+    grid_case(
+        "mix password",
+        grid_text(train={"mix": [{"dataset": CRED_HTTP, "ratio": 0.1}]}),
+        "train.mix[0].dataset: contains credentials",
+    ),
+    grid_case(
+        "mix scheme",
+        grid_text(train={"mix": [{"dataset": "ftp://h/x.jsonl", "ratio": 0.1}]}),
+        "train.mix[0].dataset: unknown URI scheme",
+    ),
+    grid_case(
+        "suite password",
+        grid_text(eval={"suite": f"https://u:{SECRET}@h/suite.yaml"}),
+        "eval.suite: contains credentials",
+    ),
     grid_case("suite scheme", grid_text(eval={"suite": "htp://h/suite.yaml"}), "eval.suite: unknown URI scheme"),
-    grid_case("continual train password", grid_text(continual={"tasks": [{**TASK, "train": CRED_HTTP}, "toy-cl-digits"]}),
-              "continual.tasks[0].train: contains credentials"),
-    grid_case("continual test token", grid_text(continual={"tasks": ["toy-cl-digits", {**TASK, "test": CRED_QUERY}]}),
-              "continual.tasks[1].test: contains credentials"),
+    grid_case(
+        "continual train password",
+        grid_text(continual={"tasks": [{**TASK, "train": CRED_HTTP}, "toy-cl-digits"]}),
+        "continual.tasks[0].train: contains credentials",
+    ),
+    grid_case(
+        "continual test token",
+        grid_text(continual={"tasks": ["toy-cl-digits", {**TASK, "test": CRED_QUERY}]}),
+        "continual.tasks[1].test: contains credentials",
+    ),
     grid_case("dry run of a password", grid_text(train={"dataset": CRED_HTTP}), "train.dataset", command="sweep"),
     # -- grid files: names and files on this machine ---------------------------------------------
     grid_case("unknown model", grid_text(model="no-such-model"), "model: unknown model 'no-such-model'"),
     grid_case("missing model dir", grid_text(model="./models/nope"), "model:", check_paths=True),
-    grid_case("missing dataset", grid_text(train={"dataset": "data/missing.jsonl"}),
-              "train.dataset: no such file 'data/missing.jsonl'", check_paths=True),
+    grid_case(
+        "missing dataset",
+        grid_text(train={"dataset": "data/missing.jsonl"}),
+        "train.dataset: no such file 'data/missing.jsonl'",
+        check_paths=True,
+    ),
     grid_case("unknown dataset", grid_text(train={"dataset": "toy-imagenet-vq"}), "train.dataset: unknown dataset"),
-    grid_case("missing suite", grid_text(eval={"suite": "suites/missing.yaml"}), "eval.suite: no such file",
-              check_paths=True),
-    grid_case("missing deepspeed json", grid_text(train={"deepspeed": "ds.json"}), "train.deepspeed: no such file",
-              check_paths=True),
-    grid_case("deepspeed json sets optimizer", grid_text(train={"deepspeed": "ds.json"}),
-              "train.deepspeed: ds.json: remove optimizer", check_paths=True,
-              files={"ds.json": json.dumps({"optimizer": {"type": "Adam"}})}),
-    grid_case("deepspeed json not json", grid_text(train={"deepspeed": "ds.json"}), "train.deepspeed: ds.json: not valid",
-              check_paths=True, files={"ds.json": "{"}),
-    grid_case("gpus a cluster never has", grid_text(resources={"gpus_per_worker": 8}),
-              "resources.gpus_per_worker: 8 GPUs per worker", check_paths=True),
-    grid_case("cpus a cluster never has", grid_text(resources={"cpus_per_worker": 4096}),
-              "resources.cpus_per_worker: 4096 CPUs per worker", check_paths=True),
-    grid_case("gpus on a dry run", grid_text(resources={"gpus_per_worker": 8}), "resources.gpus_per_worker",
-              check_paths=True, command="sweep"),
+    grid_case(
+        "missing suite", grid_text(eval={"suite": "suites/missing.yaml"}), "eval.suite: no such file", check_paths=True
+    ),
+    grid_case(
+        "missing deepspeed json",
+        grid_text(train={"deepspeed": "ds.json"}),
+        "train.deepspeed: no such file",
+        check_paths=True,
+    ),
+    grid_case(
+        "deepspeed json sets optimizer",
+        grid_text(train={"deepspeed": "ds.json"}),
+        "train.deepspeed: ds.json: remove optimizer",
+        check_paths=True,
+        files={"ds.json": json.dumps({"optimizer": {"type": "Adam"}})},
+    ),
+    grid_case(
+        "deepspeed json not json",
+        grid_text(train={"deepspeed": "ds.json"}),
+        "train.deepspeed: ds.json: not valid",
+        check_paths=True,
+        files={"ds.json": "{"},
+    ),
+    grid_case(
+        "gpus a cluster never has",
+        grid_text(resources={"gpus_per_worker": 8}),
+        "resources.gpus_per_worker: 8 GPUs per worker",
+        check_paths=True,
+    ),
+    grid_case(
+        "cpus a cluster never has",
+        grid_text(resources={"cpus_per_worker": 4096}),
+        "resources.cpus_per_worker: 4096 CPUs per worker",
+        check_paths=True,
+    ),
+    grid_case(
+        "gpus on a dry run",
+        grid_text(resources={"gpus_per_worker": 8}),
+        "resources.gpus_per_worker",
+        check_paths=True,
+        command="sweep",
+    ),
     # -- suite files -----------------------------------------------------------------------------
     suite_case("suite alias bomb", alias_bomb(), "more than 10000 values"),
     suite_case("suite syntax error", "name: [\n", "not valid YAML"),
     suite_case("suite not a mapping", "- a\n", "expected a mapping"),
     suite_case("suite unknown quadrant", suite_with(od_id=["toy-imagenet-vqa"]), "quadrants.od_id: unknown quadrant"),
-    suite_case("suite missing quadrant", yaml.safe_dump({"name": "s", "quadrants": {"id_id": ["toy-imagenet-vqa"]}}),
-               "quadrants.id_ood: missing"),
+    suite_case(
+        "suite missing quadrant",
+        yaml.safe_dump({"name": "s", "quadrants": {"id_id": ["toy-imagenet-vqa"]}}),
+        "quadrants.id_ood: missing",
+    ),
     suite_case("suite empty quadrant", suite_with(id_id=[]), "quadrants.id_id: must be a non-empty list"),
     suite_case("suite unknown key", yaml.safe_dump({**GOOD_SUITE, "extra": 1}), "extra: unknown key"),
     suite_case("suite missing dataset", suite_with(ood_ood=["missing.jsonl"]), "quadrants.ood_ood[0]: no such dataset"),
@@ -266,8 +364,11 @@ CASES = [
     flag_case("flag missing suite", ["--eval-suite", "missing.yaml"], "--eval-suite: no such file"),
     flag_case("flag suite password", ["--eval-suite", f"https://u:{SECRET}@h/s.yaml"], "--eval-suite: contains"),
     flag_case("flag missing deepspeed json", ["--deepspeed-config", "ds.json"], "--deepspeed-config: no such file"),
-    flag_case("flag tracking password", ["--tracking-uri", f"http://alice:{SECRET}@127.0.0.1:5000"],
-              "--tracking-uri: contains credentials"),
+    flag_case(
+        "flag tracking password",
+        ["--tracking-uri", f"http://alice:{SECRET}@127.0.0.1:5000"],
+        "--tracking-uri: contains credentials",
+    ),
     flag_case("flag tracking scheme", ["--tracking-uri", "htp://127.0.0.1:5000"], "--tracking-uri: unknown scheme"),
     flag_case("flag storage password", ["--storage", f"s3://k:{SECRET}@bucket/x"], "--storage: contains credentials"),
     flag_case("flag storage scheme", ["--storage", "gs://bucket/x"], "--storage: expected a local path"),
@@ -295,18 +396,29 @@ CASES = [
     # -- data files ------------------------------------------------------------------------------
     inspect_case("empty jsonl", "", "has no questions"),
     inspect_case("blank lines only", "\n\n", "has no questions"),
-    inspect_case("image path leaves the folder", jsonl(mcq_row(image="../../../../etc/os-release")), "line 1",
-                 "leaves the dataset's folder"),
-    inspect_case("absolute image path", jsonl(mcq_row(image="/etc/hostname")), "line 1", "an absolute path",
-                 "--allow-external-images"),
+    inspect_case(
+        "image path leaves the folder",
+        jsonl(mcq_row(image="../../../../etc/os-release")),
+        "line 1",
+        "leaves the dataset's folder",
+    ),
+    inspect_case(
+        "absolute image path",
+        jsonl(mcq_row(image="/etc/hostname")),
+        "line 1",
+        "an absolute path",
+        "--allow-external-images",
+    ),
     inspect_case("absolute image path with a dot", jsonl(mcq_row(image="/etc/os-release")), "line 1", "absolute path"),
     inspect_case("image URL", jsonl(mcq_row(image="http://127.0.0.1:9/cat.png")), "line 1", "a URL"),
-    inspect_case("image URL with a password", jsonl(mcq_row(image=f"http://u:{SECRET}@127.0.0.1:9/cat.png")),
-                 "line 1", "a URL"),
+    inspect_case(
+        "image URL with a password", jsonl(mcq_row(image=f"http://u:{SECRET}@127.0.0.1:9/cat.png")), "line 1", "a URL"
+    ),
     inspect_case("missing image file", jsonl(mcq_row(image="img/missing.png")), "line 1", "cannot be read"),
     inspect_case("bad base64 image", jsonl(mcq_row(image="not base64!")), "line 1", "base64"),
-    inspect_case("image not decodable", jsonl(mcq_row(image=base64.b64encode(b"nope").decode())), "line 1",
-                 "cannot be decoded"),
+    inspect_case(
+        "image not decodable", jsonl(mcq_row(image=base64.b64encode(b"nope").decode())), "line 1", "cannot be decoded"
+    ),
     inspect_case("invalid json", jsonl(mcq_row(), "{not json"), "line 2", "invalid JSON"),
     inspect_case("missing fields", jsonl({"id": "q1"}), "line 1", "missing field"),
     inspect_case("answer not a letter", jsonl(mcq_row(answer="Z")), "line 1", "answer 'Z'"),
@@ -315,63 +427,152 @@ CASES = [
     inspect_case("line not an object", jsonl("[1, 2]"), "line 1", "not an object"),
     data_case("missing data file", ["inspect", "missing.jsonl"], "missing.jsonl", "no such MCQ file"),
     data_case("unknown extension", ["inspect", "set.csv"], "set.csv", "unknown extension", files={"set.csv": "a,b\n"}),
-    data_case("parquet missing column", ["inspect", "set.parquet"], "set.parquet", "missing column(s)",
-              files={"set.parquet": parquet([{"id": "q1", "question": "Q?"}])}),
-    data_case("parquet bad row", ["inspect", "set.parquet"], "set.parquet", "row 2 (id 'q2')",
-              files={"set.parquet": parquet([mcq_row(), mcq_row(id="q2", answer="C")])}),
-    data_case("empty parquet", ["inspect", "set.parquet"], "set.parquet", "has no questions",
-              files={"set.parquet": parquet([mcq_row()][:0], schema=EMPTY_MCQ)}),
-    data_case("vmcbench without answers", ["adapt", "vmcbench", "--input", "v.tsv", "--out", "o.parquet"], "v.tsv",
-              "line 2", "answer is missing", files={"v.tsv": "index\tquestion\tA\tB\n7\tQ?\ta\tb\n"}),
-    data_case("imagewikiqa empty input", ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet"],
-              "w.jsonl", "has no rows", files={"w.jsonl": ""}),
-    data_case("imagewikiqa image leaves the folder",
-              ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet"], "w.jsonl", "line 1",
-              "leaves the dataset's folder",
-              files={"w.jsonl": jsonl({"text": "Q?\nA. a\nB. b", "label": 0, "image": "../../etc/os-release"})}),
-    data_case("image root does not widen to absolute paths",
-              ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet", "--image-root", "imgs"],
-              "line 1", "absolute path",
-              files={"w.jsonl": jsonl({"text": "Q?\nA. a\nB. b", "label": 0, "image": "/etc/os-release"})}),
-    data_case("mmmu json bad item", ["adapt", "mmmu", "--input", "m.json", "--out", "o.parquet"], "m.json", "item 1",
-              files={"m.json": json.dumps([{"id": "x1", "question": "Q?", "options": "['a'", "answer": "A"}])}),
-    data_case("llava-instruct turns out of order", ["adapt", "llava-instruct", "--input", "c.json", "--out", "o.parquet"],
-              "c.json", "item 1", "conversations[0].from is 'gpt'",
-              files={"c.json": json.dumps([{"id": "1", "conversations": [{"from": "gpt", "value": "a"},
-                                                                        {"from": "human", "value": "q"}]}])}),
-    data_case("mllm-cl domain unknown", ["adapt", "mllm-cl", "--input", "train.json", "--out", "o.parquet"],
-              "train.json", "cannot tell the MLLM-CL domain", "--domain",
-              files={"train.json": json.dumps([{"question_id": 1, "text": "Q?", "answer": "a"}])}),
-    data_case("vqa row without answer", ["adapt", "vqa", "--input", "v.jsonl", "--out", "o.parquet"],
-              "v.jsonl", "line 1", "answer is missing", files={"v.jsonl": jsonl({"id": "v1", "question": "Q?"})}),
-    inspect_case("free-form row with unknown matcher",
-                 jsonl({"id": "f1", "kind": "freeform", "question": "Q?", "answer": "a", "matcher": "fuzzy"}),
-                 "line 1", "matcher 'fuzzy'"),
-    data_case("class folder without images", ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet"],
-              "cls", "without images", "dog",
-              files={"cls": lambda root: (class_folder(root, {"cat": 1, "bird": 1, "fish": 1, "ant": 1}),
-                                          (root / "dog").mkdir())}),
-    data_case("class folder with 3 classes", ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet"],
-              "cls", "3 classes cannot make 4-option questions",
-              files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1})}),
-    data_case("imagenet-vqa with 3 classes",
-              ["imagenet-vqa", "--images", "cls", "--clip", "clip", "--out", "o.parquet"],
-              "3 classes cannot make 4-option questions",
-              files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1})}),
-    data_case("imagenet-vqa without a local CLIP",
-              ["imagenet-vqa", "--images", "cls", "--clip", "openai/clip-nowhere", "--out", "o.parquet"],
-              "--clip 'openai/clip-nowhere'", "hf download",
-              files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1, "fish": 1})}),
-    data_case("class folder missing", ["adapt", "class-folder", "--input", "nowhere", "--out", "o.parquet"],
-              "nowhere", "not a directory"),
-    data_case("names file line without a name", ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet",
-                                                 "--class-names", "names.txt"], "names.txt", "line 1",
-              files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1, "fish": 1}),
-                     "names.txt": "cat\ndog feline\n"}),
+    data_case(
+        "parquet missing column",
+        ["inspect", "set.parquet"],
+        "set.parquet",
+        "missing column(s)",
+        files={"set.parquet": parquet([{"id": "q1", "question": "Q?"}])},
+    ),
+    data_case(
+        "parquet bad row",
+        ["inspect", "set.parquet"],
+        "set.parquet",
+        "row 2 (id 'q2')",
+        files={"set.parquet": parquet([mcq_row(), mcq_row(id="q2", answer="C")])},
+    ),
+    data_case(
+        "empty parquet",
+        ["inspect", "set.parquet"],
+        "set.parquet",
+        "has no questions",
+        files={"set.parquet": parquet([mcq_row()][:0], schema=EMPTY_MCQ)},
+    ),
+    data_case(
+        "vmcbench without answers",
+        ["adapt", "vmcbench", "--input", "v.tsv", "--out", "o.parquet"],
+        "v.tsv",
+        "line 2",
+        "answer is missing",
+        files={"v.tsv": "index\tquestion\tA\tB\n7\tQ?\ta\tb\n"},
+    ),
+    data_case(
+        "imagewikiqa empty input",
+        ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet"],
+        "w.jsonl",
+        "has no rows",
+        files={"w.jsonl": ""},
+    ),
+    data_case(
+        "imagewikiqa image leaves the folder",
+        ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet"],
+        "w.jsonl",
+        "line 1",
+        "leaves the dataset's folder",
+        files={"w.jsonl": jsonl({"text": "Q?\nA. a\nB. b", "label": 0, "image": "../../etc/os-release"})},
+    ),
+    data_case(
+        "image root does not widen to absolute paths",
+        ["adapt", "imagewikiqa", "--input", "w.jsonl", "--out", "o.parquet", "--image-root", "imgs"],
+        "line 1",
+        "absolute path",
+        files={"w.jsonl": jsonl({"text": "Q?\nA. a\nB. b", "label": 0, "image": "/etc/os-release"})},
+    ),
+    data_case(
+        "mmmu json bad item",
+        ["adapt", "mmmu", "--input", "m.json", "--out", "o.parquet"],
+        "m.json",
+        "item 1",
+        files={"m.json": json.dumps([{"id": "x1", "question": "Q?", "options": "['a'", "answer": "A"}])},
+    ),
+    data_case(
+        "llava-instruct turns out of order",
+        ["adapt", "llava-instruct", "--input", "c.json", "--out", "o.parquet"],
+        "c.json",
+        "item 1",
+        "conversations[0].from is 'gpt'",
+        files={
+            "c.json": json.dumps(
+                [{"id": "1", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}]
+            )
+        },
+    ),
+    data_case(
+        "mllm-cl domain unknown",
+        ["adapt", "mllm-cl", "--input", "train.json", "--out", "o.parquet"],
+        "train.json",
+        "cannot tell the MLLM-CL domain",
+        "--domain",
+        files={"train.json": json.dumps([{"question_id": 1, "text": "Q?", "answer": "a"}])},
+    ),
+    data_case(
+        "vqa row without answer",
+        ["adapt", "vqa", "--input", "v.jsonl", "--out", "o.parquet"],
+        "v.jsonl",
+        "line 1",
+        "answer is missing",
+        files={"v.jsonl": jsonl({"id": "v1", "question": "Q?"})},
+    ),
+    inspect_case(
+        "free-form row with unknown matcher",
+        jsonl({"id": "f1", "kind": "freeform", "question": "Q?", "answer": "a", "matcher": "fuzzy"}),
+        "line 1",
+        "matcher 'fuzzy'",
+    ),
+    data_case(
+        "class folder without images",
+        ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet"],
+        "cls",
+        "without images",
+        "dog",
+        files={
+            "cls": lambda root: (class_folder(root, {"cat": 1, "bird": 1, "fish": 1, "ant": 1}), (root / "dog").mkdir())
+        },
+    ),
+    data_case(
+        "class folder with 3 classes",
+        ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet"],
+        "cls",
+        "3 classes cannot make 4-option questions",
+        files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1})},
+    ),
+    data_case(
+        "imagenet-vqa with 3 classes",
+        ["imagenet-vqa", "--images", "cls", "--clip", "clip", "--out", "o.parquet"],
+        "3 classes cannot make 4-option questions",
+        files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1})},
+    ),
+    data_case(
+        "imagenet-vqa without a local CLIP",
+        ["imagenet-vqa", "--images", "cls", "--clip", "openai/clip-nowhere", "--out", "o.parquet"],
+        "--clip 'openai/clip-nowhere'",
+        "hf download",
+        files={"cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1, "fish": 1})},
+    ),
+    data_case(
+        "class folder missing",
+        ["adapt", "class-folder", "--input", "nowhere", "--out", "o.parquet"],
+        "nowhere",
+        "not a directory",
+    ),
+    data_case(
+        "names file line without a name",
+        ["adapt", "class-folder", "--input", "cls", "--out", "o.parquet", "--class-names", "names.txt"],
+        "names.txt",
+        "line 1",
+        files={
+            "cls": lambda root: class_folder(root, {"cat": 1, "dog": 1, "bird": 1, "fish": 1}),
+            "names.txt": "cat\ndog feline\n",
+        },
+    ),
     # -- analysis.report -------------------------------------------------------------------------
     Case("report tracking scheme", "report", ["--experiment", "x", "--tracking-uri", "htp://h"], ["unknown scheme"]),
-    Case("report tracking unreachable", "report", ["--experiment", "x", "--tracking-uri", "http://127.0.0.1:9"],
-         ["127.0.0.1:9 cannot be reached"]),
+    Case(
+        "report tracking unreachable",
+        "report",
+        ["--experiment", "x", "--tracking-uri", "http://127.0.0.1:9"],
+        ["127.0.0.1:9 cannot be reached"],
+    ),
 ]
 
 
@@ -455,7 +656,7 @@ def test_external_images_are_read_when_opted_in(tmp_path, monkeypatch, capsys):
 def test_reachability_checks_answer_within_30_seconds(monkeypatch):
     """The checks the commands run first are bounded (a refused port answers at once; a silent
     host after ``CONNECT_TIMEOUT_S``); the commands' own start-up time is not measured here."""
-    from jobs.reachability import CONNECT_TIMEOUT_S, ray_address_problem, tracking_problem
+    from recipes.common.reachability import CONNECT_TIMEOUT_S, ray_address_problem, tracking_problem
 
     port = free_port()
     monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
@@ -470,8 +671,9 @@ def closed_port_command(argv: list[str], env: dict[str, str], cwd: Path) -> subp
     import os
 
     environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=environment,
-                          timeout=300)  # a hang guard: before these checks, the commands waited for minutes
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300
+    )  # a hang guard: before these checks, the commands waited for minutes
 
 
 @pytest.mark.parametrize(
@@ -496,6 +698,141 @@ def test_unreachable_cluster_or_tracking_server_fails_fast(argv, unreachable, tm
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweeps").exists()
 
 
+HTTP_404 = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found"
+
+
+class ImpostorServer:
+    """A TCP server on 127.0.0.1 that accepts connections but is neither Ray nor MLflow: ``silent``
+    never answers, ``http404`` answers every request with a plain HTTP 404, ``garbage`` with random bytes."""
+
+    def __init__(self, kind: str) -> None:
+        import socket
+        import threading
+
+        self.kind, self.connections = kind, []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import os
+
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            self.connections.append(connection)
+            try:
+                if self.kind == "http404":
+                    connection.recv(65536)
+                    connection.sendall(HTTP_404)
+                elif self.kind == "garbage":
+                    connection.sendall(os.urandom(512))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def impostor(request):
+    server = ImpostorServer(request.param)
+    yield server
+    server.close()
+
+
+NOT_RAY = "does not answer as Ray"
+NOT_MLFLOW = "does not answer as MLflow"
+SWEEP_GRID = ["grid.yaml", "--no-check-paths"]
+SECRET_TRACKING = f"http://alice:{SECRET}@127.0.0.1:{{port}}"
+
+
+@pytest.mark.parametrize(
+    "impostor, argv, pointed_at, expected",
+    [
+        ("silent", ["-m", "orchestrator.plan", *SWEEP_GRID], "127.0.0.1:{port}", NOT_RAY),
+        ("http404", ["-m", "orchestrator.plan", *SWEEP_GRID], f"ray://alice:{SECRET}@127.0.0.1:{{port}}", NOT_RAY),
+        ("http404", ["-m", "orchestrator.sweep", *SWEEP_GRID, "--dry-run"], "127.0.0.1:{port}", NOT_RAY),
+        ("silent", ["-m", "orchestrator.sweep", *SWEEP_GRID, "--dry-run"], "ray://127.0.0.1:{port}", NOT_RAY),
+        ("garbage", ["-m", "jobs.finetune", *FINETUNE, "--steps", "2"], "127.0.0.1:{port}", NOT_RAY),
+        ("silent", ["-m", "orchestrator.sweep", *SWEEP_GRID], "http://127.0.0.1:{port}", NOT_MLFLOW),
+        (
+            "http404",
+            ["-m", "jobs.finetune", *FINETUNE, "--steps", "2", "--tracking-uri", "http://127.0.0.1:{port}/"],
+            "http://127.0.0.1:{port}/",
+            NOT_MLFLOW,
+        ),
+        (
+            "silent",
+            ["-m", "analysis.report", "--experiment", "x", "--tracking-uri", SECRET_TRACKING],
+            SECRET_TRACKING,
+            NOT_MLFLOW,
+        ),
+        (
+            "garbage",
+            ["-m", "analysis.report", "--experiment", "x", "--tracking-uri", "https://127.0.0.1:{port}"],
+            "https://127.0.0.1:{port}",
+            NOT_MLFLOW,
+        ),
+    ],
+    ids=[
+        "plan silent gcs",
+        "plan http ray client",
+        "dry run http gcs",
+        "dry run silent ray client",
+        "finetune garbage gcs",
+        "sweep silent tracking",
+        "finetune http tracking",
+        "report silent tracking",
+        "report https garbage tracking",
+    ],
+    indirect=["impostor"],
+)
+def test_a_port_that_is_not_ray_or_mlflow_fails_fast(impostor, argv, pointed_at, expected, tmp_path):
+    """A port that accepts connections but does not speak Ray's or MLflow's protocol is one line
+    naming it (no password), exit status 2, within the subprocess's time limit (before this check,
+    these commands hung on such a port: ``ray.init`` and MLflow's client retry for minutes)."""
+    target = pointed_at.format(port=impostor.port)
+    ray = expected == NOT_RAY
+    env = {
+        "RAY_ADDRESS": target if ray else "",
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": SECRET,
+    }
+    grid = yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
+    grid["tracking"] = {"uri": "sqlite:///mlflow.db" if ray else target}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    argv = [arg.format(port=impostor.port) for arg in argv]
+    result = closed_port_command(argv, env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    named = [line for line in result.stderr.splitlines() if f"127.0.0.1:{impostor.port}" in line]
+    assert len(named) == 1 and expected in named[0], output
+    assert "Traceback" not in output and SECRET not in output
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweeps").exists()
+
+
+def test_a_real_mlflow_server_and_ray_cluster_pass_the_check(tmp_path, ray_cluster):
+    """The protocol checks accept the real thing: an `mlflow server` (with and without a trailing
+    slash) and the GCS of a running Ray cluster."""
+    from recipes.common.reachability import ray_answer_problem, tracking_problem
+    from tests.conftest import MlflowServer
+
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        assert tracking_problem(server.uri) is None
+        assert tracking_problem(server.uri + "/") is None
+    finally:
+        server.stop()
+    host, port = ray_cluster._private.worker.global_worker.node.gcs_address.rsplit(":", 1)
+    assert ray_answer_problem(host, int(port), client=False) is None
+
+
 GPU_NODE = {"CPU": 8.0, "GPU": 8.0}
 CPU_NODE = {"CPU": 2.0, "GPU": 0.0}
 
@@ -506,8 +843,11 @@ CPU_NODE = {"CPU": 2.0, "GPU": 0.0}
         ([(CPU_NODE, 1)], {"gpus_per_worker": 8}, "resources.gpus_per_worker: 8 GPUs per worker"),
         ([(CPU_NODE, 1), (GPU_NODE, None)], {"gpus_per_worker": 8}, None),  # an autoscaler node type has them
         ([(CPU_NODE, 1), (GPU_NODE, 0)], {"gpus_per_worker": 8}, "resources.gpus_per_worker"),  # max 0 of that type
-        ([(CPU_NODE, 1), (GPU_NODE, 1)], {"gpus_per_worker": 4, "workers_per_trial": 3},
-         "resources.workers_per_trial: 3 workers x 4 GPUs = 12"),
+        (
+            [(CPU_NODE, 1), (GPU_NODE, 1)],
+            {"gpus_per_worker": 4, "workers_per_trial": 3},
+            "resources.workers_per_trial: 3 workers x 4 GPUs = 12",
+        ),
         ([(CPU_NODE, 1), (GPU_NODE, 2)], {"gpus_per_worker": 4, "workers_per_trial": 3}, None),
         ([(CPU_NODE, 2)], {"cpus_per_worker": 2, "workers_per_trial": 2}, None),
         ([(CPU_NODE, 1)], {"cpus_per_worker": 3}, "resources.cpus_per_worker: 3 CPUs per worker"),

@@ -220,10 +220,17 @@ CREDENTIAL_NAME = re.compile(r"(?i)(?:^|_)(?:password|passwd|secret|token|api_?k
 """An environment variable name that holds a credential (the words between underscores)."""
 
 
-@pytest.mark.parametrize(("variable", "is_credential"), [
-    ("MLFLOW_TRACKING_TOKEN", True), ("AWS_SECRET_ACCESS_KEY", True), ("MLFLOW_TRACKING_PASSWORD", True),
-    ("HF_TOKEN", True), ("TOKENIZERS_PARALLELISM", False), ("FORGETLESS_CACHE", False),
-])
+@pytest.mark.parametrize(
+    ("variable", "is_credential"),
+    [
+        ("MLFLOW_TRACKING_TOKEN", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("MLFLOW_TRACKING_PASSWORD", True),
+        ("HF_TOKEN", True),
+        ("TOKENIZERS_PARALLELISM", False),
+        ("FORGETLESS_CACHE", False),
+    ],
+)
 def test_credential_names_are_recognised(variable, is_credential):
     assert bool(CREDENTIAL_NAME.search(variable)) is is_credential
 

@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.continual import ContinualRun, build_table3, table3_html, table3_markdown
+from contract import layout
 from jobs.continual.loop import MODEL_STATE, stage_steps
 from jobs.continual.metrics import continual_scores
 from jobs.finetune.config import TrialConfig
@@ -27,8 +28,8 @@ from recipes.data.continual import (
     resolve_task,
     stage_training_table,
 )
-from recipes.data.schema import MCQFormatError
-from recipes.data.writers import write_mcq
+from recipes.data.schema import RecordFormatError
+from recipes.data.writers import write_records
 from recipes.models import load_model
 from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
 from tests.test_sweep import sweep_command, trial_runs, write_grid
@@ -37,7 +38,9 @@ from tests.test_sweep import sweep_command, trial_runs, write_grid
 
 SCORE_CASES = [
     pytest.param(
-        [[80, 20], [70, 90]], {"last": [70, 90], "average_at": [80, 80], "average": 80.0, "last_mean": 80.0}, id="2 tasks"
+        [[80, 20], [70, 90]],
+        {"last": [70, 90], "average_at": [80, 80], "average": 80.0, "last_mean": 80.0},
+        id="2 tasks",
     ),
     pytest.param(
         [[90, 10, 30], [60, 80, 30], [30, 60, 90]],
@@ -61,7 +64,7 @@ def test_last_and_average_match_hand_computed_values(matrix, expected):
     assert list(scores.average_at.values()) == pytest.approx(expected["average_at"])
     assert scores.average == pytest.approx(expected["average"])
     assert scores.last_mean == pytest.approx(expected["last_mean"])
-    assert scores.metrics()["cl/last/t0"] == pytest.approx(expected["last"][0])
+    assert scores.metrics()[layout.task_last_metric("t0")] == pytest.approx(expected["last"][0])
 
 
 def test_scores_need_a_square_matrix():
@@ -79,12 +82,17 @@ def test_task_steps_cover_the_epochs(rows, epochs, batch, steps):
 
 def make_task(tmp_path: Path, name: str, rows: int) -> ContinualTask:
     records = [
-        {"id": f"{name}-{i}", "question": f"{name} question {i}?", "options": ["yes", "no"], "answer": "A",
-         "source": name}
+        {
+            "id": f"{name}-{i}",
+            "question": f"{name} question {i}?",
+            "options": ["yes", "no"],
+            "answer": "A",
+            "source": name,
+        }
         for i in range(rows)
     ]
     train = tmp_path / f"{name}-train.parquet"
-    write_mcq(records, train)
+    write_records(records, train)
     return ContinualTask(name, str(train), str(train))
 
 
@@ -164,7 +172,10 @@ def test_continual_grid_expands_methods_and_replay():
     ]
     assert {t.continual_epochs for t in trials} == {(1.0, 1.0, 1.0)}
     assert [t.continual_method for t in trials] == ["inclora", "inclora", "seqfull", "seqfull"]
-    assert trials[1].mlflow_params()["continual_tasks"] == '["toy-cl-shapes", "toy-cl-attributes", "toy-cl-digits"]'
+    assert (
+        trials[1].mlflow_params()[layout.PARAM_CONTINUAL_TASKS]
+        == '["toy-cl-shapes", "toy-cl-attributes", "toy-cl-digits"]'
+    )
     assert len({t.trial_id for t in trials}) == 4
 
 
@@ -180,16 +191,27 @@ def with_continual(**changes) -> dict:
 
 
 BROKEN_CONTINUAL = [
-    ("unknown domain", with_continual(**{"continual.tasks": ["toy-cl-shape", "toy-cl-digits"]}),
-     "continual.tasks[0]: unknown toy domain 'toy-cl-shape'"),
+    (
+        "unknown domain",
+        with_continual(**{"continual.tasks": ["toy-cl-shape", "toy-cl-digits"]}),
+        "continual.tasks[0]: unknown toy domain 'toy-cl-shape'",
+    ),
     ("one task", with_continual(**{"continual.tasks": ["toy-cl-digits"]}), "continual.tasks: "),
     ("epochs per task", with_continual(**{"continual.epochs": [1, 2]}), "epochs needs one value per task (3), got 2"),
-    ("method twice", with_continual(grid={"lr": [1.0e-4], "method": ["full"]}), "continual.method: sets the method axis"),
+    (
+        "method twice",
+        with_continual(grid={"lr": [1.0e-4], "method": ["full"]}),
+        "continual.method: sets the method axis",
+    ),
     ("zero 3", with_continual(train={"deepspeed": {"zero_stage": 3}}), "continual: needs train.deepspeed {zero_stage"),
     ("mixing", with_continual(train={"mix": [{"dataset": "toy-general", "ratio": 0.2}]}), "remove train.mix"),
-    ("missing file", with_continual(**{"continual.tasks": [{"name": "RS", "train": "nowhere.parquet", "test": "toy-wiki"},
-                                                           "toy-cl-digits"]}),
-     "continual.tasks[0].train: no such file 'nowhere.parquet'"),
+    (
+        "missing file",
+        with_continual(
+            **{"continual.tasks": [{"name": "RS", "train": "nowhere.parquet", "test": "toy-wiki"}, "toy-cl-digits"]}
+        ),
+        "continual.tasks[0].train: no such file 'nowhere.parquet'",
+    ),
 ]
 
 
@@ -208,14 +230,30 @@ def test_mllm_cl_splits_keep_mcq_and_open_questions(tmp_path):
 
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "scene.png")
     train = [
-        {"id": "1", "image": "scene.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is shown?\nA. field\nB. lake\nC. road\nAnswer with the letter."},
-            {"from": "gpt", "value": "B"}]},
-        {"id": "2", "image": "scene.png", "conversations": [
-            {"from": "human", "value": "<image>\nHow many buildings are there?"}, {"from": "gpt", "value": "3"}]},
+        {
+            "id": "1",
+            "image": "scene.png",
+            "conversations": [
+                {
+                    "from": "human",
+                    "value": "<image>\nWhat is shown?\nA. field\nB. lake\nC. road\nAnswer with the letter.",
+                },
+                {"from": "gpt", "value": "B"},
+            ],
+        },
+        {
+            "id": "2",
+            "image": "scene.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nHow many buildings are there?"},
+                {"from": "gpt", "value": "3"},
+            ],
+        },
     ]
-    test = [{"question_id": 7, "image": "scene.png", "text": "Is it rural?\nA. yes\nB. no", "answer": "no"},
-            {"question_id": 8, "image": "scene.png", "text": "Which?\nA. x\nB. y", "answer": "A. x"}]
+    test = [
+        {"question_id": 7, "image": "scene.png", "text": "Is it rural?\nA. yes\nB. no", "answer": "no"},
+        {"question_id": 8, "image": "scene.png", "text": "Which?\nA. x\nB. y", "answer": "A. x"},
+    ]
     (tmp_path / "train.json").write_text(json.dumps(train))
     (tmp_path / "test.json").write_text(json.dumps(test))
     adapted = adapt_file("mllm-cl", tmp_path / "train.json", source="RS")
@@ -227,7 +265,7 @@ def test_mllm_cl_splits_keep_mcq_and_open_questions(tmp_path):
     answers = [r["answer"] for r in adapt_file("mllm-cl", tmp_path / "test.json", source="RS").table.to_pylist()]
     assert answers == ["B", "A"]
     (tmp_path / "bad.json").write_text(json.dumps([{"question_id": 9, "text": "Q?\nA. x\nB. y", "answer": "maybe"}]))
-    with pytest.raises(MCQFormatError, match="neither an option letter nor an option's text"):
+    with pytest.raises(RecordFormatError, match="neither an option letter nor an option's text"):
         adapt_file("mllm-cl", tmp_path / "bad.json", domain="RS")
 
 
@@ -244,12 +282,15 @@ def test_table3_rows_and_best_cells():
     table = build_table3(runs)
     assert table.columns == ("RS Last", "RS Average", "Med Last", "Med Average", "Last (mean)", "Average")
     assert [(group, label) for group, label, _ in table.rows] == [
-        (None, "Zero-shot"), ("w/ replay (20 per task)", "IncLoRA"), (None, "SeqFull"), ("w/o replay", "IncLoRA")]
+        (None, "Zero-shot"),
+        ("w/ replay (20 per task)", "IncLoRA"),
+        (None, "SeqFull"),
+        ("w/o replay", "IncLoRA"),
+    ]
     assert table.rows[1][2] == (70.0, 80.0, 90.0, 80.0, 80.0, 80.0)
     assert table.rows[2][2] == (60.0, 82.0, 92.0, 76.0, 76.0, 79.0)
     assert (1, 0) in table.best and (2, 1) in table.best and (3, 0) not in table.best  # one-row group: no bold
     assert "| SeqFull | 60.00 | **82.00** | **92.00** |" in table3_markdown(table)
-
 
 
 def test_table3_html_bolds_the_best_cells_and_escapes_labels():
@@ -261,9 +302,11 @@ def test_table3_html_bolds_the_best_cells_and_escapes_labels():
     text = table3_html(build_table3(runs))
     assert text.startswith("<h2>Table 3: continual learning, Last and Average per task</h2>")
     assert '<tr class="group"><td colspan="7">w/ replay (20 per task)</td></tr>' in text
-    assert ('<tr><td class="label">IncLoRA &lt;b&gt;&amp;&lt;/b&gt;</td><td><b>70.00</b></td><td>80.00</td>'
-            "<td>90.00</td>") in text
+    assert (
+        '<tr><td class="label">IncLoRA &lt;b&gt;&amp;&lt;/b&gt;</td><td><b>70.00</b></td><td>80.00</td><td>90.00</td>'
+    ) in text
     assert '<tr><td class="label">Zero-shot</td><td>30.00</td><td>-</td>' in text
+
 
 # -- end to end ------------------------------------------------------------------------------
 
@@ -274,8 +317,12 @@ def test_three_task_sequence_runs_end_to_end_and_logs_the_matrix(tmp_path):
         name="ci-continual",
         train={"batch_size": 4, "warmup_ratio": 0.0, "deepspeed": {"zero_stage": 0}, "keep_last": 1},
         grid={"parts": ["llm"], "lr": [1.0e-3]},
-        continual={"tasks": ["toy-cl-shapes", "toy-cl-attributes", "toy-cl-digits"], "epochs": [0.03, 0.03, 0.03],
-                   "replay_per_task": [2], "method": ["inclora", "seqfull"]},
+        continual={
+            "tasks": ["toy-cl-shapes", "toy-cl-attributes", "toy-cl-digits"],
+            "epochs": [0.03, 0.03, 0.03],
+            "replay_per_task": [2],
+            "method": ["inclora", "seqfull"],
+        },
         storage=str(tmp_path / "sweeps"),
         tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
     )
@@ -283,17 +330,24 @@ def test_three_task_sequence_runs_end_to_end_and_logs_the_matrix(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _, trials = trial_runs(tracking_uri, "ci-continual")
-    assert sorted(run.info.run_name for run in trials) == ["inclora-r4-llm-lr1e-03-s0-replay2", "seqfull-llm-lr1e-03-s0-replay2"]
+    assert sorted(run.info.run_name for run in trials) == [
+        "inclora-r4-llm-lr1e-03-s0-replay2",
+        "seqfull-llm-lr1e-03-s0-replay2",
+    ]
     client = MlflowClient(tracking_uri)
     tasks = ["toy-cl-shapes", "toy-cl-attributes", "toy-cl-digits"]
     for run in trials:
-        steps = metric_steps(tracking_uri, run.info.run_id, "cl/acc/toy-cl-shapes")
+        steps = metric_steps(tracking_uri, run.info.run_id, layout.task_accuracy_metric("toy-cl-shapes"))
         assert len(steps) == 4 and steps[0] == 0, steps  # zero-shot + after each task
-        assert metric_steps(tracking_uri, run.info.run_id, "acc/q/ood_id") == steps  # the 2x2 suite each time
-        record = json.loads(Path(client.download_artifacts(run.info.run_id, "continual/matrix.json", str(tmp_path))).read_text())
+        assert (
+            metric_steps(tracking_uri, run.info.run_id, layout.accuracy_metric("ood_id")) == steps
+        )  # the 2x2 suite each time
+        record = json.loads(
+            Path(client.download_artifacts(run.info.run_id, layout.MATRIX_ARTIFACT, str(tmp_path))).read_text()
+        )
         assert record["tasks"] == tasks and record["steps"] == steps[1:] and len(record["matrix"]) == 3
         final = client.get_run(run.info.run_id).data.metrics
-        assert [final[f"cl/acc/{task}"] for task in tasks] == record["matrix"][-1]
+        assert [final[layout.task_accuracy_metric(task)] for task in tasks] == record["matrix"][-1]
         expected = continual_scores(record["matrix"], tasks).metrics()
         assert {key: final[key] for key in expected} == pytest.approx(expected)
     report = tmp_path / "reports" / "ci-continual"
@@ -315,15 +369,33 @@ def test_three_task_sequence_runs_end_to_end_and_logs_the_matrix(tmp_path):
 def test_continual_trial_killed_after_its_first_task_resumes_at_the_second(tmp_path, tracking_uri, ray_cluster):
     """Its worker SIGKILLed once the first task's checkpoint is in, the IncLoRA trial trains only the
     second task on relaunch and ends with the Last / Average of an uninterrupted run."""
-    trial = ensure_trial_run(TrialConfig(
-        model="toy-qwen2.5-vl-init", parts="llm", lr=1e-3, method="lora", lora_r=4, lora_alpha=8,
-        batch_size=4, micro_batch_size=4, warmup_ratio=0.0, zero_stage=0, log_every=1, eval_batch_size=64,
-        continual_tasks=("toy-cl-shapes", "toy-cl-attributes"), continual_epochs=(0.05, 0.2),
-        storage=str(tmp_path / "storage"), tracking_uri=tracking_uri, experiment=f"test-{tmp_path.name}",
-    ))
+    trial = ensure_trial_run(
+        TrialConfig(
+            model="toy-qwen2.5-vl-init",
+            parts="llm",
+            lr=1e-3,
+            method="lora",
+            lora_r=4,
+            lora_alpha=8,
+            batch_size=4,
+            micro_batch_size=4,
+            warmup_ratio=0.0,
+            zero_stage=0,
+            log_every=1,
+            eval_batch_size=64,
+            continual_tasks=("toy-cl-shapes", "toy-cl-attributes"),
+            continual_epochs=(0.05, 0.2),
+            storage=str(tmp_path / "storage"),
+            tracking_uri=tracking_uri,
+            experiment=f"test-{tmp_path.name}",
+        )
+    )
     first_task_steps, second_task_steps = (
-        stage_steps(stage_training_table(list(trial.continual_tasks), stage, 0, 0).num_rows, trial.continual_epochs[stage], 4)
-        for stage in (0, 1))
+        stage_steps(
+            stage_training_table(list(trial.continual_tasks), stage, 0, 0).num_rows, trial.continual_epochs[stage], 4
+        )
+        for stage in (0, 1)
+    )
     killer = WorkerKiller(lambda: latest_registered_checkpoint(tmp_path / "storage") is not None, tmp_path / "storage")
     killer.start()
     outcome = run_trial(trial)
@@ -334,13 +406,20 @@ def test_continual_trial_killed_after_its_first_task_resumes_at_the_second(tmp_p
     client = MlflowClient(tracking_uri)
     assert client.get_run(outcome.run_id).data.tags[RESUMED_TAG] == str(first_task_steps)
     ends = [0, first_task_steps, first_task_steps + second_task_steps]
-    assert metric_steps(tracking_uri, outcome.run_id, "cl/acc/toy-cl-shapes") == ends
-    assert metric_steps(tracking_uri, outcome.run_id, "train/loss") == list(range(1, ends[-1] + 1))
+    assert metric_steps(tracking_uri, outcome.run_id, layout.task_accuracy_metric("toy-cl-shapes")) == ends
+    assert metric_steps(tracking_uri, outcome.run_id, layout.TRAIN_LOSS) == list(range(1, ends[-1] + 1))
 
-    uninterrupted = run_trial(trial.with_run(run_id=None, experiment=f"test-{tmp_path.name}-straight",
-                                             storage=str(tmp_path / "straight")))
+    uninterrupted = run_trial(
+        trial.with_run(run_id=None, experiment=f"test-{tmp_path.name}-straight", storage=str(tmp_path / "straight"))
+    )
     assert uninterrupted.status == "finished", uninterrupted.error
-    scores = {run: {key: value for key, value in client.get_run(run).data.metrics.items() if key.startswith("cl/")}
-              for run in (outcome.run_id, uninterrupted.run_id)}
-    assert {"cl/last", "cl/average"} <= set(scores[outcome.run_id])
+    scores = {
+        run: {
+            key: value
+            for key, value in client.get_run(run).data.metrics.items()
+            if key.startswith(layout.CONTINUAL_PREFIX)
+        }
+        for run in (outcome.run_id, uninterrupted.run_id)
+    }
+    assert {layout.CONTINUAL_LAST, layout.CONTINUAL_AVERAGE} <= set(scores[outcome.run_id])
     assert scores[outcome.run_id] == scores[uninterrupted.run_id]

@@ -13,8 +13,8 @@ import pytest
 from recipes.adapters.formats import adapt, adapt_file
 from recipes.adapters.rows import parse_label, split_question_options
 from recipes.data.__main__ import main
-from recipes.data.readers import read_mcq
-from recipes.data.schema import MCQFormatError
+from recipes.data.readers import read_records
+from recipes.data.schema import RecordFormatError
 from tests.data_fixtures import png_bytes
 
 RED, BLUE = png_bytes((255, 0, 0), size=10), png_bytes((0, 0, 255), size=20)
@@ -37,8 +37,8 @@ def imagewikiqa_file(tmp_path):
     return write_jsonl(
         tmp_path / "imagewikiqa.jsonl",
         [
-            {"image": "images/val_1.JPEG", "text": wikiqa_text("What is this object made of?", ["Glass", "Wood", "Stone", "Metal"]), "label": "C", "wiki": "It is carved from stone.", "classname": "obelisk"},
-            {"image": "images/val_2.JPEG", "text": wikiqa_text("Where does this object live?", ["Desert", "Ocean", "Forest", "Sky"]), "label": 1, "wiki": "It swims.", "classname": "whale"},
+            {"image": "images/val_1.JPEG", "text": wikiqa_text("What is this object made of?", ["Glass", "Wood", "Stone", "Metal"]), "label": "C", "wiki": "It is carved from stone.", "classname": "obelisk"},  # noqa: E501 (a table row)
+            {"image": "images/val_2.JPEG", "text": wikiqa_text("Where does this object live?", ["Desert", "Ocean", "Forest", "Sky"]), "label": 1, "wiki": "It swims.", "classname": "whale"},  # noqa: E501 (a table row)
         ],
     )  # fmt: skip
 
@@ -46,7 +46,7 @@ def imagewikiqa_file(tmp_path):
 # -- parsing ---------------------------------------------------------------------------------------
 
 SPLITS = {
-    "imagewikiqa layout": ("Which one?\nA. x\nB. y\nC. z\nD. w\nChoose A, B, C, or D.", ("Which one?", ["x", "y", "z", "w"], "Choose A, B, C, or D.")),
+    "imagewikiqa layout": ("Which one?\nA. x\nB. y\nC. z\nD. w\nChoose A, B, C, or D.", ("Which one?", ["x", "y", "z", "w"], "Choose A, B, C, or D.")),  # noqa: E501 (a table row)
     "two-line question, no instruction": ("Look closely.\nWhich one?\nA) x\nB) y", ("Look closely.\nWhich one?", ["x", "y"], "")),
     "a lone A. line in the question": ("A. Smith said so.\nWhich one?\nA. x\nB. y", ("A. Smith said so.\nWhich one?", ["x", "y"], "")),
 }  # fmt: skip
@@ -111,7 +111,7 @@ def test_imagewikiqa_bad_rows_name_file_line_and_problem(tmp_path, imagewikiqa_f
         handle.write(
             json.dumps({"image": "images/val_1.JPEG", "text": wikiqa_text("Q?", ["a", "b"]), "label": "D"}) + "\n"
         )
-    with pytest.raises(MCQFormatError) as caught:
+    with pytest.raises(RecordFormatError) as caught:
         adapt_file("imagewikiqa", imagewikiqa_file)
     missing = tmp_path / "images" / "missing.JPEG"
     assert str(caught.value).splitlines() == [
@@ -124,7 +124,7 @@ def test_imagewikiqa_bad_rows_name_file_line_and_problem(tmp_path, imagewikiqa_f
     assert main(["adapt", "imagewikiqa", "--input", str(imagewikiqa_file), "--out", str(out), "--skip-bad"]) == 0
     printed = capsys.readouterr().out
     assert "2 questions; 3 bad rows skipped" in printed and "skipped line 3" in printed
-    assert read_mcq(out).num_rows == 2
+    assert read_records(out).num_rows == 2
 
 
 # -- VMCBench --------------------------------------------------------------------------------------
@@ -180,10 +180,10 @@ def test_vmcbench_formats(tmp_path, name, write):
 
 def mmmu_file(path):
     rows = [
-        {"id": "validation_Art_1", "question": "<image 1> Which style is shown?", "options": "['Baroque', 'Gothic', 'Modern']", "answer": "B",
+        {"id": "validation_Art_1", "question": "<image 1> Which style is shown?", "options": "['Baroque', 'Gothic', 'Modern']", "answer": "B",  # noqa: E501 (a table row)
          "question_type": "multiple-choice", "subfield": "Art", "image_1": {"bytes": RED, "path": "a.png"}, "image_2": None},
         {"id": "validation_Art_2", "question": "Compare <image 1> and <image 2>. Which is older?", "options": "['<image 1>', '<image 2>']",
-         "answer": "A", "question_type": "multiple-choice", "subfield": "Art", "image_1": {"bytes": RED, "path": "a.png"}, "image_2": {"bytes": BLUE, "path": "b.png"}},
+         "answer": "A", "question_type": "multiple-choice", "subfield": "Art", "image_1": {"bytes": RED, "path": "a.png"}, "image_2": {"bytes": BLUE, "path": "b.png"}},  # noqa: E501 (a table row)
         {"id": "validation_Math_3", "question": "Compute x.", "options": "[]", "answer": "42", "question_type": "open", "subfield": "Math",
          "image_1": None, "image_2": None},
     ]  # fmt: skip
@@ -213,7 +213,7 @@ def test_mmmu_cli_reports_skipped_open_questions(tmp_path, capsys):
     out = tmp_path / "mmmu-val.parquet"
     assert main(["adapt", "mmmu", "--input", str(mmmu_file(tmp_path / "validation.parquet")), "--out", str(out)]) == 0
     assert "2 questions; 1 open questions left out" in capsys.readouterr().out
-    assert set(read_mcq(out).column("source").to_pylist()) == {"mmmu-val"}
+    assert set(read_records(out).column("source").to_pylist()) == {"mmmu-val"}
 
 
 def test_mmmu_bad_options_literal(tmp_path):
@@ -224,7 +224,7 @@ def test_mmmu_bad_options_literal(tmp_path):
         ),
         path,
     )
-    with pytest.raises(MCQFormatError, match=r"row 1 \(id 'x1'\): options is not a Python list literal"):
+    with pytest.raises(RecordFormatError, match=r"row 1 \(id 'x1'\): options is not a Python list literal"):
         adapt_file("mmmu", path)
 
 

@@ -14,7 +14,7 @@ from recipes.adapters.imagenet_vqa import build_imagenet_vqa
 from recipes.data.__main__ import main
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
 from recipes.data.prompts import CLASS_QUESTION
-from recipes.data.readers import read_mcq
+from recipes.data.readers import read_records
 from recipes.data.schema import LETTERS, answer_index
 from tests.data_fixtures import CLASS_NAMES, build_tiny_clip, write_class_folder
 
@@ -32,9 +32,9 @@ def image_folder(tmp_path_factory):
 # -- distractor pools ------------------------------------------------------------------------------
 
 POOL_CASES = {
-    "most similar first": (["a", "b", "c", "d"], [[1, 0.9, 0.1, 0.5], [0.9, 1, 0.2, 0.3], [0.1, 0.2, 1, 0.8], [0.5, 0.3, 0.8, 1]], 2, [(1, 3), (0, 3), (3, 1), (2, 0)]),
+    "most similar first": (["a", "b", "c", "d"], [[1, 0.9, 0.1, 0.5], [0.9, 1, 0.2, 0.3], [0.1, 0.2, 1, 0.8], [0.5, 0.3, 0.8, 1]], 2, [(1, 3), (0, 3), (3, 1), (2, 0)]),  # noqa: E501 (a table row)
     "pool of one": (["a", "b", "c"], [[1, 0.2, 0.7], [0.2, 1, 0.4], [0.7, 0.4, 1]], 1, [(2,), (2,), (0,)]),
-    "same-name classes never distract": (["crane", "crane", "heron", "bus"], [[1, 1, 0.9, 0.1], [1, 1, 0.2, 0.8], [0.9, 0.2, 1, 0], [0.1, 0.8, 0, 1]], 2, [(2, 3), (3, 2), (0, 1), (1, 0)]),
+    "same-name classes never distract": (["crane", "crane", "heron", "bus"], [[1, 1, 0.9, 0.1], [1, 1, 0.2, 0.8], [0.9, 0.2, 1, 0], [0.1, 0.8, 0, 1]], 2, [(2, 3), (3, 2), (0, 1), (1, 0)]),  # noqa: E501 (a table row)
 }  # fmt: skip
 
 
@@ -101,7 +101,7 @@ def test_scan_reads_classes_and_files(image_folder):
 
 
 NAME_FILES = {
-    "imagenet synset mapping": ("names.txt", "n01 tench, Tinca tinca\nn02 goldfish, Carassius auratus\n", ["n01", "n02"], {"n01": "tench", "n02": "goldfish"}),
+    "imagenet synset mapping": ("names.txt", "n01 tench, Tinca tinca\nn02 goldfish, Carassius auratus\n", ["n01", "n02"], {"n01": "tench", "n02": "goldfish"}),  # noqa: E501 (a table row)
     "json object": ("names.json", '{"n01": "tench", "n02": "goldfish"}', ["n01", "n02"], {"n01": "tench", "n02": "goldfish"}),
     "json list for numbered dirs": ("names.json", '["tench", "goldfish"]', ["0", "1"], {"0": "tench", "1": "goldfish"}),
 }  # fmt: skip
@@ -141,7 +141,7 @@ def test_imagenet_vqa_uses_clip_top5_distractors(tmp_path, image_folder, clip_di
     monkeypatch.setattr(class_folder_module, "clip_text_similarity", lambda *a, **k: calls.append(a) or real(*a, **k))
     rows = build_imagenet_vqa(image_folder, str(clip_dir), tmp_path / "vqa.parquet", seed=3)
     assert len(calls) == 1  # the class similarity matrix is computed once, not per image
-    table = read_mcq(tmp_path / "vqa.parquet")
+    table = read_records(tmp_path / "vqa.parquet")
     assert rows == table.num_rows == 4 * len(CLASS_NAMES)
     folder = ClassFolder.scan(image_folder)
     similarity = clip_text_similarity(folder.class_names, str(clip_dir))
@@ -161,7 +161,7 @@ def test_imagenet_vqa_uses_clip_top5_distractors(tmp_path, image_folder, clip_di
 def test_imagenet_vqa_is_deterministic_given_the_seed(tmp_path, image_folder, clip_dir):
     def build(name: str, seed: int) -> list[dict]:
         build_imagenet_vqa(image_folder, str(clip_dir), tmp_path / name, seed=seed, source="imagenet-vqa")
-        return read_mcq(tmp_path / name).to_pylist()
+        return read_records(tmp_path / name).to_pylist()
 
     first, again, other_seed = build("a.parquet", 0), build("b.parquet", 0), build("c.parquet", 1)
     assert first == again
@@ -171,7 +171,7 @@ def test_imagenet_vqa_is_deterministic_given_the_seed(tmp_path, image_folder, cl
 def test_answer_letters_are_balanced(tmp_path, clip_dir):
     folder = write_class_folder(tmp_path / "many", images_per_class=20)
     build_class_mcq(ClassFolder.scan(folder), tmp_path / "out.parquet", clip_path=str(clip_dir))
-    counts = Counter(read_mcq(tmp_path / "out.parquet").column("answer").to_pylist())
+    counts = Counter(read_records(tmp_path / "out.parquet").column("answer").to_pylist())
     assert set(counts) == set(LETTERS[:4]) and max(counts.values()) - min(counts.values()) <= 1
 
 
@@ -191,7 +191,7 @@ def test_class_folder_adapter(tmp_path, image_folder, clip_dir, use_clip, capsys
     out = tmp_path / "flowers.parquet"
     argv = ["adapt", "class-folder", "--input", str(image_folder), "--out", str(out), "--seed", "2"]
     assert main(argv + (["--clip", str(clip_dir)] if use_clip else [])) == 0
-    table = read_mcq(out)
+    table = read_records(out)
     assert table.num_rows == 28 and set(table.column("question").to_pylist()) == {"What is this?"}
     assert set(table.column("source").to_pylist()) == {"flowers"}
     assert "28 questions" in capsys.readouterr().out

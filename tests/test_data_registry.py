@@ -12,7 +12,7 @@ import recipes.toyworld.world as toy_world_module
 from recipes.data.registry import DatasetNotFoundError, dataset_name, load_dataset, registered_datasets, resolve_dataset
 from recipes.data.stream import MixSource, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from recipes.toyworld.datasets import toy_world_key
 from recipes.toyworld.freeform import TOY_FREEFORM_NAMES
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig
@@ -96,7 +96,7 @@ def test_environment_chooses_the_world(monkeypatch):
 
 
 def test_paths_and_unknown_names(tmp_path):
-    path = write_mcq([mcq_record(0)], tmp_path / "mine.parquet")
+    path = write_records([mcq_record(0)], tmp_path / "mine.parquet")
     assert resolve_dataset(path) == Path(path) and dataset_name(path) == "mine"
     assert dataset_name("toy-wiki") == "toy-wiki"
     with pytest.raises(
@@ -119,7 +119,7 @@ def test_train_stream_from_registered_names(small_world_env):
 
 def test_toy_suite(small_world_env):
     suite = load_suite("toy")
-    assert tuple(suite.quadrants) == QUADRANTS == ("id_id", "id_ood", "ood_id", "ood_ood")
+    assert tuple(suite.quadrants) == QUADRANTS
     assert suite.quadrants["id_id"] == ["toy-imagenet-vqa-val", "toy-imagenet-vqa-v2"]
     assert suite.quadrants["ood_id"] == ["toy-attributes", "toy-wiki", "toy-wiki-classname"]
     assert set(suite.dataset_names().values()) <= set(registered_datasets())
@@ -130,10 +130,10 @@ def test_toy_suite(small_world_env):
 @pytest.fixture
 def user_suite(tmp_path):
     for name in ("a", "b", "c", "d"):
-        write_mcq([mcq_record(0, source=name)], tmp_path / "sets" / f"{name}.parquet")
+        write_records([mcq_record(0, source=name)], tmp_path / "sets" / f"{name}.parquet")
     path = tmp_path / "suite.yaml"
     path.write_text(
-        "name: mine\nquadrants:\n  id_id: [sets/a.parquet]\n  id_ood: [sets/b.parquet]\n  ood_id: [sets/c.parquet]\n  ood_ood: [sets/d.parquet, toy-text-qa]\n"
+        "name: mine\nquadrants:\n  id_id: [sets/a.parquet]\n  id_ood: [sets/b.parquet]\n  ood_id: [sets/c.parquet]\n  ood_ood: [sets/d.parquet, toy-text-qa]\n"  # noqa: E501 (a table row)
     )
     return path
 
@@ -150,16 +150,16 @@ def test_content_hash_follows_file_contents(user_suite):
     suite = Suite("mine", {q: [str(user_suite.parent / "sets" / f"{n}.parquet")] for q, n in zip(QUADRANTS, "abcd")})
     before = suite.content_hash()
     assert suite.content_hash() == before
-    write_mcq([mcq_record(1, source="c")], user_suite.parent / "sets" / "c.parquet", overwrite=True)
+    write_records([mcq_record(1, source="c")], user_suite.parent / "sets" / "c.parquet", overwrite=True)
     assert suite.content_hash() != before
 
 
 SUITE_ERRORS = {
     "missing quadrant": ("name: s\nquadrants: {id_id: [a], id_ood: [b], ood_id: [c]}\n", "quadrants.ood_ood: missing"),
-    "unknown quadrant": ("name: s\nquadrants: {id_id: [a], id_ood: [b], ood_id: [c], ood_ood: [d], extra: [e]}\n", "quadrants.extra: unknown quadrant"),
-    "empty quadrant": ("name: s\nquadrants: {id_id: [], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", r"quadrants.id_id: must be a non-empty list of datasets, got \[\]"),
-    "not a list": ("name: s\nquadrants: {id_id: a, id_ood: [b], ood_id: [c], ood_ood: [d]}\n", "quadrants.id_id: must be a non-empty list of datasets, got 'a'"),
-    "bad entry": ("name: s\nquadrants: {id_id: [3], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", r"quadrants.id_id\[0\]: must be a dataset name or path, got 3"),
+    "unknown quadrant": ("name: s\nquadrants: {id_id: [a], id_ood: [b], ood_id: [c], ood_ood: [d], extra: [e]}\n", "quadrants.extra: unknown quadrant"),  # noqa: E501 (a table row)
+    "empty quadrant": ("name: s\nquadrants: {id_id: [], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", r"quadrants.id_id: must be a non-empty list of datasets, got \[\]"),  # noqa: E501 (a table row)
+    "not a list": ("name: s\nquadrants: {id_id: a, id_ood: [b], ood_id: [c], ood_ood: [d]}\n", "quadrants.id_id: must be a non-empty list of datasets, got 'a'"),  # noqa: E501 (a table row)
+    "bad entry": ("name: s\nquadrants: {id_id: [3], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", r"quadrants.id_id\[0\]: must be a dataset name or path, got 3"),  # noqa: E501 (a table row)
     "no name": ("quadrants: {id_id: [a], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", "name: must be a non-empty string, got None"),
     "unknown key": ("name: s\nsuite: x\nquadrants: {id_id: [a], id_ood: [b], ood_id: [c], ood_ood: [d]}\n", "suite: unknown key"),
     "not a mapping": ("- a\n- b\n", "expected a mapping with keys name and quadrants, got list"),

@@ -11,7 +11,7 @@ import pytest
 
 from recipes.data.sampling import fraction_indices, take_fraction
 from recipes.data.stream import MixSource, TrainingStream, block_slots, build_train_stream
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from tests.data_fixtures import mcq_record
 
 
@@ -160,9 +160,9 @@ def test_empty_source_with_a_share_is_an_error():
 
 @pytest.fixture
 def dataset_files(tmp_path):
-    target = write_mcq(mcq_table("target", 4000), tmp_path / "target.parquet")
-    general = write_mcq(mcq_table("general", 300), tmp_path / "general.parquet")
-    ocr = write_mcq(mcq_table("ocr", 50), tmp_path / "ocr.parquet")
+    target = write_records(mcq_table("target", 4000), tmp_path / "target.parquet")
+    general = write_records(mcq_table("general", 300), tmp_path / "general.parquet")
+    ocr = write_records(mcq_table("ocr", 50), tmp_path / "ocr.parquet")
     return target, general, ocr
 
 

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
-from recipes.data.readers import read_mcq, read_mcq_report, skipped_row_count
-from recipes.data.schema import LETTERS, MCQ_COLUMNS, MCQ_SCHEMA, MCQFormatError, answer_index, option_letter
-from recipes.data.writers import write_mcq
+from recipes.data.readers import read_records, read_records_report, skipped_row_count
+from recipes.data.schema import LETTERS, MCQ_COLUMNS, MCQ_SCHEMA, RecordFormatError, answer_index, option_letter
+from recipes.data.writers import write_records
 from tests.data_fixtures import mcq_record, png_bytes
 
 
@@ -60,8 +60,7 @@ def test_answer_index_rejects(answer, options):
 
 def test_mcq_prompt_text():
     assert mcq_prompt(" What is it? ", ["red circle", "blue square", "green star"]) == (
-        "What is it?\nA. red circle\nB. blue square\nC. green star\n"
-        "Please answer with a single letter (A, B, or C)."
+        "What is it?\nA. red circle\nB. blue square\nC. green star\nPlease answer with a single letter (A, B, or C)."
     )
 
 
@@ -92,25 +91,25 @@ def test_parquet_round_trip_keeps_every_field(tmp_path):
         mcq_record(1, answer="D", meta='{"classname": "dog"}'),
         mcq_record(2, image=None),
     ]
-    path = write_mcq(records, tmp_path / "set.parquet")
-    table = read_mcq(path)
+    path = write_records(records, tmp_path / "set.parquet")
+    table = read_records(path)
     assert table.schema == MCQ_SCHEMA
     assert table.to_pylist() == records
     assert skipped_row_count(table) == 0
 
 
 def test_write_accepts_meta_dicts_and_tables(tmp_path):
-    write_mcq([mcq_record(0, meta={"b": 1, "a": [1, 2]})], tmp_path / "a.parquet")
-    table = read_mcq(tmp_path / "a.parquet")
+    write_records([mcq_record(0, meta={"b": 1, "a": [1, 2]})], tmp_path / "a.parquet")
+    table = read_records(tmp_path / "a.parquet")
     assert json.loads(table.column("meta")[0].as_py()) == {"a": [1, 2], "b": 1}
-    write_mcq(table, tmp_path / "b.parquet")
-    assert read_mcq(tmp_path / "b.parquet").to_pylist() == table.to_pylist()
+    write_records(table, tmp_path / "b.parquet")
+    assert read_records(tmp_path / "b.parquet").to_pylist() == table.to_pylist()
 
 
 def test_parquet_without_optional_columns_gets_defaults(tmp_path):
     path = tmp_path / "minimal.parquet"
     pq.write_table(pa.table({"id": ["a"], "question": ["q?"], "options": [["x", "y"]], "answer": ["B"]}), path)
-    assert read_mcq(path).to_pylist() == [
+    assert read_records(path).to_pylist() == [
         {
             "id": "a",
             "image": None,
@@ -126,8 +125,8 @@ def test_parquet_without_optional_columns_gets_defaults(tmp_path):
 def test_missing_required_columns_are_named(tmp_path):
     path = tmp_path / "wrong.parquet"
     pq.write_table(pa.table({"id": ["a"], "text": ["q?"]}), path)
-    with pytest.raises(MCQFormatError, match=r"wrong\.parquet.*missing column\(s\) question, options, answer"):
-        read_mcq(path)
+    with pytest.raises(RecordFormatError, match=r"wrong\.parquet.*missing column\(s\) question, options, answer"):
+        read_records(path)
 
 
 def test_jsonl_images_base64_path_and_null(tmp_path):
@@ -143,7 +142,7 @@ def test_jsonl_images_base64_path_and_null(tmp_path):
             {k: v for k, v in mcq_record(3).items() if k not in ("image", "source", "meta")},
         ],
     )
-    rows = read_mcq(path).to_pylist()
+    rows = read_records(path).to_pylist()
     assert [r["image"] for r in rows] == [png_bytes((255, 0, 0)), blue, blue, None]
     assert rows[3]["source"] == "set" and rows[3]["meta"] == "{}"
 
@@ -167,8 +166,8 @@ BAD_ROWS = {
 @pytest.mark.parametrize(("change", "problem"), BAD_ROWS.values(), ids=BAD_ROWS.keys())
 def test_bad_parquet_row_names_file_row_and_problem(tmp_path, change, problem):
     path = write_raw_parquet(tmp_path / "bad.parquet", [mcq_record(0), mcq_record(1), mcq_record(2, **change)])
-    with pytest.raises(MCQFormatError) as caught:
-        read_mcq(path)
+    with pytest.raises(RecordFormatError) as caught:
+        read_records(path)
     expected_id = change.get("id", "q2")
     header, detail = str(caught.value).splitlines()
     assert header == f"{path}: 1 bad row (pass skip_bad=True (--skip-bad) to skip them)"
@@ -178,8 +177,8 @@ def test_bad_parquet_row_names_file_row_and_problem(tmp_path, change, problem):
 
 def test_empty_id_is_bad(tmp_path):
     path = write_raw_parquet(tmp_path / "bad.parquet", [mcq_record(0, id="")])
-    with pytest.raises(MCQFormatError, match=r"row 1 \(id ''\): id is empty"):
-        read_mcq(path)
+    with pytest.raises(RecordFormatError, match=r"row 1 \(id ''\): id is empty"):
+        read_records(path)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
@@ -190,10 +189,10 @@ def test_skip_bad_drops_rows_and_reports_count(tmp_path, caplog, suffix):
         write_raw_parquet(path, records)
     else:
         write_jsonl(path, records)
-    with pytest.raises(MCQFormatError, match="2 bad rows"):
-        read_mcq(path)
+    with pytest.raises(RecordFormatError, match="2 bad rows"):
+        read_records(path)
     with caplog.at_level(logging.WARNING, logger="forgetless.data"):
-        report = read_mcq_report(path, skip_bad=True)
+        report = read_records_report(path, skip_bad=True)
     assert report.table.column("id").to_pylist() == ["q0", "q2", "q4"]
     assert report.skipped_count == 2 and skipped_row_count(report.table) == 2
     assert [b.row_id for b in report.skipped] == ["q1", "q3"]
@@ -223,16 +222,16 @@ JSONL_BAD_LINES = {
 @pytest.mark.parametrize(("line", "message"), JSONL_BAD_LINES.values(), ids=JSONL_BAD_LINES.keys())
 def test_bad_jsonl_line_names_file_line_and_problem(tmp_path, line, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [mcq_record(0), line])
-    with pytest.raises(MCQFormatError) as caught:
-        read_mcq(path)
+    with pytest.raises(RecordFormatError) as caught:
+        read_records(path)
     assert str(caught.value).startswith(f"{path}: 1 bad row")
     assert f"  {message}" in str(caught.value)
 
 
 def test_error_lists_many_bad_rows_then_summarises(tmp_path):
     path = write_raw_parquet(tmp_path / "bad.parquet", [mcq_record(i, answer="Z") for i in range(25)])
-    with pytest.raises(MCQFormatError) as caught:
-        read_mcq(path)
+    with pytest.raises(RecordFormatError) as caught:
+        read_records(path)
     lines = str(caught.value).splitlines()
     assert lines[0].startswith(f"{path}: 25 bad rows") and lines[-1] == "  ... and 5 more" and len(lines) == 22
 
@@ -240,7 +239,7 @@ def test_error_lists_many_bad_rows_then_summarises(tmp_path):
 @pytest.mark.parametrize(
     ("name", "error", "message"),
     [
-        ("set.csv", MCQFormatError, "unknown extension '.csv'"),
+        ("set.csv", RecordFormatError, "unknown extension '.csv'"),
         ("absent.parquet", FileNotFoundError, "no such MCQ file"),
     ],
 )
@@ -248,42 +247,42 @@ def test_unreadable_files(tmp_path, name, error, message):
     if name.endswith(".csv"):
         (tmp_path / name).write_text("id\n")
     with pytest.raises(error, match=message):
-        read_mcq(tmp_path / name)
+        read_records(tmp_path / name)
 
 
 # -- writing -------------------------------------------------------------------------------------
 
 
 def test_write_refuses_to_overwrite(tmp_path):
-    path = write_mcq([mcq_record(0)], tmp_path / "set.parquet")
+    path = write_records([mcq_record(0)], tmp_path / "set.parquet")
     before = (tmp_path / "set.parquet").read_bytes()
     with pytest.raises(FileExistsError, match=r"set\.parquet already exists; pass overwrite=True"):
-        write_mcq([mcq_record(1)], path)
+        write_records([mcq_record(1)], path)
     assert (tmp_path / "set.parquet").read_bytes() == before
-    write_mcq([mcq_record(1)], path, overwrite=True)
-    assert read_mcq(path).column("id").to_pylist() == ["q1"]
+    write_records([mcq_record(1)], path, overwrite=True)
+    assert read_records(path).column("id").to_pylist() == ["q1"]
 
 
 def test_write_of_bad_rows_writes_nothing(tmp_path):
     with pytest.raises(
-        MCQFormatError, match=r"out\.parquet: 1 bad row \(nothing was written\)\n  row 2 \(id 'q1'\): answer 'X'"
+        RecordFormatError, match=r"out\.parquet: 1 bad row \(nothing was written\)\n  row 2 \(id 'q1'\): answer 'X'"
     ):
-        write_mcq([mcq_record(0), mcq_record(1, answer="X")], tmp_path / "out.parquet")
+        write_records([mcq_record(0), mcq_record(1, answer="X")], tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_rejects_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match=r"unknown keys \['label'\]"):
-        write_mcq([{**mcq_record(0), "label": "B"}], tmp_path / "out.parquet")
+        write_records([{**mcq_record(0), "label": "B"}], tmp_path / "out.parquet")
 
 
 def test_url_paths_through_fsspec():
     url = "memory://forgetless-tests/sets/val.parquet"
     records = [mcq_record(0, image=png_bytes()), mcq_record(1)]
-    write_mcq(records, url, overwrite=True)
-    assert read_mcq(url).to_pylist() == records
+    write_records(records, url, overwrite=True)
+    assert read_records(url).to_pylist() == records
     with pytest.raises(FileExistsError):
-        write_mcq(records, url)
+        write_records(records, url)
 
 
 def test_contract_columns():
@@ -295,13 +294,13 @@ def test_hugging_face_image_structs_are_read_as_bytes(tmp_path):
     path = tmp_path / "hf.parquet"
     rows = [{**mcq_record(0), "image": {"bytes": png_bytes(), "path": "a.png"}}, {**mcq_record(1), "image": None}]
     pq.write_table(pa.Table.from_pylist(rows), path)
-    assert read_mcq(path).column("image").to_pylist() == [png_bytes(), None]
+    assert read_records(path).column("image").to_pylist() == [png_bytes(), None]
 
 
 def test_inspect_command(tmp_path, capsys):
     from recipes.data.__main__ import main
 
-    good = write_mcq(
+    good = write_records(
         [mcq_record(i, answer="ABCD"[i % 4], image=png_bytes() if i == 0 else None) for i in range(8)],
         tmp_path / "set.parquet",
     )

@@ -1,6 +1,6 @@
 """Datasets read on demand: parquet row groups, the block-level shuffle, exact resume, S3, sampled checks.
 
-    python -m pytest tests/test_data_streaming.py
+python -m pytest tests/test_data_streaming.py
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.evaluate.suite_eval import contiguous_share
-from recipes.data.readers import read_mcq, read_mcq_sample
+from recipes.data.readers import read_records, read_records_sample
 from recipes.data.row_source import ParquetRows, TableRows, open_rows
 from recipes.data.sampling import fraction_indices
-from recipes.data.schema import MCQFormatError, records_to_table
-from recipes.data.suites import file_fingerprint
+from recipes.data.schema import RecordFormatError, records_to_table
 from recipes.data.stream import MixSource, TrainingStream, build_train_stream
+from recipes.data.suites import file_fingerprint
 from tests.conftest import S3_BUCKET
 from tests.data_fixtures import mcq_record, png_bytes
 
@@ -73,7 +73,7 @@ def grouped_files(tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", ["target", "chat"])
 def test_rows_read_by_row_group_equal_the_rows_read_whole(grouped_files, name):
-    whole = read_mcq(grouped_files[name]).to_pylist()
+    whole = read_records(grouped_files[name]).to_pylist()
     rows = ParquetRows(grouped_files[name], cached_groups=2)
     assert rows.num_rows == len(whole) and len(rows.chunk_starts) > 5
     picked = [7, len(whole) - 1, 0, 7, len(whole) // 2 + 1]
@@ -94,14 +94,17 @@ def test_an_epoch_uses_every_row_once_and_decodes_each_row_group_once(grouped_fi
     for start in range(0, 1000, 8):  # batches of 8 end exactly at the epoch's end
         stream.rows(start, 8)
     assert source.groups_read == 1000 // GROUP_ROWS
-    groups_in_windows = {tuple(sorted(set(epoch0[i : i + window * GROUP_ROWS] // GROUP_ROWS))) for i in range(0, 1000, window * GROUP_ROWS)}
+    groups_in_windows = {
+        tuple(sorted(set(epoch0[i : i + window * GROUP_ROWS] // GROUP_ROWS)))
+        for i in range(0, 1000, window * GROUP_ROWS)
+    }
     assert all(len(groups) == window for groups in groups_in_windows)
 
 
 def test_a_source_within_one_window_is_a_plain_permutation(grouped_files):
     """Toy datasets (one window) keep the row-by-row shuffle they always had: the demo's numbers are unchanged."""
     source = ParquetRows(grouped_files["target"])
-    table = TableRows(read_mcq(grouped_files["target"]))
+    table = TableRows(read_records(grouped_files["target"]))
     by_groups = TrainingStream([("target", source)], [1.0], seed=5, shuffle_window=len(source.chunk_starts))
     in_memory = TrainingStream([("target", table)], [1.0], seed=5)
     expected = np.random.default_rng([5, 0xE90C, 0, 0]).permutation(1000)
@@ -133,7 +136,10 @@ def test_a_relaunched_stream_continues_at_its_data_position_with_the_same_batch(
 
 def test_fractions_and_mixing_ratios_are_exact_over_blocks_on_row_groups(grouped_files):
     stream = build_train_stream(
-        grouped_files["target"], 0.1, [MixSource(grouped_files["general"], 0.3), MixSource(grouped_files["chat"], 0.2)], 4
+        grouped_files["target"],
+        0.1,
+        [MixSource(grouped_files["general"], 0.3), MixSource(grouped_files["chat"], 0.2)],
+        4,
     )
     assert stream.tables[0].num_rows == 100
     assert stream.realized_ratios(0, 10_000) == pytest.approx({"target": 0.5, "general": 0.3, "chat": 0.2})
@@ -159,7 +165,7 @@ def test_s3_rows_and_streams_equal_the_local_ones(grouped_files, s3_endpoint):
     from_s3 = build_train_stream(remote, 0.3, [], 2, shuffle_window=2)
     from_disk = build_train_stream(local, 0.3, [], 2, shuffle_window=2)
     assert from_s3.rows(250, 16) == from_disk.rows(250, 16)
-    assert [row["id"] for row in read_mcq_sample(remote).to_pylist()][:3] == ["target-0", "target-1", "target-2"]
+    assert [row["id"] for row in read_records_sample(remote).to_pylist()][:3] == ["target-0", "target-1", "target-2"]
 
 
 def test_a_remote_suite_file_is_fingerprinted_by_its_content_tag_without_a_download(s3_endpoint):
@@ -176,21 +182,21 @@ def test_the_sampled_check_reads_a_few_row_groups_and_every_row_only_when_asked(
     records = grouped_records("target", 1000)
     records[0]["answer"] = "Z"
     first_bad = write_grouped(records, tmp_path / "first-bad.parquet")
-    with pytest.raises(MCQFormatError, match=r"(?s)first-bad.parquet.*row 1 "):
-        read_mcq_sample(first_bad)
+    with pytest.raises(RecordFormatError, match=r"(?s)first-bad.parquet.*row 1 "):
+        read_records_sample(first_bad)
     records[0]["answer"] = "B"
-    sample = read_mcq_sample(write_grouped(records, tmp_path / "good.parquet"))
+    sample = read_records_sample(write_grouped(records, tmp_path / "good.parquet"))
     sampled_groups = sorted({int(row["id"].split("-")[1]) // GROUP_ROWS for row in sample.to_pylist()})
     assert len(sampled_groups) == 2 and sampled_groups[0] == 0
     records[sampled_groups[1] * GROUP_ROWS + 5]["answer"] = "Z"
-    with pytest.raises(MCQFormatError, match=f"row {sampled_groups[1] * GROUP_ROWS + 6} "):
-        read_mcq_sample(write_grouped(records, tmp_path / "sampled-bad.parquet"))
+    with pytest.raises(RecordFormatError, match=f"row {sampled_groups[1] * GROUP_ROWS + 6} "):
+        read_records_sample(write_grouped(records, tmp_path / "sampled-bad.parquet"))
     records[sampled_groups[1] * GROUP_ROWS + 5]["answer"] = "B"
     unsampled = next(group for group in range(1000 // GROUP_ROWS) if group not in sampled_groups)
     records[unsampled * GROUP_ROWS + 3]["answer"] = "Z"
     late_bad = write_grouped(records, tmp_path / "late-bad.parquet")
-    assert read_mcq_sample(late_bad).num_rows == 2 * GROUP_ROWS
-    with pytest.raises(MCQFormatError, match=f"row {unsampled * GROUP_ROWS + 4} "):
-        read_mcq_sample(late_bad, every_row=True)
-    with pytest.raises(MCQFormatError, match=f"late-bad.parquet.*\\n.*row {unsampled * GROUP_ROWS + 4} "):
+    assert read_records_sample(late_bad).num_rows == 2 * GROUP_ROWS
+    with pytest.raises(RecordFormatError, match=f"row {unsampled * GROUP_ROWS + 4} "):
+        read_records_sample(late_bad, every_row=True)
+    with pytest.raises(RecordFormatError, match=f"late-bad.parquet.*\\n.*row {unsampled * GROUP_ROWS + 4} "):
         ParquetRows(late_bad).take([unsampled * GROUP_ROWS])  # training reaches the bad row's group

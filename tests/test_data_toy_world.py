@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from recipes.data.distractors import AnswerSlotDealer
-from recipes.data.readers import read_mcq
+from recipes.data.readers import read_records
 from recipes.data.schema import answer_index
 from recipes.data.suites import QUADRANTS, load_suite
 from recipes.toyworld.images import BACKGROUNDS, TOY_CLASSES
@@ -37,7 +37,7 @@ def world(tmp_path_factory):
     )
     elapsed = time.perf_counter() - started
     print(f"toy world generation: {elapsed:.1f}s")
-    tables = {name: read_mcq(out / f"{name}.parquet") for name in ALL_SETS}
+    tables = {name: read_records(out / f"{name}.parquet") for name in ALL_SETS}
     return {"dir": out, "tables": tables, "stdout": result.stdout, "seconds": elapsed}
 
 
@@ -66,7 +66,7 @@ def test_manifest_and_row_counts(world):
 @pytest.mark.parametrize("name", ALL_SETS)
 def test_every_dataset_is_balanced_four_option_mcq(world, name):
     table = world["tables"][name]
-    assert set(len(options) for options in table.column("options").to_pylist()) == {4}
+    assert {len(options) for options in table.column("options").to_pylist()} == {4}
     counts = Counter(table.column("answer").to_pylist())
     assert set(counts) == set("ABCD")
     assert max(counts.values()) / table.num_rows <= 0.30

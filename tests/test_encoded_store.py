@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipes.data.collate import MCQCollator
+from recipes.data.collate import RecordCollator
 from recipes.data.encoded_store import EncodedRowStore, collator_key, store_entries
 from tests.tiny_models import mcq_row, tiny_qwen
 
@@ -38,10 +38,14 @@ def entries(store: EncodedRowStore) -> list[Path]:
 @pytest.mark.parametrize("with_answers", [True, False])
 def test_a_later_collator_loads_what_an_earlier_one_encoded(cache, processor, with_answers):
     padding = "right" if with_answers else "left"
-    first = MCQCollator(processor, with_answers=with_answers, padding_side=padding, cache_bytes=0, store_bytes=STORE_BYTES)
+    first = RecordCollator(
+        processor, with_answers=with_answers, padding_side=padding, cache_bytes=0, store_bytes=STORE_BYTES
+    )
     encoded = first(rows())
     assert (first.store.hits, first.store.misses, len(entries(first.store))) == (0, 4, 4)
-    later = MCQCollator(processor, with_answers=with_answers, padding_side=padding, cache_bytes=0, store_bytes=STORE_BYTES)
+    later = RecordCollator(
+        processor, with_answers=with_answers, padding_side=padding, cache_bytes=0, store_bytes=STORE_BYTES
+    )
     loaded = later(rows())
     assert (later.store.hits, later.store.misses) == (4, 0)  # nothing encoded again
     assert set(loaded) == set(encoded)
@@ -72,9 +76,10 @@ def _other_vocabulary(processor):
     ids=["answers", "chat-template", "tokenizer"],
 )
 def test_the_store_key_follows_what_an_encoding_depends_on(processor, change, with_answers):
-    base = collator_key(processor, with_answers=True)
-    assert collator_key(copy.deepcopy(processor), with_answers=True) == base  # same content: same store
-    assert collator_key(change(processor), with_answers=with_answers) != base
+    base = collator_key(processor, with_answers=True, code="c")
+    assert collator_key(copy.deepcopy(processor), with_answers=True, code="c") == base  # same content: same store
+    assert collator_key(change(processor), with_answers=with_answers, code="c") != base
+    assert collator_key(processor, with_answers=True, code="other encoding code") != base
 
 
 DAMAGES = {
@@ -86,23 +91,23 @@ DAMAGES = {
 
 @pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
 def test_an_unreadable_entry_is_encoded_again_and_replaced(cache, processor, damage):
-    first = MCQCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
+    first = RecordCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
     expected = first(rows())
     broken = entries(first.store)[0]
     broken.write_bytes(damage(broken.read_bytes()))
-    later = MCQCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
+    later = RecordCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
     assert torch.equal(later(rows())["labels"], expected["labels"])
     assert (later.store.hits, later.store.misses) == (3, 1)
     assert load_file(broken)  # written anew
 
 
 def test_writes_stop_at_the_store_budget(cache, processor):
-    unbounded = MCQCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
+    unbounded = RecordCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
     expected = unbounded(rows()[:1])
     one_entry = entries(unbounded.store)[0].stat().st_size
     for path in entries(unbounded.store):
         path.unlink()
-    bounded = MCQCollator(processor, with_answers=True, cache_bytes=0, store_bytes=one_entry * 3 // 2)
+    bounded = RecordCollator(processor, with_answers=True, cache_bytes=0, store_bytes=one_entry * 3 // 2)
     batch = bounded(rows())
     assert len(entries(bounded.store)) == 2  # the second write reached the budget
     assert torch.equal(batch["input_ids"][:1, : expected["input_ids"].shape[1]], expected["input_ids"])
@@ -111,16 +116,16 @@ def test_writes_stop_at_the_store_budget(cache, processor):
 
 
 def test_no_store_unless_asked(cache, processor):
-    collate = MCQCollator(processor, with_answers=True)
+    collate = RecordCollator(processor, with_answers=True)
     collate(rows())
     assert collate.store is None and not (cache / "encoded-rows").exists()
     with pytest.raises(ValueError, match="store_bytes must be >= 0"):
-        MCQCollator(processor, with_answers=True, store_bytes=-1)
+        RecordCollator(processor, with_answers=True, store_bytes=-1)
 
 
 def test_a_store_that_cannot_be_written_only_warns(cache, processor):
     (cache / "encoded-rows").write_text("a file where the store's folder would be")
-    collate = MCQCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
+    collate = RecordCollator(processor, with_answers=True, cache_bytes=0, store_bytes=STORE_BYTES)
     with pytest.warns(UserWarning, match="encoded-row store .*encoding without it"):
         batch = collate(rows())
     assert batch["input_ids"].shape[0] == 4 and collate.store.max_bytes == 0

@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
-from jobs.evaluate.probing import classname_probe, counting_probe
+from contract import layout
+from jobs.evaluate.probe_runs import classname_probe, counting_probe
 from jobs.evaluate.scoring import chosen_letter
 from jobs.evaluate.suite_eval import SuiteEvaluator, delta_metrics, quadrant_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from recipes.data.registry import load_dataset
 from recipes.data.suites import QUADRANTS, Suite, load_suite
 from recipes.models import load_model
-from recipes.models.toy_base import SHIPPED_BASE_DIR
+from recipes.toyworld.base import SHIPPED_BASE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,8 @@ def test_metrics_are_percent_per_dataset_and_quadrant(letter_model, suite):
         for name in datasets:
             correct = [row["correct"] for row in rows if row["dataset"] == name]
             per_dataset.append(100 * sum(correct) / len(correct))
-            assert result.metrics[f"acc/{name}"] == pytest.approx(per_dataset[-1])
-        assert result.metrics[f"acc/q/{quadrant}"] == pytest.approx(sum(per_dataset) / len(per_dataset))
+            assert result.metrics[layout.dataset_metric(name)] == pytest.approx(per_dataset[-1])
+        assert result.metrics[layout.accuracy_metric(quadrant)] == pytest.approx(sum(per_dataset) / len(per_dataset))
     chosen = [row for row in rows if row["chosen"]]
     assert len(chosen) == len(rows)  # logits mode always picks one of the options
 
@@ -59,17 +60,23 @@ def test_metrics_are_percent_per_dataset_and_quadrant(letter_model, suite):
 @pytest.mark.parametrize(
     ("accuracy", "expected"),
     [
-        ({"a": 50.0, "b": 70.0, "c": 10.0, "d": 20.0, "e": 30.0}, {"id_id": 60.0, "id_ood": 10.0, "ood_id": 20.0, "ood_ood": 30.0}),
-        ({"a": 0.0, "b": 100.0, "c": 100.0, "d": 0.0, "e": 25.0}, {"id_id": 50.0, "id_ood": 100.0, "ood_id": 0.0, "ood_ood": 25.0}),
+        (
+            {"a": 50.0, "b": 70.0, "c": 10.0, "d": 20.0, "e": 30.0},
+            {"id_id": 60.0, "id_ood": 10.0, "ood_id": 20.0, "ood_ood": 30.0},
+        ),
+        (
+            {"a": 0.0, "b": 100.0, "c": 100.0, "d": 0.0, "e": 25.0},
+            {"id_id": 50.0, "id_ood": 100.0, "ood_id": 0.0, "ood_ood": 25.0},
+        ),
     ],
 )
 def test_quadrant_aggregation(accuracy, expected):
     suite = Suite("t", {"id_id": ["a", "b"], "id_ood": ["c"], "ood_id": ["d"], "ood_ood": ["e"]})
     metrics = quadrant_metrics(accuracy, suite, {"a": 100, "b": 100, "c": 400, "d": 10, "e": 100})
-    assert {q: metrics[f"acc/q/{q}"] for q in QUADRANTS} == expected
-    assert metrics["acc/a"] == accuracy["a"]
-    zero_shot = {f"acc/q/{q}": 25.0 for q in QUADRANTS}
-    assert delta_metrics(metrics, zero_shot) == {f"delta/q/{q}": value - 25.0 for q, value in expected.items()}
+    assert {q: metrics[layout.accuracy_metric(q)] for q in QUADRANTS} == expected
+    assert metrics[layout.dataset_metric("a")] == accuracy["a"]
+    zero_shot = {layout.accuracy_metric(q): 25.0 for q in QUADRANTS}
+    assert delta_metrics(metrics, zero_shot) == {layout.delta_metric(q): value - 25.0 for q, value in expected.items()}
 
 
 def test_a_quadrant_standard_error_combines_its_datasets_binomial_errors():
@@ -77,16 +84,23 @@ def test_a_quadrant_standard_error_combines_its_datasets_binomial_errors():
     accuracy = {"a": 50.0, "b": 90.0, "c": 100.0, "d": 20.0, "e": 50.0}
     metrics = quadrant_metrics(accuracy, suite, {"a": 100, "b": 400, "c": 50, "d": 1600, "e": 2500})
     # a: sqrt(.5 * .5 / 100) = 5 pp, b: sqrt(.9 * .1 / 400) = 1.5 pp; their mean: sqrt(25 + 2.25) / 2
-    assert metrics["stderr/q/id_id"] == pytest.approx((25 + 2.25) ** 0.5 / 2)
-    assert metrics["stderr/q/id_ood"] == 0.0  # all right: no binomial spread
-    assert metrics["stderr/q/ood_id"] == pytest.approx(1.0)  # sqrt(.2 * .8 / 1600)
-    assert metrics["stderr/q/ood_ood"] == pytest.approx(1.0)  # 2,500 questions at 50 %: the 1 pp goal
+    assert metrics[layout.stderr_metric("id_id")] == pytest.approx((25 + 2.25) ** 0.5 / 2)
+    assert metrics[layout.stderr_metric("id_ood")] == 0.0  # all right: no binomial spread
+    assert metrics[layout.stderr_metric("ood_id")] == pytest.approx(1.0)  # sqrt(.2 * .8 / 1600)
+    assert metrics[layout.stderr_metric("ood_ood")] == pytest.approx(1.0)  # 2,500 questions at 50 %: the 1 pp goal
 
 
 @pytest.mark.parametrize(
     ("generated", "options", "letter"),
-    [("B", 4, "B"), ("b", 4, "B"), ("The answer is: C", 4, "C"), ("D. red square", 4, "D"), ("E", 4, None),
-     ("Bee", 4, None), ("", 4, None)],
+    [
+        ("B", 4, "B"),
+        ("b", 4, "B"),
+        ("The answer is: C", 4, "C"),
+        ("D. red square", 4, "D"),
+        ("E", 4, None),
+        ("Bee", 4, None),
+        ("", 4, None),
+    ],
 )
 def test_generated_answers_are_read_like_listing_1(generated, options, letter):
     assert chosen_letter(generated, options) == letter
@@ -133,7 +147,10 @@ def test_zero_shot_cache_round_trip_and_key(letter_model, suite, tmp_path):
     other_mode = SuiteEvaluator(suite, letter_model.processor, mode="generate", batch_size=64)
     assert zero_shot_key(letter_model.fingerprint, suite, other_mode) != key
     assert zero_shot_key("another-model", suite, evaluator) != key
-    assert zero_shot_key(letter_model.fingerprint, suite, SuiteEvaluator(suite, letter_model.processor, batch_size=64)) == key
+    assert (
+        zero_shot_key(letter_model.fingerprint, suite, SuiteEvaluator(suite, letter_model.processor, batch_size=64))
+        == key
+    )
 
 
 def test_zero_shot_cache_on_s3(letter_model, suite, s3_endpoint):
@@ -170,7 +187,9 @@ def test_counting_probe_measures_number_token_mass(letter_model):
 def test_evaluate_command_prints_the_quadrant_table():
     result = subprocess.run(
         [sys.executable, "-m", "jobs.evaluate", "--model", "toy-qwen2.5-vl-init", "--suite", "toy", "--mode", "logits"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     for quadrant in QUADRANTS:
@@ -182,7 +201,9 @@ def test_evaluate_command_prints_the_quadrant_table():
 def test_evaluate_command_rejects_a_missing_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "jobs.evaluate", "--model", "toy-qwen2.5-vl-init", "--checkpoint", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 2
     assert "is not a trial checkpoint" in result.stderr

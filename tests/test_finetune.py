@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 import torch
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
+from contract import layout
 from jobs.checkpoints import load_trial_checkpoint, trained_state_dict
 from jobs.finetune.config import TrialConfig, problem_message
 from jobs.finetune.loop import RESUMED_TAG, TrialWorker, checkpoint_steps, early_stop_reason, eval_steps
@@ -17,7 +18,6 @@ from recipes.data.encoded_store import store_entries
 from recipes.models import load_model, resolve_model_dir
 from recipes.parts import resolve_parts
 from tests.conftest import WorkerKiller, latest_registered_checkpoint, metric_steps
-
 
 PARTS = "llm.attn+lm_head"
 """Trained parts of the main trial test: attention projections and the output head."""
@@ -56,22 +56,42 @@ def test_two_worker_zero2_trial_learns_and_logs_each_step_once(tmp_path, trackin
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
 
-    for key in ("acc/q/id_id", "acc/q/ood_ood", "delta/q/ood_id", "acc/toy-wiki"):
+    for key in (
+        layout.accuracy_metric("id_id"),
+        layout.accuracy_metric("ood_ood"),
+        layout.delta_metric("ood_id"),
+        layout.dataset_metric("toy-wiki"),
+    ):
         assert metric_steps(tracking_uri, outcome.run_id, key) == [0, 12, 24]
-    assert metric_steps(tracking_uri, outcome.run_id, "train/loss") == [10, 12, 20, 24]
-    losses = [m.value for m in sorted(MlflowClient(tracking_uri).get_metric_history(outcome.run_id, "train/loss"), key=lambda m: m.step)]
+    assert metric_steps(tracking_uri, outcome.run_id, layout.TRAIN_LOSS) == [10, 12, 20, 24]
+    losses = [
+        m.value
+        for m in sorted(
+            MlflowClient(tracking_uri).get_metric_history(outcome.run_id, layout.TRAIN_LOSS), key=lambda m: m.step
+        )
+    ]
     assert losses[-1] < 0.7 * losses[0]
-    assert [m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, "model/frozen_tensors_changed")] == [0.0, 0.0]
+    assert [
+        m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, layout.FROZEN_TENSORS_CHANGED)
+    ] == [0.0, 0.0]
     # where the trial's time went: training and evaluation per evaluation step, the whole run once at its end
-    seconds = {key: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, key)}
-               for key in ("time/train_s", "time/eval_s", "time/trial_s")}
-    assert sorted(seconds["time/train_s"]) == [12, 24] and all(v > 0 for v in seconds["time/train_s"].values())
-    assert sorted(seconds["time/eval_s"]) == [0, 12, 24] and all(v > 0 for v in seconds["time/eval_s"].values())
-    assert list(seconds["time/trial_s"]) == [24]
-    assert seconds["time/trial_s"][24] > sum(seconds["time/train_s"].values()) + sum(seconds["time/eval_s"].values())
+    seconds = {
+        key: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(outcome.run_id, key)}
+        for key in (layout.TIME_TRAIN_S, layout.TIME_EVAL_S, layout.TIME_TRIAL_S)
+    }
+    assert sorted(seconds[layout.TIME_TRAIN_S]) == [12, 24] and all(
+        v > 0 for v in seconds[layout.TIME_TRAIN_S].values()
+    )
+    assert sorted(seconds[layout.TIME_EVAL_S]) == [0, 12, 24] and all(
+        v > 0 for v in seconds[layout.TIME_EVAL_S].values()
+    )
+    assert list(seconds[layout.TIME_TRIAL_S]) == [24]
+    assert seconds[layout.TIME_TRIAL_S][24] > sum(seconds[layout.TIME_TRAIN_S].values()) + sum(
+        seconds[layout.TIME_EVAL_S].values()
+    )
     run = MlflowClient(tracking_uri).get_run(outcome.run_id)
-    assert run.data.tags["forgetless.status"] == "finished"
-    assert run.data.params["parts"] == PARTS and run.data.params["trial_id"] == trial.trial_id
+    assert run.data.tags[layout.STATUS_TAG] == "finished"
+    assert run.data.params[layout.PARAM_PARTS] == PARTS and run.data.params[layout.PARAM_TRIAL_ID] == trial.trial_id
 
     # the checkpoint holds exactly the trained tensors, and they moved; everything else is the base's
     checkpoint = outcome.checkpoint
@@ -96,7 +116,7 @@ def independent_base(model: str) -> dict[str, torch.Tensor]:
     def module_name(key: str) -> str:  # how transformers maps Qwen2.5-VL's saved names onto its modules
         if key.startswith("visual."):
             return f"model.{key}"
-        return f"model.language_model.{key[len('model.'):]}" if key.startswith("model.") else key
+        return f"model.language_model.{key[len('model.') :]}" if key.startswith("model.") else key
 
     tensors = {}
     for path in sorted(resolve_model_dir(model).glob("*.safetensors")):
@@ -152,9 +172,13 @@ def test_a_changed_frozen_tensor_is_flagged_and_the_rest_equal_the_base(tmp_path
     tensor at the end of training equals the base model read independently from its file."""
     trial = ensure_trial_run(make_trial(tmp_path, tracking_uri, steps=4, eval_every=2))
     out = tmp_path / "frozen.pt"
-    fit_probe(frozen_tensor_probe_loop, {"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
-              "frozen-probe", tmp_path)
-    history = MlflowClient(tracking_uri).get_metric_history(trial.run_id, "model/frozen_tensors_changed")
+    fit_probe(
+        frozen_tensor_probe_loop,
+        {"trial": trial.to_dict(), "changed": CHANGED_FROZEN, "out": str(out)},
+        "frozen-probe",
+        tmp_path,
+    )
+    history = MlflowClient(tracking_uri).get_metric_history(trial.run_id, layout.FROZEN_TENSORS_CHANGED)
     assert sorted((m.step, m.value) for m in history) == [(2, 1.0), (4, 1.0)]
 
     frozen, base = torch.load(out), independent_base(trial.model)
@@ -173,8 +197,13 @@ class EncodedStoreProbe(TrialWorker):
     def run(self) -> None:
         super().run()
         stores = {"train": self.collate.store, "eval": self.evaluator.scorer.collator.store}
-        torch.save({kind: None if store is None else (store.hits + store.misses, len(store_entries(store.directory)))
-                    for kind, store in stores.items()}, self.out)
+        torch.save(
+            {
+                kind: None if store is None else (store.hits + store.misses, len(store_entries(store.directory)))
+                for kind, store in stores.items()
+            },
+            self.out,
+        )
 
 
 def encoded_store_probe_loop(config: dict) -> None:
@@ -195,7 +224,9 @@ def test_a_trial_keeps_its_encoded_rows_for_the_next_trials(tmp_path, tracking_u
 
 
 def test_lora_trial_saves_adapters_only(tmp_path, tracking_uri, ray_cluster):
-    trial = make_trial(tmp_path, tracking_uri, parts="llm", method="lora", lora_r=4, lora_alpha=8, zero_stage=0, steps=6, eval_every=6)
+    trial = make_trial(
+        tmp_path, tracking_uri, parts="llm", method="lora", lora_r=4, lora_alpha=8, zero_stage=0, steps=6, eval_every=6
+    )
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
     trained = trained_state_dict(outcome.checkpoint)
@@ -206,7 +237,7 @@ def test_zero3_trial_runs(tmp_path, tracking_uri, ray_cluster):
     trial = make_trial(tmp_path, tracking_uri, workers=2, micro_batch_size=2, zero_stage=3, steps=4, eval_every=4)
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
-    assert metric_steps(tracking_uri, outcome.run_id, "acc/q/id_id") == [0, 4]
+    assert metric_steps(tracking_uri, outcome.run_id, layout.accuracy_metric("id_id")) == [0, 4]
     assert set(trained_state_dict(outcome.checkpoint)) == part_names("llm.attn")
 
 
@@ -231,7 +262,9 @@ def test_worker_killed_between_checkpoints_replays_steps_without_logging_any_twi
 
     def evaluated_after_a_registered_checkpoint() -> bool:
         registered = latest_registered_checkpoint(storage)
-        return registered in (8, 16) and registered + 4 in metric_steps(tracking_uri, trial.run_id, "acc/q/id_id")
+        return registered in (8, 16) and registered + 4 in metric_steps(
+            tracking_uri, trial.run_id, layout.accuracy_metric("id_id")
+        )
 
     killer = WorkerKiller(evaluated_after_a_registered_checkpoint, storage)
     killer.start()
@@ -243,18 +276,22 @@ def test_worker_killed_between_checkpoints_replays_steps_without_logging_any_twi
     assert MlflowClient(tracking_uri).get_run(outcome.run_id).data.tags[RESUMED_TAG] == str(killer.checkpoint_at_kill)
     evaluated = list(range(0, 25, 4))
     steps = logged_steps(tracking_uri, outcome.run_id)
-    assert steps["train/loss"] == list(range(1, 25))
-    assert steps["acc/q/id_id"] == steps["delta/q/ood_id"] == evaluated
-    assert steps["model/frozen_tensors_changed"] == evaluated[1:]
+    assert steps[layout.TRAIN_LOSS] == list(range(1, 25))
+    assert steps[layout.accuracy_metric("id_id")] == steps[layout.delta_metric("ood_id")] == evaluated
+    assert steps[layout.FROZEN_TENSORS_CHANGED] == evaluated[1:]
     assert all(len(logged) == len(set(logged)) for logged in steps.values()), steps
 
-    uninterrupted = run_trial(make_trial(tmp_path / "uninterrupted", tracking_uri, experiment=f"test-{tmp_path.name}-straight", **KILL))
+    uninterrupted = run_trial(
+        make_trial(tmp_path / "uninterrupted", tracking_uri, experiment=f"test-{tmp_path.name}-straight", **KILL)
+    )
     assert uninterrupted.status == "finished", uninterrupted.error
     resumed, straight = trained_state_dict(outcome.checkpoint), trained_state_dict(uninterrupted.checkpoint)
     assert set(resumed) == set(straight)
     assert all(torch.equal(resumed[name], straight[name]) for name in straight), "resumed weights differ"
-    losses = {run: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(run, "train/loss")}
-              for run in (outcome.run_id, uninterrupted.run_id)}
+    losses = {
+        run: {m.step: m.value for m in MlflowClient(tracking_uri).get_metric_history(run, layout.TRAIN_LOSS)}
+        for run in (outcome.run_id, uninterrupted.run_id)
+    }
     assert losses[outcome.run_id] == losses[uninterrupted.run_id]  # replayed and later steps alike
 
 
@@ -267,7 +304,12 @@ def test_s3_storage_writes_checkpoints_and_resume_reads_them(tmp_path, tracking_
     trial = make_trial(tmp_path, tracking_uri, steps=4, eval_every=2, storage=f"s3://{S3_BUCKET}/{prefix}")
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)[
+            "Contents"
+        ]
+    ]
     run_dir = f"{prefix}/{trial.experiment}/{trial.run_name}/"
     assert any(key.startswith(run_dir + "checkpoint_") and key.endswith("trainer_state.json") for key in keys)
     assert any(key.startswith(f"{prefix}/zero-shot/") for key in keys)
@@ -275,7 +317,7 @@ def test_s3_storage_writes_checkpoints_and_resume_reads_them(tmp_path, tracking_
     again = run_trial(trial.with_run(run_id=outcome.run_id))  # the same trial: Ray Train restores it from S3
     assert again.status == "finished", again.error
     assert MlflowClient(tracking_uri).get_run(outcome.run_id).data.tags[RESUMED_TAG] == "4"
-    assert metric_steps(tracking_uri, outcome.run_id, "acc/q/id_id") == [0, 2, 4]
+    assert metric_steps(tracking_uri, outcome.run_id, layout.accuracy_metric("id_id")) == [0, 2, 4]
 
 
 @pytest.mark.parametrize(
@@ -305,7 +347,9 @@ def test_checkpoint_steps(tmp_path, steps, every, checkpoint_every, expected):
     ],
 )
 def test_early_stop_rule(deltas, threshold, stops):
-    reason = early_stop_reason({f"delta/q/{q}": v for q, v in deltas.items()} | {"delta/q/id_id": -50.0}, threshold)
+    reason = early_stop_reason(
+        {layout.delta_metric(q): v for q, v in deltas.items()} | {layout.delta_metric("id_id"): -50.0}, threshold
+    )
     if stops is None:
         assert reason is None
     else:
@@ -316,8 +360,11 @@ def test_early_stop_rule(deltas, threshold, stops):
     ("overrides", "field", "message"),
     [
         ({"lr": 0}, "lr", "must be > 0"),
-        ({"batch_size": 10, "workers": 2, "micro_batch_size": 4}, None,
-         "batch_size 10 must be a multiple of workers x micro_batch_size (2 x 4)"),
+        (
+            {"batch_size": 10, "workers": 2, "micro_batch_size": 4},
+            None,
+            "batch_size 10 must be a multiple of workers x micro_batch_size (2 x 4)",
+        ),
         ({"data_fraction": 0}, "data_fraction", "must be > 0"),
         ({"zero_stage": 4}, "zero_stage", "must be <= 3"),
         ({"schedule": "step"}, "schedule", "must be one of 'cosine', 'linear', 'constant'; got 'step'"),
@@ -332,8 +379,10 @@ def test_trial_config_validation(tmp_path, overrides, field, message):
     """Each bad setting is one problem naming its field (None: a rule across fields)."""
     with pytest.raises(ValidationError) as error:
         make_trial(tmp_path, "sqlite://", **overrides)
-    problems = [(".".join(map(str, item["loc"])) or None, problem_message(item))
-                for item in error.value.errors(include_url=False)]
+    problems = [
+        (".".join(map(str, item["loc"])) or None, problem_message(item))
+        for item in error.value.errors(include_url=False)
+    ]
     assert any(name == field and message in text for name, text in problems), problems
 
 
@@ -372,7 +421,7 @@ def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_
     training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
     training.start()
     try:
-        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, "train/loss"), "the trial logging step 2")
+        wait_for(lambda: 2 in metric_steps(server.uri, trial.run_id, layout.TRAIN_LOSS), "the trial logging step 2")
         server.kill()
         wait_for(lambda: refuses_connections(server.port), "the tracking server to go away")
         went_away = time.time() * 1000
@@ -382,9 +431,9 @@ def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_
     training.join(timeout=600)
     try:
         assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
-        assert metric_steps(server.uri, trial.run_id, "train/loss") == list(range(1, steps + 1))
-        assert metric_steps(server.uri, trial.run_id, "acc/q/id_id") == [0, 15, 30]
-        logged_at = [m.timestamp for m in MlflowClient(server.uri).get_metric_history(trial.run_id, "train/loss")]
+        assert metric_steps(server.uri, trial.run_id, layout.TRAIN_LOSS) == list(range(1, steps + 1))
+        assert metric_steps(server.uri, trial.run_id, layout.accuracy_metric("id_id")) == [0, 15, 30]
+        logged_at = [m.timestamp for m in MlflowClient(server.uri).get_metric_history(trial.run_id, layout.TRAIN_LOSS)]
         assert min(logged_at) <= went_away and max(logged_at) >= came_back, "the trial did not run through the outage"
     finally:
         server.stop()

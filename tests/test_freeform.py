@@ -7,18 +7,19 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from recipes.data.readers import read_mcq, read_mcq_report
+from contract import layout
+from recipes.data.readers import read_records, read_records_report
 from recipes.data.schema import (
     MCQ_SCHEMA,
     RECORD_SCHEMA,
-    MCQFormatError,
+    RecordFormatError,
     concat_records,
     row_history,
     row_images,
     row_kind,
 )
 from recipes.data.summary import summarize
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from tests.data_fixtures import mcq_record, png_bytes
 
 
@@ -46,7 +47,7 @@ def freeform_record(index: int, **changes) -> dict:
 
 def test_mixed_table_round_trips_with_every_image_and_turn(tmp_path):
     records = [mcq_record(0, image=png_bytes()), freeform_record(1)]
-    table = read_mcq(write_mcq(records, tmp_path / "mixed.parquet"))
+    table = read_records(write_records(records, tmp_path / "mixed.parquet"))
     assert table.schema == RECORD_SCHEMA
     mcq, freeform = table.to_pylist()
     assert (row_kind(mcq), row_kind(freeform)) == ("mcq", "freeform")
@@ -56,14 +57,14 @@ def test_mixed_table_round_trips_with_every_image_and_turn(tmp_path):
 
 
 def test_plain_mcq_files_keep_the_mcq_schema(tmp_path):
-    path = write_mcq([mcq_record(0)], tmp_path / "plain.parquet")
+    path = write_records([mcq_record(0)], tmp_path / "plain.parquet")
     assert pq.read_schema(path).names == list(MCQ_SCHEMA.names)
-    assert read_mcq(path).schema == MCQ_SCHEMA
+    assert read_records(path).schema == MCQ_SCHEMA
 
 
 def test_mcq_and_freeform_tables_concatenate(tmp_path):
-    plain = read_mcq(write_mcq([mcq_record(0)], tmp_path / "a.parquet"))
-    mixed = read_mcq(write_mcq([freeform_record(1)], tmp_path / "b.parquet"))
+    plain = read_records(write_records([mcq_record(0)], tmp_path / "a.parquet"))
+    mixed = read_records(write_records([freeform_record(1)], tmp_path / "b.parquet"))
     joined = concat_records([plain, mixed])
     assert joined.schema == RECORD_SCHEMA and [row_kind(r) for r in joined.to_pylist()] == ["mcq", "freeform"]
 
@@ -72,7 +73,7 @@ def test_jsonl_freeform_rows_need_no_options(tmp_path):
     path = tmp_path / "chat.jsonl"
     row = {"id": "c1", "kind": "freeform", "question": "Say hi.", "answer": "hi", "matcher": "exact"}
     path.write_text(json.dumps(row) + "\n")
-    [read] = read_mcq(path).to_pylist()
+    [read] = read_records(path).to_pylist()
     assert read["options"] == [] and read["source"] == "chat" and read["history"] == []
 
 
@@ -99,17 +100,20 @@ BAD_FREEFORM = {
 @pytest.mark.parametrize("case", BAD_FREEFORM, ids=list(BAD_FREEFORM))
 def test_bad_freeform_rows_name_row_and_field(tmp_path, case):
     changes, expected = BAD_FREEFORM[case]
-    with pytest.raises(MCQFormatError) as error:
-        write_mcq([mcq_record(0), freeform_record(1, **changes)], tmp_path / "bad.parquet")
+    with pytest.raises(RecordFormatError) as error:
+        write_records([mcq_record(0), freeform_record(1, **changes)], tmp_path / "bad.parquet")
     assert "row 2 (id 'f1')" in str(error.value) and expected in str(error.value)
     assert not (tmp_path / "bad.parquet").exists()
 
 
 def test_bad_freeform_rows_are_skipped_and_counted(tmp_path):
     path = tmp_path / "set.jsonl"
-    rows = [freeform_record(0, image=None, extra_images=[]), freeform_record(1, image=None, extra_images=[], matcher="?")]
+    rows = [
+        freeform_record(0, image=None, extra_images=[]),
+        freeform_record(1, image=None, extra_images=[], matcher="?"),
+    ]
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    report = read_mcq_report(path, skip_bad=True)
+    report = read_records_report(path, skip_bad=True)
     assert report.table.num_rows == 1 and report.skipped[0].describe().startswith("line 2 (id 'f1'): matcher '?'")
 
 
@@ -132,7 +136,7 @@ MLLM_CL_DOMAINS = {
     "RS": (
         [{"id": "rs1", "image": "images/a.png", "conversations": [
             {"from": "human", "value": "<image>\nHow many airplanes are in the image?"}, {"from": "gpt", "value": "3"}]}],
-        [{"question_id": 1, "image": "images/a.png", "text": "Is there a river?\nAnswer the question using a single word or phrase.", "answer": "no"}],
+        [{"question_id": 1, "image": "images/a.png", "text": "Is there a river?\nAnswer the question using a single word or phrase.", "answer": "no"}],  # noqa: E501 (a table row)
     ),
     "Med": (
         [{"id": "m1", "image": "images/a.png", "conversations": [
@@ -179,7 +183,7 @@ def test_mllm_cl_keeps_every_row_of_every_domain(tmp_path, domain, capsys):
         out = tmp_path / f"{domain}-{split}.parquet"
         argv = ["adapt", "mllm-cl", "--input", str(root / domain / f"{split}.json"), "--out", str(out)]
         assert data_main(argv) == 0
-        rows = read_mcq(out).to_pylist()
+        rows = read_records(out).to_pylist()
         assert len(rows) == len(source_rows)
         kinds = [row_kind(row) for row in rows]
         assert f"({kinds.count('mcq')} mcq, {kinds.count('freeform')} freeform)" in capsys.readouterr().out
@@ -232,8 +236,11 @@ def test_llava_instruct_conversations(tmp_path):
     (tmp_path / "coco" / "b.png").write_bytes(png_bytes((250, 250, 250)))
     (tmp_path / "llava_v1_5_mix665k.json").write_text(json.dumps(LLAVA_665K))
     out = tmp_path / "llava.parquet"
-    assert data_main(["adapt", "llava-instruct", "--input", str(tmp_path / "llava_v1_5_mix665k.json"), "--out", str(out)]) == 0
-    chat, text_only, two = read_mcq(out).to_pylist()
+    assert (
+        data_main(["adapt", "llava-instruct", "--input", str(tmp_path / "llava_v1_5_mix665k.json"), "--out", str(out)])
+        == 0
+    )
+    chat, text_only, two = read_records(out).to_pylist()
     assert chat["history"] == [
         {"role": "user", "text": "<image>\nWhat are the colors of the bus in the image?"},
         {"role": "assistant", "text": "The bus in the image is white and red."},
@@ -250,15 +257,19 @@ LLAVA_BAD = {
     "gpt first": ([{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}], "conversations[0].from is 'gpt'"),
     "ends with human": ([{"from": "human", "value": "x"}], "must end with a gpt turn"),
     "unknown speaker": ([{"from": "bot", "value": "x"}, {"from": "gpt", "value": "y"}], "conversations[0].from is 'bot'"),
-    "placeholder without image": ([{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}], "image placeholder(s) but no image"),
+    "placeholder without image": ([{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}], "image placeholder(s) but no image"),  # noqa: E501 (a table row)
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", LLAVA_BAD, ids=list(LLAVA_BAD))
 def test_llava_instruct_bad_rows_name_the_item(tmp_path, case):
     turns, expected = LLAVA_BAD[case]
-    (tmp_path / "chat.json").write_text(json.dumps([{"id": "ok", "conversations": LLAVA_665K[1]["conversations"]}, {"id": "x9", "conversations": turns}]))
-    with pytest.raises(MCQFormatError) as error:
+    (tmp_path / "chat.json").write_text(
+        json.dumps(
+            [{"id": "ok", "conversations": LLAVA_665K[1]["conversations"]}, {"id": "x9", "conversations": turns}]
+        )
+    )
+    with pytest.raises(RecordFormatError) as error:
         adapt_file("llava-instruct", tmp_path / "chat.json")
     assert "chat.json" in str(error.value) and "item 2" in str(error.value) and expected in str(error.value)
 
@@ -266,7 +277,12 @@ def test_llava_instruct_bad_rows_name_the_item(tmp_path, case):
 def test_vqa_jsonl_and_zero_rows(tmp_path, capsys):
     (tmp_path / "img.png").write_bytes(png_bytes())
     rows = [
-        {"question_id": "ocr-1", "image": "img.png", "question": "Who wrote this book?", "answers": ["Jane Doe", "J. Doe"]},
+        {
+            "question_id": "ocr-1",
+            "image": "img.png",
+            "question": "Who wrote this book?",
+            "answers": ["Jane Doe", "J. Doe"],
+        },
         {"id": "ocr-2", "image": "img.png", "question": "What is the title?", "answer": "Rain"},
     ]
     (tmp_path / "ocrvqa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -284,7 +300,7 @@ def test_vqa_jsonl_and_zero_rows(tmp_path, capsys):
 
 import torch  # noqa: E402
 
-from recipes.data.collate import IGNORE_INDEX, MCQCollator, place_images  # noqa: E402
+from recipes.data.collate import IGNORE_INDEX, RecordCollator, place_images  # noqa: E402
 from tests.tiny_models import mcq_row, tiny_qwen  # noqa: E402
 
 PLACEMENTS = {
@@ -330,7 +346,7 @@ def test_labels_cover_exactly_the_assistant_turns():
     tokenizer = processor.tokenizer
     single = freeform_record(1, history=[], question="What is <image 2>?")
     rows = [mcq_row(0, answer="C"), single, freeform_record(2)]
-    batch = MCQCollator(processor, with_answers=True)(rows)
+    batch = RecordCollator(processor, with_answers=True)(rows)
     assert label_runs(batch, tokenizer) == [
         ["C<|im_end|>"],
         ["a blue square<|im_end|>"],
@@ -344,7 +360,7 @@ def test_labels_cover_exactly_the_assistant_turns():
 
 
 def test_evaluation_prompt_of_a_conversation_ends_before_its_answer():
-    collate = MCQCollator(tiny_qwen()[1], padding_side="left")
+    collate = RecordCollator(tiny_qwen()[1], padding_side="left")
     prompt = collate.prompt_text(freeform_record(0))
     assert prompt.count("<|vision_start|>") == 2 and "a red square<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n") and "a blue square" not in prompt
@@ -354,7 +370,7 @@ def test_one_image_families_name_the_row_with_several():
     from tests.test_collate import llava_processor
 
     with pytest.raises(ValueError, match=r"row 'f3' \(fixture\) has 2 images.*LlavaProcessor.*at most 1"):
-        MCQCollator(llava_processor(), with_answers=True)([mcq_row(0), freeform_record(3)])
+        RecordCollator(llava_processor(), with_answers=True)([mcq_row(0), freeform_record(3)])
 
 
 # -- scoring LLaMA-Factory's generated_predictions.jsonl -------------------------------------------
@@ -426,7 +442,7 @@ def test_training_stream_mixes_mcq_and_conversations_by_share():
     rows = stream.rows(0, 64)
     assert {row_kind(row) for row in rows} == {"mcq", "freeform"}
     assert rows == stream.rows(0, 64)  # resumable: a position's sample never changes
-    batch = MCQCollator(tiny_qwen()[1], with_answers=True)(rows[:16])
+    batch = RecordCollator(tiny_qwen()[1], with_answers=True)(rows[:16])
     assert (batch["labels"] != IGNORE_INDEX).any(dim=1).all()
 
 
@@ -459,11 +475,18 @@ def test_trial_trains_on_mixed_batches_and_scores_a_freeform_dataset(tmp_path, t
         "max_new_tokens": {"toy-count-free": 4},
     }
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    trial = make_trial(tmp_path, tracking_uri, steps=2, eval_every=2, micro_batch_size=8,
-                       mix=(MixSource("toy-chat", 0.5),), eval_suite=str(tmp_path / "suite.yaml"))
+    trial = make_trial(
+        tmp_path,
+        tracking_uri,
+        steps=2,
+        eval_every=2,
+        micro_batch_size=8,
+        mix=(MixSource("toy-chat", 0.5),),
+        eval_suite=str(tmp_path / "suite.yaml"),
+    )
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
-    for key in ("acc/toy-count-free", "acc/q/id_ood", "train/loss"):
+    for key in (layout.dataset_metric("toy-count-free"), layout.accuracy_metric("id_ood"), layout.TRAIN_LOSS):
         assert 2 in metric_steps(tracking_uri, outcome.run_id, key), key
 
 
@@ -482,10 +505,12 @@ def test_continual_toy_sequence_with_a_freeform_domain(tmp_path, tracking_uri, r
     )  # fmt: skip
     outcome = run_trial(trial)
     assert outcome.status == "finished", outcome.error
-    assert len(metric_steps(tracking_uri, outcome.run_id, "cl/acc/toy-cl-count")) == 3  # zero-shot, after each task
+    assert (
+        len(metric_steps(tracking_uri, outcome.run_id, layout.task_accuracy_metric("toy-cl-count"))) == 3
+    )  # zero-shot, after each task
     metrics = MlflowClient(tracking_uri).get_run(outcome.run_id).data.metrics
-    assert {"cl/last/toy-cl-count", "cl/average"} <= set(metrics)
-    assert 0.0 <= metrics["cl/last/toy-cl-count"] <= 100.0
+    assert {layout.task_last_metric("toy-cl-count"), layout.CONTINUAL_AVERAGE} <= set(metrics)
+    assert 0.0 <= metrics[layout.task_last_metric("toy-cl-count")] <= 100.0
 
 
 def test_suite_budgets_name_their_dataset(tmp_path):
@@ -493,7 +518,7 @@ def test_suite_budgets_name_their_dataset(tmp_path):
 
     from recipes.data.suites import SuiteError, load_suite
 
-    quadrants = {q: ["toy-count-free"] if q == "id_ood" else ["toy-wiki"] for q in ("id_id", "id_ood", "ood_id", "ood_ood")}
+    quadrants = {q: ["toy-count-free"] if q == "id_ood" else ["toy-wiki"] for q in layout.QUADRANTS}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "quadrants": quadrants, "max_new_tokens": {"toy-count-free": 4}}))
     assert load_suite(path).max_new_tokens == {"toy-count-free": 4}
@@ -507,11 +532,11 @@ def test_sweep_refuses_rows_with_more_images_than_the_model_family_takes(tmp_pat
     from jobs.finetune.config import TrialConfig
     from recipes.models.families import LLAVA, QWEN2_5_VL
 
-    data = write_mcq([mcq_record(0), freeform_record(1)], tmp_path / "two-images.parquet")
+    data = write_records([mcq_record(0), freeform_record(1)], tmp_path / "two-images.parquet")
     trial = TrialConfig(model="some-llava", parts="llm", lr=1e-5, mix=(MixSource(str(data), 0.2),),
                         storage=str(tmp_path), tracking_uri="sqlite:///x.db", experiment="e")  # fmt: skip
     monkeypatch.setattr(sweep, "model_family", lambda name: LLAVA)
-    with pytest.raises(MCQFormatError, match=r"two-images\.parquet: row 2 \(id 'f1'\) has 2 images, but model "
+    with pytest.raises(RecordFormatError, match=r"two-images\.parquet: row 2 \(id 'f1'\) has 2 images, but model "
                                              r"'some-llava' \(llava\) takes at most 1 per row"):  # fmt: skip
         sweep.check_data([trial])
     monkeypatch.setattr(sweep, "model_family", lambda name: QWEN2_5_VL)

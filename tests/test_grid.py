@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes.redaction import CREDENTIAL_HINT
 from orchestrator.grid import GridError, load_grid, parse_grid
+from recipes.common.redaction import CREDENTIAL_HINT
 from recipes.data.registry import registered_datasets
 from recipes.models.catalog import REGISTERED_MODELS
 
@@ -384,7 +384,7 @@ def test_suite_file_datasets_are_checked(tmp_path, monkeypatch):
     path = write(tmp_path, BASE + "eval: {suite: suites/s.yaml}\n")
     looked_for = tmp_path / "suites" / ".." / "data" / "a.parquet"
     assert problems_of(path) == [
-        f"eval.suite: suites/s.yaml: quadrants.id_id[0]: no such dataset '../data/a.parquet' (not a registered name; looked for {looked_for})"
+        f"eval.suite: suites/s.yaml: quadrants.id_id[0]: no such dataset '../data/a.parquet' (not a registered name; looked for {looked_for})"  # noqa: E501 (a table row)
     ]
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.parquet").write_text("")
@@ -452,6 +452,7 @@ def test_validating_a_grid_loads_neither_torch_nor_ray():
         print(sorted({"torch", "transformers", "deepspeed", "ray"} & set(sys.modules)))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=Path(__file__).parents[1], check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1], check=True
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "grids"
 
 EXPECTED = {
-    "demo.yaml": ("demo-forgetting", 33),
+    "demo.yaml": ("demo-forgetting", 4),
+    "toy-table1.yaml": ("toy-table1", 33),
     "demo-fraction.yaml": ("demo-fraction", 6),
     "demo-hybrid.yaml": ("demo-hybrid", 5),
     "demo-continual.yaml": ("demo-continual", 4),
@@ -28,7 +29,15 @@ EXPECTED = {
 }
 """Grid file -> (sweep name, number of trials)."""
 
-TOY_GRIDS = ("demo.yaml", "demo-fraction.yaml", "demo-hybrid.yaml", "demo-continual.yaml", "demo-search.yaml", "ci.yaml")
+TOY_GRIDS = (
+    "demo.yaml",
+    "toy-table1.yaml",
+    "demo-fraction.yaml",
+    "demo-hybrid.yaml",
+    "demo-continual.yaml",
+    "demo-search.yaml",
+    "ci.yaml",
+)
 """Grids that name only registered toy names: they validate with paths checked on any machine."""
 
 PAPER_GRIDS = sorted(set(EXPECTED) - set(TOY_GRIDS))
@@ -75,12 +84,26 @@ def test_paper_grids_with_paths_checked_report_only_what_this_machine_lacks(file
     assert len(suite_lines) == 8 and all("no such dataset '../data/" in p for p in suite_lines)
 
 
-def test_demo_shows_aggressive_and_gentle_recipes():
+def test_the_quick_demo_shows_the_headline_recipes_once():
     trials = expand_trials(load_grid(GRIDS / "demo.yaml"))
+    assert {(t.parts, t.method, t.lr, t.seed) for t in trials} == {
+        ("llm", "full", 3e-4, 0),
+        ("llm", "full", 3e-5, 0),
+        ("llm", "lora", 3e-4, 0),
+        ("projector", "full", 1e-4, 0),
+    }
+    table1 = {(t.parts, t.method, t.lr, t.steps) for t in expand_trials(load_grid(GRIDS / "toy-table1.yaml"))}
+    assert {(t.parts, t.method, t.lr, t.steps) for t in trials} <= table1  # the same recipes as the full table
+
+
+def test_toy_table1_shows_aggressive_and_gentle_recipes():
+    trials = expand_trials(load_grid(GRIDS / "toy-table1.yaml"))
     recipes = {(t.parts, t.method, t.lr) for t in trials}
     same_rates = ("llm", "vision", "llm.attn", "llm.mlp_gate_up")
-    assert recipes == ({(p, "full", lr) for p in same_rates for lr in (3e-4, 3e-5)}
-                       | {("projector", "full", 1e-4), ("projector", "full", 3e-5), ("llm", "lora", 3e-4)})
+    assert recipes == (
+        {(p, "full", lr) for p in same_rates for lr in (3e-4, 3e-5)}
+        | {("projector", "full", 1e-4), ("projector", "full", 3e-5), ("llm", "lora", 3e-4)}
+    )
     seeds = {}
     for t in trials:
         seeds.setdefault((t.parts, t.method, t.lr), set()).add(t.seed)
@@ -117,7 +140,12 @@ def test_paper_fraction_trains_small_fractions_like_the_paper():
 def test_paper_continual_is_the_papers_table3_setup():
     trials = expand_trials(load_grid(GRIDS / "paper-continual.yaml", check_paths=False))
     rows = {(t.continual_method, t.lr, t.batch_size, t.replay_per_task) for t in trials}
-    assert rows == {("seqfull", 1e-6, 16, 0), ("seqfull", 1e-6, 16, 20), ("inclora", 8e-5, 64, 0), ("inclora", 8e-5, 64, 20)}
+    assert rows == {
+        ("seqfull", 1e-6, 16, 0),
+        ("seqfull", 1e-6, 16, 20),
+        ("inclora", 8e-5, 64, 0),
+        ("inclora", 8e-5, 64, 20),
+    }
     assert {tuple(task.name for task in t.continual_tasks) for t in trials} == {("RS", "Med", "AD", "Sci", "Fin")}
     assert {t.continual_epochs for t in trials} == {(1.0, 3.0, 1.0, 2.0, 1.0)}
     assert {t.model for t in trials} == {"llava-1.5-7b"}

@@ -15,11 +15,11 @@ import torch
 from jobs.evaluate.image_features import FrozenImageFeatures, image_path_frozen
 from jobs.evaluate.scoring import BatchScorer
 from jobs.evaluate.suite_eval import DatasetEvaluator
-from recipes.data.collate import MCQCollator
+from recipes.data.collate import RecordCollator
 from recipes.methods import MethodConfig, apply_method
 from recipes.models import load_model
 from recipes.models.families import LLAVA, QWEN2_5_VL
-from recipes.models.toy_base import SHIPPED_BASE_DIR
+from recipes.toyworld.base import SHIPPED_BASE_DIR
 from tests.test_freeform import freeform_record
 from tests.tiny_models import llava_batch, mcq_row, tiny_llava, tiny_qwen
 
@@ -85,7 +85,7 @@ def test_a_scorer_reads_kept_features_of_mcq_and_freeform_rows(mode):
     torch.manual_seed(0)
     model, processor = tiny_qwen()
     model.eval()
-    scorer = BatchScorer(MCQCollator(processor, padding_side="left"), mode=mode, max_new_tokens=4)
+    scorer = BatchScorer(RecordCollator(processor, padding_side="left"), mode=mode, max_new_tokens=4)
     rows = [mcq_row(0), freeform_record(1), mcq_row(2, with_image=False), mcq_row(3)]
     expected = scorer(model, rows)
     memo = FrozenImageFeatures()
@@ -110,7 +110,7 @@ def test_llava_output_from_kept_features_equals_its_output_from_pixels():
 
 def test_features_beyond_the_budget_are_encoded_again():
     model, processor = tiny_qwen()
-    batch = MCQCollator(processor, padding_side="left")([mcq_row(0)])
+    batch = RecordCollator(processor, padding_side="left")([mcq_row(0)])
     one_batch = sum(f.numel() * f.element_size() for f in FrozenImageFeatures.encode(model, batch))
     memo = FrozenImageFeatures(max_bytes=one_batch)
     for key in (0, 1, 0, 1):

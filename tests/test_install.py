@@ -1,6 +1,6 @@
 """The front door: the README's two quick-start commands, install.sh, CI and the pinned constraints agree.
 
-    python -m pytest -q tests/test_install.py
+python -m pytest -q tests/test_install.py
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def pinned_versions() -> dict[str, list[str]]:
 
 def test_quick_start_is_two_commands_through_install_sh():
     commands = quick_start_commands()
-    assert list(commands) == ["# 1. install and run the demo sweep (local Ray, MLflow in ./mlflow.db, "
-                              "checkpoints in ./sweeps, toy world)", "# 2. install and run the tests"]
+    assert list(commands) == [
+        "# 1. install and run the demo sweep (local Ray, MLflow in ./mlflow.db, checkpoints in ./sweeps, toy world)",
+        "# 2. install and run the tests",
+    ]
     demo, tests = commands.values()
     assert "bash install.sh &&" in demo and demo.endswith("python -m orchestrator.sweep grids/demo.yaml")
     assert "bash install.sh dev &&" in tests and tests.endswith("python -m pytest -q -n 2")
@@ -54,6 +56,7 @@ def test_ci_runs_the_readme_test_command():
     assert sed, ".ci/run no longer reads its test command from README.md"
     extracted = subprocess.run(["sed", "-n", sed[1], "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert extracted.stdout.strip() == quick_start_commands()["# 2. install and run the tests"]
+    assert "&& ruff check . && ruff format --check . && $pytest_part" in script, ".ci/run no longer checks style"
 
 
 def test_install_sh_rejects_an_unknown_target():
@@ -65,7 +68,8 @@ def test_install_sh_rejects_an_unknown_target():
 def test_constraints_pin_every_dependency_within_the_pyproject_ranges():
     """A dependency added to pyproject.toml without `bash requirements/lock.sh` fails here."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    requirements = [Requirement(r) for r in project["dependencies"] + extras["dev"] + extras["postgres"]]
     pins = pinned_versions()
     for requirement in requirements:
         name = canonicalize_name(requirement.name)

@@ -1,4 +1,10 @@
-"""The data layer's rooms and the direction of their imports: toy world -> contract <- adapters.
+"""The direction of imports: between the top-level packages, and inside the data layer.
+
+Between packages: the package map of ``docs/architecture.md`` says which package may import
+which (its "may import" column); every import of the project, function-level ones included, must
+follow it. The map is read from the page itself, so the page and the code cannot drift apart.
+
+Inside the data layer: toy world -> contract <- adapters.
 
 ``recipes.data`` is the data contract (records, readers, writers, names, streams, suites); the
 adapters of public formats (``recipes.adapters``) and the toy world (``recipes.toyworld``) write
@@ -12,8 +18,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("analysis", "contract", "jobs", "orchestrator", "recipes")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 CONTRACT = (
     "recipes.data",
@@ -85,6 +94,49 @@ def imported(path: Path, module_level_only: bool = False) -> set[str]:
     return names
 
 
+@cache
+def package_map() -> dict[str, set[str]]:
+    """The package map of docs/architecture.md: package -> the packages it may import."""
+    rows = re.findall(r"^\| `([a-z.]+)` \|[^|]*\| (.*) \|$", ARCHITECTURE.read_text(), re.MULTILINE)
+    return {package: set(re.findall(r"`([a-z.]+)`", allowed)) for package, allowed in rows}
+
+
+def layer_of(name: str, layers: Iterable[str]) -> str | None:
+    """The most specific package of the map that module ``name`` belongs to (``recipes.common`` before ``recipes``)."""
+    matches = [layer for layer in layers if within(name, (layer,))]
+    return max(matches, key=len) if matches else None
+
+
+def wrong_way_imports(modules: dict[str, Path], layers: dict[str, set[str]]) -> list[str]:
+    """``a imports b`` for every import of ``modules`` that the package map does not allow."""
+    found = []
+    for name, path in modules.items():
+        own = layer_of(name, layers)
+        for target in sorted(imported(path)):
+            theirs = layer_of(target, layers)
+            if own and theirs and theirs != own and theirs not in layers[own]:
+                found.append(f"{name} ({own}) imports {target} ({theirs})")
+    return found
+
+
+def test_the_package_map_names_every_package():
+    layers = package_map()
+    assert set(PACKAGES) <= set(layers), f"{ARCHITECTURE.name}'s package map lacks {set(PACKAGES) - set(layers)}"
+    assert all(allowed <= set(layers) for allowed in layers.values())
+
+
+def test_imports_between_packages_follow_the_package_map():
+    assert wrong_way_imports(project_modules(), package_map()) == []
+
+
+def test_the_map_check_finds_a_wrong_way_import(tmp_path: Path):
+    module = tmp_path / "sample.py"
+    module.write_text("from orchestrator.sweep import main\nfrom contract import layout\n")
+    assert wrong_way_imports({"analysis.sample": module}, package_map()) == [
+        "analysis.sample (analysis) imports orchestrator.sweep (orchestrator)"
+    ]
+
+
 def test_every_module_of_recipes_data_is_in_the_contract_table():
     found = {module_name(path) for path in (ROOT / "recipes" / "data").glob("*.py")} - {COMMAND_LINE}
     assert found == set(CONTRACT), "recipes/data holds the contract only; the toy world and adapters have packages"
@@ -115,15 +167,17 @@ def test_importing_the_contract_loads_neither_toy_world_nor_adapters(module):
     assert not outside and not strangers, f"import {module} loads {outside + strangers}"
 
 
-def test_no_modules_import_each_other_in_a_loop():
-    """Module-level imports only (what runs at import time); importing ``a.b.c`` also runs ``a`` and ``a.b``,
-    except the packages the importer itself lies in, which are already being imported."""
+@pytest.mark.parametrize("module_level_only", [True, False], ids=["at-import-time", "anywhere"])
+def test_no_modules_import_each_other_in_a_loop(module_level_only):
+    """At import time: module-level imports, where importing ``a.b.c`` also runs ``a`` and ``a.b``,
+    except the packages the importer itself lies in, which are already being imported. Anywhere:
+    function-level imports too (a local import is no way around a loop)."""
     modules = project_modules()
     graph = {}
     for name, path in modules.items():
         own = {".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)}
         edges = set()
-        for target in imported(path, module_level_only=True):
+        for target in imported(path, module_level_only=module_level_only):
             parts = target.split(".")
             edges.update(
                 ancestor

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from jobs.finetune.loss import next_token_targets, supervised_loss, supervised_positions
-from recipes.data.collate import IGNORE_INDEX, MCQCollator
+from recipes.data.collate import IGNORE_INDEX, RecordCollator
 from recipes.methods import MethodConfig, apply_method
 from recipes.models.families import QWEN2_5_VL
 from tests.test_freeform import freeform_record
@@ -23,12 +23,12 @@ from tests.tiny_models import llava_batch, mcq_row, tiny_llava, tiny_qwen
 def qwen_mcq():
     model, processor = tiny_qwen()
     rows = [mcq_row(0), mcq_row(1, answer="D"), {**mcq_row(2), "question": "Which shape is the largest one here?"}]
-    return model, MCQCollator(processor, with_answers=True)(rows)
+    return model, RecordCollator(processor, with_answers=True)(rows)
 
 
 def qwen_freeform():
     model, processor = tiny_qwen()
-    return model, MCQCollator(processor, with_answers=True)([freeform_record(0), mcq_row(1)])
+    return model, RecordCollator(processor, with_answers=True)([freeform_record(0), mcq_row(1)])
 
 
 def qwen_lora():
@@ -88,9 +88,12 @@ def test_only_supervised_positions_are_projected(case):
 
 
 def test_positions_are_where_the_next_token_is_supervised():
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX],
-                           [IGNORE_INDEX, 5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
+    labels = torch.tensor(
+        [[IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX], [IGNORE_INDEX, 5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+    )
     targets = next_token_targets(labels)
-    assert targets.tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX, IGNORE_INDEX],
-                                [5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+    assert targets.tolist() == [
+        [IGNORE_INDEX, 7, 8, IGNORE_INDEX, IGNORE_INDEX],
+        [5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
     assert supervised_positions(targets).tolist() == [0, 1, 2]

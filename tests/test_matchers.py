@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.data.schema import MATCHER_NAMES
 from jobs.evaluate.matchers import (
     MATCHERS,
     accuracy,
@@ -18,6 +17,7 @@ from jobs.evaluate.matchers import (
     match_rs_ad,
     match_sci,
 )
+from recipes.data.schema import MATCHER_NAMES
 
 # Listing 1: (predict, label, expected)
 MCQ_CASES = {
@@ -137,14 +137,34 @@ def test_registry_names_and_shared_rs_ad_rule():
 ACCURACY_CASES = {
     "mcq three of four": ("mcq", ["A", "Answer: B", "C. cat", "D"], ["A", "B", "C", "A"], None, 75.0),
     "rs unanswerable stays in the denominator": (
-        "rs", ["Unanswerable", "a plane", "ship"], ["plane", "plane", "plane"], None, 100.0 / 3),
+        "rs",
+        ["Unanswerable", "a plane", "ship"],
+        ["plane", "plane", "plane"],
+        None,
+        100.0 / 3,
+    ),
     "ad same rule as rs": ("ad", ["Unanswerable", "turn left"], ["left", "left"], None, 50.0),
     "med unanswerable stays in the denominator": (
-        "med", ["Unanswerable", "pneumonia", "normal", "Unanswerable"], ["pneumonia"] * 4, None, 25.0),
+        "med",
+        ["Unanswerable", "pneumonia", "normal", "Unanswerable"],
+        ["pneumonia"] * 4,
+        None,
+        25.0,
+    ),
     "sci uses each item's prompt": (
-        "sci", ["texas, ohio", "texas, ohio"], ["Texas, Ohio", "Texas"], [WHICH_STATES, PLAIN_QUESTION], 100.0),
+        "sci",
+        ["texas, ohio", "texas, ohio"],
+        ["Texas, Ohio", "Texas"],
+        [WHICH_STATES, PLAIN_QUESTION],
+        100.0,
+    ),
     "sci which-states exact match only": (
-        "sci", ["texas", "b"], ["Texas, Ohio", "B"], [WHICH_STATES, PLAIN_QUESTION], 50.0),
+        "sci",
+        ["texas", "b"],
+        ["Texas, Ohio", "B"],
+        [WHICH_STATES, PLAIN_QUESTION],
+        50.0,
+    ),
     "fin all wrong": ("fin", ["1", "2"], ["3", "4"], None, 0.0),
 }
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from recipes.data.collate import MCQCollator
+from recipes.data.collate import RecordCollator
 from recipes.methods import MethodConfig, apply_method, lora_target_modules, merge_lora
 from recipes.models.families import LLAVA, QWEN2_5_VL
 from recipes.parts import resolve_parts
@@ -15,7 +14,7 @@ from tests.tiny_models import llava_batch, mcq_row, tiny_llava, tiny_qwen
 
 def qwen_case():
     model, processor = tiny_qwen()
-    batch = MCQCollator(processor, with_answers=True)([mcq_row(0), mcq_row(1, answer="C")])
+    batch = RecordCollator(processor, with_answers=True)([mcq_row(0), mcq_row(1, answer="C")])
     return model, QWEN2_5_VL, batch
 
 

@@ -23,8 +23,17 @@ from pathlib import Path
 
 import pytest
 
+from contract import layout
 from jobs.finetune.loop import RESUMED_TAG
-from tests.conftest import free_port, latest_registered_checkpoint, metric_steps, wait_for, wait_until_serving
+from tests.conftest import (
+    free_port,
+    latest_registered_checkpoint,
+    log_tail,
+    metric_steps,
+    start_service,
+    wait_for,
+    wait_until_serving,
+)
 from tests.test_sweep import (
     REPO,
     ci_grid,
@@ -55,31 +64,28 @@ class RayNode:
         """A node that has joined its cluster.
 
         A raylet gives its dashboard agent 15 s to come up and aborts otherwise, which a busy
-        machine sometimes exceeds; a node whose start fails that way is started again.
+        machine sometimes exceeds; a node whose start fails that way is started again
+        (``start_service``: it stops waiting when ``ray start`` exits).
         """
-        for _ in range(NODE_START_ATTEMPTS):
-            temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: unix socket paths <= 107 bytes
-            with open(temp_dir / "ray-start.log", "w") as log:
-                process = subprocess.Popen(
-                    ["ray", "start", "--block", *flags, f"--dashboard-agent-listen-port={free_port()}",
-                     f"--temp-dir={temp_dir}"],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=token_env(),
-                )
-            node = cls(process, temp_dir)
-            if node.wait_started():
-                return node
-            failure = node.start_log()[-3000:]
-            node.stop()
-        pytest.fail(f"`ray start {' '.join(flags)}` failed {NODE_START_ATTEMPTS} times; the last said:\n{failure}")
-
-    def start_log(self) -> str:
-        return (self.temp_dir / "ray-start.log").read_text(errors="replace")
-
-    def wait_started(self, timeout: float = 600) -> bool:
-        """Whether ``ray start`` says it started (False when it exited first)."""
-        started = lambda: "Ray runtime started." in self.start_log() or self.process.poll() is not None  # noqa: E731
-        wait_for(started, "ray start", timeout, every=0.5)
-        return "Ray runtime started." in self.start_log()
+        temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: unix socket paths <= 107 bytes
+        log = temp_dir / "ray-start.log"
+        started = lambda: "Ray runtime started." in log_tail(log, chars=1_000_000)  # noqa: E731
+        process = start_service(
+            [
+                "ray",
+                "start",
+                "--block",
+                *flags,
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--temp-dir={temp_dir}",
+            ],
+            log,
+            started,
+            f"ray start {' '.join(flags)}",
+            attempts=NODE_START_ATTEMPTS,
+            env=token_env(),
+        )
+        return cls(process, temp_dir)
 
     def session_pids(self) -> list[int]:
         """Every live process of this node: Ray's workers leave the process group but not the session."""
@@ -130,9 +136,22 @@ class LocalCluster:
     def state(self, kind: str, *filters: str) -> list[dict]:
         """`ray list KIND` through the state API (dead nodes and actors included)."""
         result = subprocess.run(
-            ["ray", "list", kind, "--address", self.dashboard, "--format", "json", "--limit", "10000",
-             *(f"--filter={condition}" for condition in filters)],
-            capture_output=True, text=True, env=token_env(), timeout=300,
+            [
+                "ray",
+                "list",
+                kind,
+                "--address",
+                self.dashboard,
+                "--format",
+                "json",
+                "--limit",
+                "10000",
+                *(f"--filter={condition}" for condition in filters),
+            ],
+            capture_output=True,
+            text=True,
+            env=token_env(),
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout)
@@ -147,9 +166,16 @@ class LocalCluster:
 def local_cluster():
     """A `ray start --head` with no CPUs plus one `ray start --address` worker node with one CPU."""
     port, dashboard_port = free_port(), free_port()
-    head = RayNode.start("--head", "--num-cpus=0", f"--port={port}", "--include-dashboard=true",
-                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                         f"--ray-client-server-port={free_port()}", prefix="rh")
+    head = RayNode.start(
+        "--head",
+        "--num-cpus=0",
+        f"--port={port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}",
+        prefix="rh",
+    )
     cluster = LocalCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", head)
     try:
         wait_until_serving(f"{cluster.dashboard}/api/version", (200, 401), "ray head")  # 401: token auth is on
@@ -183,9 +209,23 @@ def test_trial_resumes_from_its_checkpoint_after_its_worker_node_dies(tmp_path, 
     )
     job_env = {"env_vars": {"FORGETLESS_TOY_SIZE": os.environ["FORGETLESS_TOY_SIZE"]}}
     sweep = subprocess.Popen(
-        ["ray", "job", "submit", "--address", local_cluster.dashboard, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps(job_env), "--", *sweep_command(grid)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=token_env(),
+        [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            local_cluster.dashboard,
+            "--working-dir",
+            str(REPO),
+            "--runtime-env-json",
+            json.dumps(job_env),
+            "--",
+            *sweep_command(grid),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=token_env(),
     )
     try:
         checkpoint_step = wait_for_checkpoint(storage, sweep, timeout=600)
@@ -208,7 +248,7 @@ def test_trial_resumes_from_its_checkpoint_after_its_worker_node_dies(tmp_path, 
     parents, children = trial_runs(uri, GRID_NAME)
     assert len(parents) == 1 and len(children) == 1, "one sweep run and one trial run, however often it restarts"
     (run,) = children
-    assert run.data.tags["forgetless.status"] == "finished" and run.info.status == "FINISHED"
+    assert run.data.tags[layout.STATUS_TAG] == "finished" and run.info.status == "FINISHED"
     # The worker group restarted on the new node from a checkpoint, not from step 0: the loop tags
     # the run with the step it resumed after, and logs it on the node that resumed.
     assert RESUMED_TAG in run.data.tags, "the trial never resumed from a checkpoint"
@@ -216,10 +256,11 @@ def test_trial_resumes_from_its_checkpoint_after_its_worker_node_dies(tmp_path, 
     assert checkpoint_step <= resumed_after < STEPS and resumed_after % EVAL_EVERY == 0
     assert node_logs_mention(replacement, f"resumed after step {resumed_after}")
     # One metric history, evaluated at every checkpoint step up to the end, each step once.
-    assert metric_steps(uri, run.info.run_id, "acc/q/id_id") == list(range(0, STEPS + 1, EVAL_EVERY))
+    assert metric_steps(uri, run.info.run_id, layout.accuracy_metric("id_id")) == list(range(0, STEPS + 1, EVAL_EVERY))
 
 
 def node_logs_mention(node: RayNode, text: str) -> bool:
     """Whether any log file the node's Ray processes wrote contains ``text``."""
-    return any(text in path.read_text(errors="replace") for path in node.temp_dir.glob("session_*/logs/**/*")
-               if path.is_file())
+    return any(
+        text in path.read_text(errors="replace") for path in node.temp_dir.glob("session_*/logs/**/*") if path.is_file()
+    )

@@ -14,19 +14,48 @@ from tests.tiny_models import tiny_llava, tiny_qwen
 
 # Parameter names written out from the architectures (transformers 5.x), independent of the code under test.
 QWEN_VISION_BLOCK = [
-    "norm1.weight", "norm2.weight", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-    "mlp.gate_proj.weight", "mlp.gate_proj.bias", "mlp.up_proj.weight", "mlp.up_proj.bias",
-    "mlp.down_proj.weight", "mlp.down_proj.bias",
+    "norm1.weight",
+    "norm2.weight",
+    "attn.qkv.weight",
+    "attn.qkv.bias",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "mlp.gate_proj.weight",
+    "mlp.gate_proj.bias",
+    "mlp.up_proj.weight",
+    "mlp.up_proj.bias",
+    "mlp.down_proj.weight",
+    "mlp.down_proj.bias",
 ]
-QWEN_ATTN = ["self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
-             "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.o_proj.weight"]
-LLAMA_ATTN = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight"]
+QWEN_ATTN = [
+    "self_attn.q_proj.weight",
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.weight",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.weight",
+    "self_attn.v_proj.bias",
+    "self_attn.o_proj.weight",
+]
+LLAMA_ATTN = [
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+]
 GATE_UP = ["mlp.gate_proj.weight", "mlp.up_proj.weight"]
 DECODER_OTHER = ["mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"]
 CLIP_LAYER = [
     f"{module}.{kind}"
-    for module in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
-                   "layer_norm1", "mlp.fc1", "mlp.fc2", "layer_norm2")
+    for module in (
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.q_proj",
+        "self_attn.out_proj",
+        "layer_norm1",
+        "mlp.fc1",
+        "mlp.fc2",
+        "layer_norm2",
+    )
     for kind in ("weight", "bias")
 ]
 
@@ -38,8 +67,13 @@ def layers(prefix: str, count: int, names: list[str], start: int = 0) -> set[str
 QWEN_LLM_LAYERS = "model.language_model.layers"
 QWEN_EXPECTED = {
     "vision": {"model.visual.patch_embed.proj.weight"} | layers("model.visual.blocks", 3, QWEN_VISION_BLOCK),
-    "projector": {"model.visual.merger.ln_q.weight", "model.visual.merger.mlp.0.weight", "model.visual.merger.mlp.0.bias",
-                  "model.visual.merger.mlp.2.weight", "model.visual.merger.mlp.2.bias"},
+    "projector": {
+        "model.visual.merger.ln_q.weight",
+        "model.visual.merger.mlp.0.weight",
+        "model.visual.merger.mlp.0.bias",
+        "model.visual.merger.mlp.2.weight",
+        "model.visual.merger.mlp.2.bias",
+    },
     "llm": {"model.language_model.embed_tokens.weight", "model.language_model.norm.weight", "lm_head.weight"}
     | layers(QWEN_LLM_LAYERS, 2, QWEN_ATTN + GATE_UP + DECODER_OTHER),
     "llm.attn": layers(QWEN_LLM_LAYERS, 2, QWEN_ATTN),
@@ -52,11 +86,15 @@ QWEN_EXPECTED = {
 LLAVA_LLM_LAYERS = "model.language_model.layers"
 LLAVA_EXPECTED = {
     "vision": {
-        "model.vision_tower.embeddings.class_embedding", "model.vision_tower.embeddings.patch_embedding.weight",
-        "model.vision_tower.embeddings.position_embedding.weight", "model.vision_tower.pre_layrnorm.weight",
-        "model.vision_tower.pre_layrnorm.bias", "model.vision_tower.post_layernorm.weight",
+        "model.vision_tower.embeddings.class_embedding",
+        "model.vision_tower.embeddings.patch_embedding.weight",
+        "model.vision_tower.embeddings.position_embedding.weight",
+        "model.vision_tower.pre_layrnorm.weight",
+        "model.vision_tower.pre_layrnorm.bias",
+        "model.vision_tower.post_layernorm.weight",
         "model.vision_tower.post_layernorm.bias",
-    } | layers("model.vision_tower.encoder.layers", 3, CLIP_LAYER),
+    }
+    | layers("model.vision_tower.encoder.layers", 3, CLIP_LAYER),
     "projector": {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")},
     "llm": {"model.language_model.embed_tokens.weight", "model.language_model.norm.weight", "lm_head.weight"}
     | layers(LLAVA_LLM_LAYERS, 2, LLAMA_ATTN + GATE_UP + DECODER_OTHER),
@@ -97,8 +135,11 @@ def test_parts_cover_the_model_exactly_once(family_model):
 
 @pytest.mark.parametrize(
     ("combination", "pieces"),
-    [("llm+projector", ["llm", "projector"]), ("llm.attn+llm.mlp_gate_up", ["llm.attn", "llm.mlp_gate_up"]),
-     ("vision.last1+projector", ["vision.last1", "projector"])],
+    [
+        ("llm+projector", ["llm", "projector"]),
+        ("llm.attn+llm.mlp_gate_up", ["llm.attn", "llm.mlp_gate_up"]),
+        ("vision.last1+projector", ["vision.last1", "projector"]),
+    ],
 )
 def test_plus_combines_parts(family_model, combination, pieces):
     _, model, family = family_model
@@ -109,7 +150,10 @@ def test_plus_combines_parts(family_model, combination, pieces):
 @pytest.mark.parametrize(
     ("parts", "message"),
     [
-        ("llm.mlp", "unknown part 'llm.mlp'; valid parts: vision, projector, llm, llm.attn, llm.mlp_gate_up, lm_head, vision.last<N>"),
+        (
+            "llm.mlp",
+            "unknown part 'llm.mlp'; valid parts: vision, projector, llm, llm.attn, llm.mlp_gate_up, lm_head, vision.last<N>",
+        ),
         ("llm+", "parts 'llm+' is empty or has an empty piece around '+'"),
         ("", "parts '' is empty or has an empty piece around '+'"),
         ("vision.last9", "part 'vision.last9': this model's vision encoder has 3 blocks, use vision.last1..3"),
@@ -146,7 +190,9 @@ def test_summary_counts_and_shares():
 def test_parts_command_prints_the_table():
     result = subprocess.run(
         [sys.executable, "-m", "recipes.parts", "toy-qwen2.5-vl-init", "--parts", "llm.attn", "--parts", "projector"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -159,7 +205,9 @@ def test_parts_command_prints_the_table():
 def test_parts_command_rejects_unknown_parts():
     result = subprocess.run(
         [sys.executable, "-m", "recipes.parts", "toy-qwen2.5-vl-init", "--parts", "decoder"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "unknown part 'decoder'; valid parts:" in result.stderr

@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from jobs.evaluate.probes import (
+from jobs.evaluate.probe_math import (
     classname_mischoice,
     counting_bias,
     number_token_ids,
@@ -132,7 +132,9 @@ COUNTING_BIAS_ERRORS = {
     "no number ids": ((STEP_PROBS, torch.tensor([], dtype=torch.long), None), "number_ids"),
     "mask of the wrong shape": ((STEP_PROBS, NUMBER_IDS, MASK[:, :2]), "mask: expected shape"),
     "sample with no counted step": (
-        (STEP_PROBS, NUMBER_IDS, torch.tensor([[True] * 3, [False] * 3])), r"samples \[1\]"),
+        (STEP_PROBS, NUMBER_IDS, torch.tensor([[True] * 3, [False] * 3])),
+        r"samples \[1\]",
+    ),
 }
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from deepspeed.runtime.fp16.loss_scaler import LossScaler
 from deepspeed.runtime.zero.config import ZeroStageEnum
 
 from jobs.checkpoints import CHECKPOINT_TAG, trained_state_dict, weights_only_loading
-from recipes.redaction import MASK, RedactingFilter, credential_problem, redact, redact_uri
+from recipes.common.redaction import MASK, RedactingFilter, credential_problem, redact, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
     [
         ("https://alice:pw123@host:5000/x", "https://***@host:5000/x"),
         ("https://TOKEN123@github.com/org/repo", "https://***@github.com/org/repo"),
-        ("s3://bucket/x.parquet?X-Amz-Signature=abc&versionId=3", "s3://bucket/x.parquet?X-Amz-Signature=***&versionId=3"),
+        (
+            "s3://bucket/x.parquet?X-Amz-Signature=abc&versionId=3",
+            "s3://bucket/x.parquet?X-Amz-Signature=***&versionId=3",
+        ),
         ("https://h/x.jsonl?token=abc", "https://h/x.jsonl?token=***"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("./relative/path.jsonl", "./relative/path.jsonl"),
@@ -89,12 +91,15 @@ class ByName:
         return (getattr, (self.owner, self.name))
 
 
-@pytest.mark.parametrize("owner, name, loads_as", [
-    (ZeroStageEnum, "weights", ZeroStageEnum.weights),   # DeepSpeed's optimizer state on Python 3.11.2
-    (ZeroStageEnum, "__init__", None),                   # no other attribute of a record enum
-    (LossScaler, "__init__", None),                      # nor of a record class that is not an enum
-    (Path, "touch", None),                               # nor of anything else
-])
+@pytest.mark.parametrize(
+    "owner, name, loads_as",
+    [
+        (ZeroStageEnum, "weights", ZeroStageEnum.weights),  # DeepSpeed's optimizer state on Python 3.11.2
+        (ZeroStageEnum, "__init__", None),  # no other attribute of a record enum
+        (LossScaler, "__init__", None),  # nor of a record class that is not an enum
+        (Path, "touch", None),  # nor of anything else
+    ],
+)
 def test_checkpoints_may_name_record_enum_members_and_nothing_else(tmp_path, owner, name, loads_as):
     path = tmp_path / "state.pt"
     torch.save({"zero_stage": ByName(owner, name)}, path)
@@ -129,11 +134,17 @@ def test_no_secret_reaches_mlflow_checkpoints_reports_or_logs(tmp_path, monkeypa
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     grid = yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
-    grid.update(name="secrets", grid={"parts": ["llm"], "method": ["full"], "lr": [1e-3]}, storage=str(tmp_path / "sweeps"),
-                tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    grid.update(
+        name="secrets",
+        grid={"parts": ["llm"], "method": ["full"], "lr": [1e-3]},
+        storage=str(tmp_path / "sweeps"),
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     grid["train"].update(steps=2, eval_every=2)
-    text = (f"# data mirror: https://reader:{COMMENT_SECRET}@data.example.org/toy\n"
-            f"# token for the hub: {SECRETS['HF_TOKEN']}\n" + yaml.safe_dump(grid))
+    text = (
+        f"# data mirror: https://reader:{COMMENT_SECRET}@data.example.org/toy\n"
+        f"# token for the hub: {SECRETS['HF_TOKEN']}\n" + yaml.safe_dump(grid)
+    )
     (tmp_path / "grid.yaml").write_text(text)
 
     assert main(["grid.yaml"]) == 0
@@ -148,8 +159,13 @@ def test_no_secret_reaches_mlflow_checkpoints_reports_or_logs(tmp_path, monkeypa
     assert any(place.endswith("grid.yaml") and "mlruns" in place for place in places), "grid artifact not found"
     leaks = {(place, secret) for place, content in places.items() for secret in secrets if secret.encode() in content}
     # Ray Tune forwards the driver's AWS_* variables to trials in their runtime env, and Ray's
-    # runtime-env agent logs it on the cluster (README, "Secrets and untrusted files").
-    ray_forwarded = {(place, secret) for place, secret in leaks
-                     if Path(place).name == "runtime_env_agent.log" and secret == SECRETS["AWS_SESSION_TOKEN"]}
-    assert leaks - ray_forwarded == {(str(tmp_path / "grid.yaml"), COMMENT_SECRET),
-                                     (str(tmp_path / "grid.yaml"), SECRETS["HF_TOKEN"])}
+    # runtime-env agent logs it on the cluster (docs/security.md).
+    ray_forwarded = {
+        (place, secret)
+        for place, secret in leaks
+        if Path(place).name == "runtime_env_agent.log" and secret == SECRETS["AWS_SESSION_TOKEN"]
+    }
+    assert leaks - ray_forwarded == {
+        (str(tmp_path / "grid.yaml"), COMMENT_SECRET),
+        (str(tmp_path / "grid.yaml"), SECRETS["HF_TOKEN"]),
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from recipes import storage
+from recipes.common import storage
 from tests.conftest import S3_BUCKET
 
 
@@ -36,23 +36,29 @@ def test_arrow_filesystem_sees_what_the_helpers_wrote(root: str):
     assert filesystem.get_file_info(f"{inner}/a.bin").type == pafs.FileType.File
 
 
-@pytest.mark.parametrize("path, remote, suffix, parent", [
-    ("s3://bucket/sets/val.parquet", True, ".parquet", "s3://bucket/sets"),
-    ("memory://x/suite.YAML", True, ".yaml", "memory://x"),
-    ("file:///data/train.jsonl", False, ".jsonl", "/data"),
-    ("/data/train.jsonl?v=2", False, ".jsonl", "/data"),
-])
+@pytest.mark.parametrize(
+    "path, remote, suffix, parent",
+    [
+        ("s3://bucket/sets/val.parquet", True, ".parquet", "s3://bucket/sets"),
+        ("memory://x/suite.YAML", True, ".yaml", "memory://x"),
+        ("file:///data/train.jsonl", False, ".jsonl", "/data"),
+        ("/data/train.jsonl?v=2", False, ".jsonl", "/data"),
+    ],
+)
 def test_paths_and_urls_are_told_apart(path: str, remote: bool, suffix: str, parent: str):
     assert storage.is_remote(path) == remote
     assert storage.file_suffix(path) == suffix
     assert storage.parent_dir(path.split("?")[0]) == parent
 
 
-@pytest.mark.parametrize("base, relative, resolved", [
-    ("s3://bucket/suite", "val.parquet", "s3://bucket/suite/val.parquet"),
-    ("s3://bucket/suite", "/abs/val.parquet", "/abs/val.parquet"),
-    ("/data/suite", "memory://x/val.parquet", "memory://x/val.parquet"),
-    ("/data/suite", "val.parquet", "/data/suite/val.parquet"),
-])
+@pytest.mark.parametrize(
+    "base, relative, resolved",
+    [
+        ("s3://bucket/suite", "val.parquet", "s3://bucket/suite/val.parquet"),
+        ("s3://bucket/suite", "/abs/val.parquet", "/abs/val.parquet"),
+        ("/data/suite", "memory://x/val.parquet", "memory://x/val.parquet"),
+        ("/data/suite", "val.parquet", "/data/suite/val.parquet"),
+    ],
+)
 def test_relative_entries_resolve_against_their_folder(base: str, relative: str, resolved: str):
     assert storage.resolve(base, relative) == resolved

@@ -1,10 +1,10 @@
 """The shipped toy base: the same weights and the same zero-shot accuracies on every machine.
 
-``recipes/models/shipped/toy-qwen2.5-vl`` is what ``toy-qwen2.5-vl`` resolves to when the toy world
+``recipes/toyworld/shipped/toy-qwen2.5-vl`` is what ``toy-qwen2.5-vl`` resolves to when the toy world
 it was pre-trained on is the one this code generates (``pretraining_inputs_key``). These tests check
 that it still is (a change to the toy world, the prompts or the pre-training settings makes the
-first one fail: rebuild with ``python -m recipes.toy pretrain --ship``), that its zero-shot
-accuracies on the demo's toy suite are the README's to the digit, that it knows the toy world
+first one fail: rebuild with ``python -m recipes.toyworld pretrain --ship``), that its zero-shot
+accuracies on the demo's toy suite are docs/toy-world.md's to the digit, that it knows the toy world
 (above chance in every quadrant), that a damaged file is refused, and that the build cache finds a
 model instead of rebuilding it.
 """
@@ -18,21 +18,22 @@ from pathlib import Path
 
 import pytest
 
+from contract import layout
 from jobs.evaluate.suite_eval import SuiteEvaluator
 from recipes.data.suites import QUADRANTS, load_suite
 from recipes.models import load_model
-from recipes.models import toy_base
-from recipes.models.toy_base import PretrainConfig, shipped_base, toy_model_dir
+from recipes.toyworld import base as toy_base
+from recipes.toyworld.base import PretrainConfig, shipped_base, toy_model_dir
 from recipes.toyworld.world import ToyWorldConfig
 
 SHIPPED_ZERO_SHOT = {
-    "acc/q/id_id": 51.0,
-    "acc/q/id_ood": 55.75,
-    "acc/q/ood_id": 73.5,
-    "acc/q/ood_ood": 66.25,
+    layout.accuracy_metric("id_id"): 51.0,
+    layout.accuracy_metric("id_ood"): 55.75,
+    layout.accuracy_metric("ood_id"): 73.5,
+    layout.accuracy_metric("ood_ood"): 66.25,
 }
 """The shipped base's quadrant accuracies (percent, two decimals) on the default toy suite: the
-step-0 row of the README's demo tables."""
+step-0 row of the tables in docs/toy-world.md."""
 CHANCE = 0.25
 """Every toy question has four options."""
 STANDARD_ERRORS = 3.0
@@ -67,7 +68,7 @@ def test_the_shipped_base_was_built_from_this_toy_world(default_world):
     identity = toy_base._shipped_identity(toy_base.ToyModelConfig(), PretrainConfig(), None)
     assert manifest["identity"] == identity, (
         "the toy world, prompts or pre-training settings changed since the base was shipped: "
-        "run `python -m recipes.toy pretrain --ship` and commit the result"
+        "run `python -m recipes.toyworld pretrain --ship` and commit the result"
     )
     assert shipped_base(identity) == toy_base.SHIPPED_BASE_DIR
 
@@ -104,7 +105,10 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch, default_world)
 
 def test_a_built_base_is_found_not_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("FORGETLESS_CACHE", str(tmp_path))
-    build = lambda: toy_model_dir(True, pretrain_config=PretrainConfig(steps=3), pretrain_world=ToyWorldConfig(size="small"))  # noqa: E731
+
+    def build():
+        return toy_model_dir(True, pretrain_config=PretrainConfig(steps=3), pretrain_world=ToyWorldConfig(size="small"))
+
     directory = build()
     built = file_identities(directory)
     assert '"steps": 3' in (directory / toy_base.PRETRAIN_REPORT_NAME).read_text()

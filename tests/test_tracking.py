@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from jobs.finetune.tracking import EARLY_STOP_TAG, STATUS_TAG, TrackingUnavailable, TrialTracker, start_trial_run
+from contract import layout
+from jobs.finetune.tracking import (
+    EARLY_STOP_TAG,
+    STATUS_TAG,
+    TRACKING_WAIT_ENV,
+    TrackingUnavailable,
+    TrialTracker,
+    start_trial_run,
+)
 from tests.conftest import free_port, metric_steps
 
 
@@ -17,11 +25,11 @@ def run_id(tracking_uri, request) -> str:
 
 def test_a_step_is_logged_once_however_often_it_is_logged(tracking_uri, run_id):
     tracker = TrialTracker(tracking_uri, run_id)
-    assert tracker.log({"train/loss": 0.9, "train/lr": 1e-3}, step=1) == 2
-    assert tracker.log({"train/loss": 0.5, "train/lr": 1e-3}, step=1) == 0
-    assert tracker.log({"train/loss": 0.8}, step=2) == 1
-    assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2]
-    history = MlflowClient(tracking_uri).get_metric_history(run_id, "train/loss")
+    assert tracker.log({layout.TRAIN_LOSS: 0.9, layout.TRAIN_LR: 1e-3}, step=1) == 2
+    assert tracker.log({layout.TRAIN_LOSS: 0.5, layout.TRAIN_LR: 1e-3}, step=1) == 0
+    assert tracker.log({layout.TRAIN_LOSS: 0.8}, step=2) == 1
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [1, 2]
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, layout.TRAIN_LOSS)
     assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, 0.8)]  # the first value stays
 
 
@@ -29,15 +37,17 @@ def test_a_restarted_tracker_skips_what_the_run_holds_and_logs_the_rest(tracking
     """A relaunched worker replays steps 1..3 after a step-1 checkpoint; only new (metric, step) pairs land."""
     first = TrialTracker(tracking_uri, run_id)
     for step in (1, 2, 3):
-        first.log({"train/loss": 1.0 / step}, step)
-    first.log({"acc/q/id_id": 40.0}, step=2)
+        first.log({layout.TRAIN_LOSS: 1.0 / step}, step)
+    first.log({layout.accuracy_metric("id_id"): 40.0}, step=2)
 
     replay = TrialTracker(tracking_uri, run_id)  # what the relaunched rank 0 creates
-    assert [replay.log({"train/loss": 9.0}, step) for step in (2, 3, 4)] == [0, 0, 1]
-    assert replay.log({"acc/q/id_id": 41.0, "model/frozen_tensors_changed": 0.0}, step=2) == 1  # a key new at step 2
-    assert metric_steps(tracking_uri, run_id, "train/loss") == [1, 2, 3, 4]
-    assert metric_steps(tracking_uri, run_id, "acc/q/id_id") == [2]
-    assert metric_steps(tracking_uri, run_id, "model/frozen_tensors_changed") == [2]
+    assert [replay.log({layout.TRAIN_LOSS: 9.0}, step) for step in (2, 3, 4)] == [0, 0, 1]
+    assert (
+        replay.log({layout.accuracy_metric("id_id"): 41.0, layout.FROZEN_TENSORS_CHANGED: 0.0}, step=2) == 1
+    )  # a key new at step 2
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [1, 2, 3, 4]
+    assert metric_steps(tracking_uri, run_id, layout.accuracy_metric("id_id")) == [2]
+    assert metric_steps(tracking_uri, run_id, layout.FROZEN_TENSORS_CHANGED) == [2]
 
 
 def test_status_tags(tracking_uri, run_id):
@@ -53,9 +63,10 @@ def test_status_tags(tracking_uri, run_id):
 def test_an_unreachable_server_is_named_with_the_step(tracking_uri, run_id, monkeypatch):
     tracker = TrialTracker(tracking_uri, run_id)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv(TRACKING_WAIT_ENV, "0")  # the tracker sends the batch once
     gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     tracker.client, tracker.tracking_uri = MlflowClient(gone), gone
     with pytest.raises(TrackingUnavailable, match=rf"MLflow at {gone} did not take step 7 of run {run_id}"):
-        tracker.log({"train/loss": 0.1}, step=7)
+        tracker.log({layout.TRAIN_LOSS: 0.1}, step=7)
     tracker.client, tracker.tracking_uri = MlflowClient(tracking_uri), tracking_uri
-    assert tracker.log({"train/loss": 0.1}, step=7) == 1  # not marked logged: a retry logs it
+    assert tracker.log({layout.TRAIN_LOSS: 0.1}, step=7) == 1  # not marked logged: a retry logs it

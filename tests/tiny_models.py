@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from recipes.models.toy import ToyModelConfig, build_toy_model, build_toy_processor, build_toy_tokenizer
+from recipes.toyworld.model import ToyModelConfig, build_toy_model, build_toy_processor, build_toy_tokenizer
 from tests.data_fixtures import mcq_record, png_bytes
 
 TINY_TEXTS = [
@@ -84,7 +84,12 @@ def llava_batch(model: LlavaForConditionalGeneration, batch_size: int = 2) -> di
     input_ids = torch.cat([image_tokens, text], dim=1)
     labels = torch.cat([torch.full_like(image_tokens, -100), text], dim=1)
     pixel_values = torch.randn(batch_size, 3, 28, 28, generator=generator)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values": pixel_values, "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": pixel_values,
+        "labels": labels,
+    }
 
 
 def mcq_row(index: int = 0, with_image: bool = True, answer: str = "B") -> dict:

@@ -39,6 +39,7 @@ from contract.layout import (
     predictions_artifact,
     task_accuracy_metric,
 )
+from contract.reports import STEP
 from jobs.checkpoints import TRAINER_STATE
 from jobs.continual.metrics import continual_scores
 from jobs.evaluate.suite_eval import DatasetEvaluator
@@ -89,7 +90,9 @@ class ContinualWorker(TrialWorker):
         torch.manual_seed(trial.seed * 1000 + stage)
         self.engine, self.trainable = build_engine(trial.changed(steps=steps), self.loaded, self.world, self.use_gpu)
         if self.rank == 0:
-            log.info("task %d/%d %s: %d rows, %d steps", stage + 1, len(self.tasks), self.names[stage], table.num_rows, steps)
+            log.info(
+                "task %d/%d %s: %d rows, %d steps", stage + 1, len(self.tasks), self.names[stage], table.num_rows, steps
+            )
         window = WindowStats()
         for step in range(steps):
             started = time.perf_counter()
@@ -98,7 +101,9 @@ class ContinualWorker(TrialWorker):
             window.tokens += tokens
             window.seconds += time.perf_counter() - started
             if self.tracker and ((step + 1) % trial.log_every == 0 or step + 1 == steps):
-                self.tracker.log({**window.metrics(current_lr(self.engine)), CONTINUAL_TASK: stage}, first_step + step + 1)
+                self.tracker.log(
+                    {**window.metrics(current_lr(self.engine)), CONTINUAL_TASK: stage}, first_step + step + 1
+                )
                 window = WindowStats()
         module = self.engine.module
         self.engine.destroy()  # removes ZeRO's gradient hooks before the next task's engine adds its own
@@ -130,7 +135,12 @@ class ContinualWorker(TrialWorker):
         scores = continual_scores(self.matrix, self.names).metrics()
         if self.tracker:
             self.tracker.log(scores, step)
-            record = {"tasks": self.names, "steps": self.stage_ends, "zero_shot": self.zero_shot_row, "matrix": self.matrix}
+            record = {
+                "tasks": self.names,
+                "steps": self.stage_ends,
+                "zero_shot": self.zero_shot_row,
+                "matrix": self.matrix,
+            }
             self.tracker.log_json(record, MATRIX_ARTIFACT)
         return scores
 
@@ -141,7 +151,7 @@ class ContinualWorker(TrialWorker):
             return
         torch.save(self.model.state_dict(), directory / MODEL_STATE)
         state = {
-            "step": step,
+            STEP: step,
             "stage_ends": self.stage_ends,
             "matrix": self.matrix,
             "zero_shot_row": self.zero_shot_row,
@@ -166,7 +176,7 @@ class ContinualWorker(TrialWorker):
         else:
             self.zero_shot_row = self.task_accuracies()
             metrics = self.log_row(0, self.zero_shot_row, zero_shot)
-            self.report(0, {**metrics, "step": 0}, checkpoint=False)
+            self.report(0, {**metrics, STEP: 0}, checkpoint=False)
         for stage in range(len(self.stage_ends), len(self.tasks)):
             step += self.train_task(stage, step)
             self.stage_ends.append(step)
@@ -177,4 +187,4 @@ class ContinualWorker(TrialWorker):
                 self.matrix.append(row)
                 if stage + 1 == len(self.tasks):
                     metrics.update(self.log_scores(step))
-            self.report(step, {**metrics, "step": step, CONTINUAL_TASKS_DONE: float(stage + 1)}, checkpoint=True)
+            self.report(step, {**metrics, STEP: step, CONTINUAL_TASKS_DONE: float(stage + 1)}, checkpoint=True)

@@ -13,8 +13,8 @@ is the mean of those over the stages, and *Last* as one number is the mean of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from contract.layout import CONTINUAL_AVERAGE, CONTINUAL_LAST, task_average_metric, task_last_metric
 

@@ -27,18 +27,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from contract.exits import EXIT_BAD_INPUT
 from contract.layout import DATASET_ACCURACY_PREFIX, QUADRANT_ACCURACY_PREFIX, QUADRANTS, accuracy_metric, stderr_metric
 from jobs.checkpoints import load_trial_checkpoint
 from jobs.evaluate.matchers import MATCHERS
 from jobs.evaluate.predictions_file import PredictionsFileError, score_predictions_file
-from jobs.evaluate.probing import classname_probe, counting_probe
+from jobs.evaluate.probe_runs import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
 from jobs.evaluate.suite_eval import SuiteEvaluator
+from recipes.common.text_table import text_table
 from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.registry import load_dataset
 from recipes.data.suites import load_suite
 from recipes.models import load_model
-from recipes.text_table import text_table
 
 PROBES = ("classname", "counting")
 DEFAULT_PROBE_DATASETS = {"classname": "toy-wiki-classname", "counting": "toy-text-qa"}
@@ -49,7 +50,9 @@ def quadrant_table(columns: dict[str, dict[str, float]]) -> str:
     deltas vs the first."""
     names = list(columns)
     base = columns[names[0]]
-    datasets = sorted(k for k in base if k.startswith(DATASET_ACCURACY_PREFIX) and not k.startswith(QUADRANT_ACCURACY_PREFIX))
+    datasets = sorted(
+        k for k in base if k.startswith(DATASET_ACCURACY_PREFIX) and not k.startswith(QUADRANT_ACCURACY_PREFIX)
+    )
     keys = [accuracy_metric(q) for q in QUADRANTS] + datasets
     errors = {accuracy_metric(q): stderr_metric(q) for q in QUADRANTS}
     header = ["metric (%)", *names]
@@ -105,7 +108,7 @@ def score_main(argv: list[str]) -> int:
         result = score_predictions_file(args.predictions, args.matcher)
     except (PredictionsFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(result.summary())
     return 0
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             models.append((f"ckpt{index} (step {step})", loaded))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     evaluator = SuiteEvaluator(
         suite,
@@ -142,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     columns: dict[str, dict[str, float]] = {}
     probes: dict[str, list[str]] = {probe: [] for probe in args.probe}
     for label, loaded in models:
-        result = evaluator.evaluate(loaded.model)
+        result = evaluator.evaluate(loaded.model, progress=f"evaluating {label}")  # a bar on a terminal
         columns[label] = result.metrics
-        print(f"{label}: {result.questions} questions in {result.seconds:.1f}s ({result.questions / result.seconds:.0f}/s)")
+        print(
+            f"{label}: {result.questions} questions in {result.seconds:.1f}s ({result.questions / result.seconds:.0f}/s)"
+        )
         if args.predictions:
             args.predictions.mkdir(parents=True, exist_ok=True)
             pq.write_table(result.predictions, args.predictions / f"{label.split()[0]}.parquet")

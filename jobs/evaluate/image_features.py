@@ -18,7 +18,8 @@ waiting in its parameter gathers.
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling

@@ -32,12 +32,12 @@ may carry in its ``matcher`` column (``recipes.data.schema.MATCHER_NAMES``).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
-Score = Optional[float]
+Score = float | None
 """A matcher's verdict on one prediction: a float in [0, 1], or None for skipped-but-counted."""
 
-Matcher = Callable[[str, str, Optional[str]], Score]
+Matcher = Callable[[str, str, str | None], Score]
 """``matcher(predict, label, prompt=None) -> Score``."""
 
 UNANSWERABLE = "Unanswerable"
@@ -243,7 +243,6 @@ def accuracy(
     matcher = MATCHERS[matcher_name]
     item_prompts = prompts if prompts is not None else [None] * len(predictions)
     scores = [
-        matcher(prediction, label, prompt)
-        for prediction, label, prompt in zip(predictions, labels, item_prompts)
+        matcher(prediction, label, prompt) for prediction, label, prompt in zip(predictions, labels, item_prompts)
     ]
     return 100.0 * sum(score or 0.0 for score in scores) / len(scores)

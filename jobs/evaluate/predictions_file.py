@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 
 from jobs.evaluate.matchers import MATCHERS
-from recipes.storage import exists, open_binary
+from recipes.common.storage import exists, open_binary
 
 REQUIRED_KEYS = ("predict", "label")
 """Keys every line must have (``prompt`` too for the ``sci`` matcher)."""

@@ -15,14 +15,15 @@ or exact match).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import torch
 
 from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.matchers import match_mcq, score
-from recipes.data.collate import PLACEHOLDER_ROW, MCQCollator
+from recipes.data.collate import PLACEHOLDER_ROW, RecordCollator
 from recipes.data.schema import FREEFORM_KIND, LETTERS, MCQ_KIND, row_kind
 
 MODES = ("logits", "generate")
@@ -59,7 +60,7 @@ def chosen_letter(generated: str, option_count: int) -> str | None:
 class BatchScorer:
     """Scores batches of MCQ records in ``logits`` or ``generate`` mode."""
 
-    collator: MCQCollator
+    collator: RecordCollator
     """Evaluation collator (``with_answers=False``, left padding)."""
     mode: str = "logits"
     """``logits`` or ``generate``."""
@@ -102,7 +103,9 @@ class BatchScorer:
         if freeform or self.synced_gpus:
             part = [rows[index] for index in freeform] or [PLACEHOLDER_ROW]
             inputs = self._inputs(model, part, image_features, (key, FREEFORM_KIND))
-            for index, result in zip(freeform, self._freeform(model, inputs, part, max_new_tokens or self.max_new_tokens)):
+            for index, result in zip(
+                freeform, self._freeform(model, inputs, part, max_new_tokens or self.max_new_tokens)
+            ):
                 results[index] = result
         return results  # type: ignore[return-value]
 
@@ -124,7 +127,9 @@ class BatchScorer:
         for row, prediction, letter in zip(rows, predictions, letters):
             options = list(row["options"])
             chosen = options[LETTERS.index(letter)] if letter else ""
-            results.append({"prediction": prediction, "chosen": chosen, "correct": match_mcq(prediction, row["answer"])})
+            results.append(
+                {"prediction": prediction, "chosen": chosen, "correct": match_mcq(prediction, row["answer"])}
+            )
         return results
 
     def _freeform(

@@ -3,9 +3,10 @@
 The suite's datasets are cut into fixed batches of row ranges once (the same batches whatever the
 number of ranks, so results do not depend on it); of W ranks, rank r answers the r-th of W
 contiguous runs of batches and reads only their rows (a parquet row group at a time, see
-``recipes.data.row_source``), so no worker holds a whole dataset; rank 0 gathers the per-example results, puts them back in dataset order and computes the metrics of
-``contract.layout``: ``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent,
-and ``stderr/q/<quadrant>``, the quadrant's binomial standard error in percentage points.
+``recipes.data.row_source``), so no worker holds a whole dataset; rank 0 gathers the per-example
+results, puts them back in dataset order and computes the metrics of ``contract.layout``:
+``acc/<dataset>`` and ``acc/q/<quadrant>`` (mean of its datasets), in percent, and
+``stderr/q/<quadrant>``, the quadrant's binomial standard error in percentage points.
 A dataset's MCQ rows are scored by the mode, its free-form rows by their matcher (after greedy
 generation within the suite's budget for the dataset), all counted in its one ``acc/<dataset>``.
 
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -31,7 +33,8 @@ import torch.distributed as dist
 from contract.layout import QUADRANTS, accuracy_metric, dataset_metric, delta_metric, stderr_metric
 from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.scoring import BatchScorer, batches
-from recipes.data.collate import MCQCollator
+from recipes.common.progress_bar import progress_bar
+from recipes.data.collate import RecordCollator
 from recipes.data.registry import dataset_name
 from recipes.data.row_source import RowSource, open_rows
 from recipes.data.schema import MCQ_KIND
@@ -117,8 +120,9 @@ class DatasetEvaluator:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval batch_size must be >= 1, got {batch_size}")
-        collator = MCQCollator(processor, with_answers=False, padding_side="left", always_image=synced_gpus,
-                               store_bytes=store_bytes)
+        collator = RecordCollator(
+            processor, with_answers=False, padding_side="left", always_image=synced_gpus, store_bytes=store_bytes
+        )
         self.scorer = BatchScorer(collator, mode=mode, max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
         self.budgets = dict(budgets or {})
         """Generation budget of free-form rows by dataset name (default: ``max_new_tokens``)."""
@@ -145,13 +149,20 @@ class DatasetEvaluator:
         return self.scorer.mode
 
     def _answer(
-        self, model: torch.nn.Module, batch_indices: list[int], image_features: FrozenImageFeatures | None
+        self,
+        model: torch.nn.Module,
+        batch_indices: list[int],
+        image_features: FrozenImageFeatures | None,
+        progress: str | None = None,
     ) -> list[tuple[int, list[dict]]]:
         answered = []
+        questions = sum(len(self.batches[index][1]) for index in batch_indices)
+        bar = progress_bar(total=questions, desc=progress, unit="question", enabled=progress is not None)
         for index in batch_indices:
             dataset, positions = self.batches[index]
             rows = self.sources[dataset].take(positions)
             scored = self.scorer(model, rows, self.budgets.get(dataset), image_features, key=index)
+            bar.update(len(rows))
             answered.append(
                 (
                     index,
@@ -161,6 +172,7 @@ class DatasetEvaluator:
                     ],
                 )
             )
+        bar.close()
         return answered
 
     def evaluate(
@@ -169,11 +181,14 @@ class DatasetEvaluator:
         rank: int = 0,
         world_size: int = 1,
         image_features: FrozenImageFeatures | None = None,
+        progress: str | None = None,
     ) -> SuiteResult | None:
         """Evaluate ``model``; with several ranks every rank must call this, rank 0 gets the result.
 
         ``image_features``: a memo of this evaluator's batches' image features, reused across
         evaluations of models that share one frozen image path (``jobs.evaluate.image_features``).
+        ``progress``: the label of a progress bar over the questions (a one-off command's, shown
+        on a terminal only; ``recipes.common.progress_bar``).
         """
         started = time.perf_counter()
         was_training = model.training
@@ -182,7 +197,7 @@ class DatasetEvaluator:
         if self.scorer.synced_gpus:  # sharded parameters: every rank runs the same number of forwards
             rounds = -(-len(self.batches) // world_size)
             mine += [mine[-1] if mine else 0] * (rounds - len(mine))
-        answered = self._answer(model, mine, image_features)
+        answered = self._answer(model, mine, image_features, progress)
         model.train(was_training)
         if world_size > 1:
             gathered: list[Any] = [None] * world_size if rank == 0 else None

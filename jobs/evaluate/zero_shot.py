@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult
-from recipes import storage
-from recipes.cache import cache_root, content_key
+from recipes.common import storage
+from recipes.common.cache import cache_root, content_key
 from recipes.data.suites import Suite
 
 CACHE_FORMAT = 2
@@ -63,5 +63,7 @@ class ZeroShotCache:
         buffer = io.BytesIO()
         pq.write_table(result.predictions, buffer)
         storage.write_bytes(storage.join(self.root, key, "predictions.parquet"), buffer.getvalue())
-        storage.write_json(storage.join(self.root, key, "metrics.json"), {"metrics": result.metrics, "seconds": result.seconds})
+        storage.write_json(
+            storage.join(self.root, key, "metrics.json"), {"metrics": result.metrics, "seconds": result.seconds}
+        )
         return result

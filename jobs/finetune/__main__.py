@@ -22,17 +22,17 @@ import ray
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from contract.exits import EXIT_BAD_INPUT
 from contract.layout import QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX
 from jobs.finetune.config import TrialConfig, problem_message
 from jobs.finetune.flag_checks import trial_flag_problems
-from jobs.reachability import preflight_problem
 from jobs.trial import find_trial_run, run_trial
-from recipes.redaction import install_log_redaction, redact
+from recipes.common.reachability import preflight_problem
+from recipes.common.redaction import install_log_redaction, redact
 from recipes.data.stream import MixSource
 
 CLI_HIDDEN = {"mix", "run_id", "sweep"}
 """Fields the CLI does not expose as plain flags (``--mix`` has its own syntax)."""
-EXIT_INVALID = 2
 
 
 def flag(name: str) -> str:
@@ -61,9 +61,16 @@ def add_field(parser: argparse.ArgumentParser, name: str, info: FieldInfo) -> No
     """One flag for one field of the model."""
     one, several, choices = value_type(info.annotation)
     required = info.is_required()
-    parser.add_argument(flag(name), dest=name, type=one, nargs="+" if several else None, choices=choices,
-                        required=required, default=argparse.SUPPRESS,
-                        help=" ".join((info.description or "").split()) + ("" if required else f" (default: {info.default})"))
+    parser.add_argument(
+        flag(name),
+        dest=name,
+        type=one,
+        nargs="+" if several else None,
+        choices=choices,
+        required=required,
+        default=argparse.SUPPRESS,
+        help=" ".join((info.description or "").split()) + ("" if required else f" (default: {info.default})"),
+    )
 
 
 def parse_mix(text: str) -> MixSource:
@@ -81,7 +88,7 @@ class FlagParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: ``error: argument --lr: invalid float value: 'x'``."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(EXIT_INVALID, f"error: {message}\n")
+        self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,15 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, info in TrialConfig.model_fields.items():
         if name not in CLI_HIDDEN:
             add_field(parser, name, info)
-    parser.add_argument("--mix", type=parse_mix, action="append", default=argparse.SUPPRESS, metavar="DATASET=RATIO",
-                        help="mix a dataset into the training stream (repeatable)")
+    parser.add_argument(
+        "--mix",
+        type=parse_mix,
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="DATASET=RATIO",
+        help="mix a dataset into the training stream (repeatable)",
+    )
     return parser
 
 
 def problem_lines(error: ValidationError) -> list[str]:
     """One line per problem, naming the flag: ``--lr: must be > 0``."""
-    return [f"{flag(str(item['loc'][0]))}: {problem_message(item)}" if item["loc"] else problem_message(item)
-            for item in error.errors(include_url=False)]
+    return [
+        f"{flag(str(item['loc'][0]))}: {problem_message(item)}" if item["loc"] else problem_message(item)
+        for item in error.errors(include_url=False)
+    ]
 
 
 def parse_trial(argv: list[str] | None = None) -> TrialConfig:
@@ -114,22 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         for line in problem_lines(error):
             print(f"error: {redact(line)}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_BAD_INPUT
     install_log_redaction()
     problems = trial_flag_problems(trial) or [text for text in [preflight_problem(trial.tracking_uri)] if text]
     if problems:
         print("\n".join(f"error: {text}" for text in problems), file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_BAD_INPUT
     existing = find_trial_run(trial)
     if existing and existing[1] == "finished":
         print(f"trial {trial.name} ({trial.trial_id}) already finished: MLflow run {existing[0]}")
         return 0
     ray.init(ignore_reinit_error=True, log_to_driver=True)
-    print(f"trial {trial.name} ({trial.trial_id}): {trial.workers} worker(s), {trial.steps} steps, "
-          f"evaluating every {trial.eval_every} steps on suite {trial.eval_suite!r}")
+    print(
+        f"trial {trial.name} ({trial.trial_id}): {trial.workers} worker(s), {trial.steps} steps, "
+        f"evaluating every {trial.eval_every} steps on suite {trial.eval_suite!r}"
+    )
     outcome = run_trial(trial)
     print(f"trial {trial.name}: {outcome.status}; MLflow run {outcome.run_id} in experiment {trial.experiment!r}")
-    quadrants = {k: v for k, v in outcome.metrics.items() if k.startswith((QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX))}
+    quadrants = {
+        k: v for k, v in outcome.metrics.items() if k.startswith((QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX))
+    }
     for key in sorted(quadrants):
         print(f"  {key:<18} {quadrants[key]:8.2f}")
     if outcome.error:

@@ -20,8 +20,10 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from contract import layout
+from contract.defaults import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from contract.layout import continual_recipe_label, format_lr, format_share, recipe_label
-from recipes.cache import content_key
+from recipes.common.cache import content_key
 from recipes.data.continual import ContinualTask, resolve_task
 from recipes.data.stream import MixSource
 from recipes.methods import METHODS, MethodConfig
@@ -69,8 +71,16 @@ def name_problem(value: str) -> str | None:
 
 RUN_FIELDS = frozenset(
     {
-        "storage", "tracking_uri", "experiment", "sweep", "run_id", "keep_last", "cpus_per_worker", "max_failures",
-        "log_every", "checkpoint_every",
+        "storage",
+        "tracking_uri",
+        "experiment",
+        "sweep",
+        "run_id",
+        "keep_last",
+        "cpus_per_worker",
+        "max_failures",
+        "log_every",
+        "checkpoint_every",
     }
 )
 """Fields that say where and how a trial runs, not what it computes: not part of its identity."""
@@ -92,9 +102,9 @@ class TrialConfig(BaseModel):
     lora_r: Annotated[int, Ge(1)] = 8
     """LoRA rank (lora only)."""
     lora_alpha: Annotated[float, Gt(0)] = 16.0
-    """LoRA alpha (lora only)."""
+    """LoRA alpha: updates are scaled by alpha / r (lora only)."""
     lora_dropout: Annotated[float, Ge(0), Lt(1)] = 0.0
-    """LoRA dropout (lora only)."""
+    """Dropout on the LoRA branch input, in [0, 1) (lora only)."""
     dataset: str = "toy-imagenet-vqa"
     """Target training dataset: registry name or MCQ parquet/jsonl path."""
     data_fraction: Annotated[float, Gt(0), Le(1)] = 1.0
@@ -125,9 +135,9 @@ class TrialConfig(BaseModel):
     log_every: Annotated[int, Ge(1)] = 10
     """Steps between logged training metrics (loss, lr, throughput); evaluation steps always log them."""
     eval_suite: str = "toy"
-    """Named suite or suite YAML path."""
+    """Named suite (``toy``) or suite YAML path."""
     eval_mode: EvalMode = "logits"
-    """``logits`` or ``generate``."""
+    """``logits`` (one forward pass, option-letter scoring) or ``generate`` (+ answer matchers)."""
     eval_batch_size: Annotated[int, Ge(1)] = 32
     """Questions per evaluation batch."""
     max_new_tokens: Annotated[int, Ge(1)] = 8
@@ -139,18 +149,18 @@ class TrialConfig(BaseModel):
     max_ood_drop_pp: Annotated[float, Gt(0)] | None = None
     """Stop early when an OOD quadrant falls more than this many points below zero-shot."""
     workers: Annotated[int, Ge(1)] = 1
-    """Ray Train workers (data-parallel ranks)."""
+    """Ray Train workers (data-parallel ranks) per trial."""
     gpus_per_worker: Annotated[float, Ge(0)] = 0.0
     """GPUs per worker; 0 = CPU (gloo)."""
     cpus_per_worker: Annotated[float, Gt(0)] = 1.0
     """CPUs per worker."""
-    storage: str = "./sweeps"
+    storage: str = DEFAULT_STORAGE
     """Root of checkpoints: local directory or s3://bucket/prefix."""
     keep_last: Annotated[int, Ge(1)] = 2
     """Checkpoints kept per trial (the newest ones)."""
     max_failures: Annotated[int, Ge(0)] = 2
     """Worker-group restarts Ray Train may do from the last checkpoint before the trial fails."""
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = DEFAULT_TRACKING_URI
     """MLflow tracking URI."""
     experiment: str = "forgetless"
     """MLflow experiment name (the grid's ``name``)."""
@@ -187,7 +197,7 @@ class TrialConfig(BaseModel):
         return tuple(resolve_task(task) for task in tasks) if isinstance(tasks, (list, tuple)) else tasks
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrialConfig":
+    def _consistent(self) -> TrialConfig:
         checks = [
             (sum(m.ratio for m in self.mix) < 1, "mix ratios must sum to < 1 (the target dataset gets the rest)"),
             (
@@ -199,8 +209,10 @@ class TrialConfig(BaseModel):
                 self.checkpoint_every is None or self.checkpoint_every % self.eval_every == 0,
                 f"checkpoint_every must be a multiple of eval_every ({self.eval_every}), got {self.checkpoint_every}",
             ),
-            (not self.interpolate or (self.zero_stage < 3 and not self.continual),
-             "interpolate needs a single-task trial on ZeRO stage 0-2 (it blends whole weights)"),
+            (
+                not self.interpolate or (self.zero_stage < 3 and not self.continual),
+                "interpolate needs a single-task trial on ZeRO stage 0-2 (it blends whole weights)",
+            ),
             *self._continual_checks(),
         ]
         problems = [message for ok, message in checks if not ok]
@@ -210,15 +222,29 @@ class TrialConfig(BaseModel):
 
     def _continual_checks(self) -> list[tuple[bool, str]]:
         if not self.continual_tasks:
-            return [(not self.continual_epochs and self.replay_per_task == 0,
-                     "continual_epochs and replay_per_task need continual_tasks")]
+            return [
+                (
+                    not self.continual_epochs and self.replay_per_task == 0,
+                    "continual_epochs and replay_per_task need continual_tasks",
+                )
+            ]
         return [
-            (len(self.continual_epochs) == len(self.continual_tasks),
-             f"continual_epochs needs one value per task ({len(self.continual_tasks)}), got {len(self.continual_epochs)}"),
-            (len({t.name for t in self.continual_tasks}) == len(self.continual_tasks), "continual task names must be unique"),
-            (self.zero_stage < 3 and not self.deepspeed_config,
-             "continual trials run ZeRO stage 0-2 without a DeepSpeed JSON (IncLoRA merges whole weights)"),
-            (not self.mix and self.data_fraction == 1.0, "continual trials take their data from the tasks (no mix, data_fraction 1)"),
+            (
+                len(self.continual_epochs) == len(self.continual_tasks),
+                f"continual_epochs needs one value per task ({len(self.continual_tasks)}), got {len(self.continual_epochs)}",
+            ),
+            (
+                len({t.name for t in self.continual_tasks}) == len(self.continual_tasks),
+                "continual task names must be unique",
+            ),
+            (
+                self.zero_stage < 3 and not self.deepspeed_config,
+                "continual trials run ZeRO stage 0-2 without a DeepSpeed JSON (IncLoRA merges whole weights)",
+            ),
+            (
+                not self.mix and self.data_fraction == 1.0,
+                "continual trials take their data from the tasks (no mix, data_fraction 1)",
+            ),
         ]
 
     @property
@@ -299,28 +325,33 @@ class TrialConfig(BaseModel):
         return f"{self.name}-{self.trial_id}"
 
     def mlflow_params(self) -> dict[str, str]:
-        """Params of the trial's MLflow run (strings; the layout is ``contract.layout``)."""
+        """Params of the trial's MLflow run (strings): its settings under their own names, plus the
+        derived params of ``contract.layout`` (``PARAM_*``)."""
         params = {
             key: value
             for key, value in self.identity().items()
             if key not in ("mix", "deepspeed_config", "continual_tasks", "continual_epochs") and value is not None
         }
         params.update(
-            lr=format_lr(self.lr),
-            mix=json.dumps([asdict(m) for m in self.mix]),
-            mix_ratio=format_share(self.mix_ratio),
-            data_fraction=format_share(self.data_fraction),
-            deepspeed=self.deepspeed_config or f"zero_stage={self.zero_stage}",
-            suite=self.eval_suite,
-            recipe=self.recipe,
-            trial_id=self.trial_id,
-            trial_name=self.name,
+            {
+                layout.PARAM_LR: format_lr(self.lr),
+                layout.PARAM_MIX: json.dumps([asdict(m) for m in self.mix]),
+                layout.PARAM_MIX_RATIO: format_share(self.mix_ratio),
+                layout.PARAM_DATA_FRACTION: format_share(self.data_fraction),
+                layout.PARAM_DEEPSPEED: self.deepspeed_config or f"zero_stage={self.zero_stage}",
+                layout.PARAM_SUITE: self.eval_suite,
+                layout.PARAM_RECIPE: self.recipe,
+                layout.PARAM_TRIAL_ID: self.trial_id,
+                layout.PARAM_TRIAL_NAME: self.name,
+            }
         )
         if self.continual:
             params.update(
-                continual_method=self.continual_method,
-                continual_tasks=json.dumps([task.name for task in self.continual_tasks]),
-                continual_epochs=json.dumps(list(self.continual_epochs)),
+                {
+                    layout.PARAM_CONTINUAL_METHOD: self.continual_method,
+                    layout.PARAM_CONTINUAL_TASKS: json.dumps([task.name for task in self.continual_tasks]),
+                    layout.PARAM_CONTINUAL_EPOCHS: json.dumps(list(self.continual_epochs)),
+                }
             )
         return {key: str(value) for key, value in params.items()}
 
@@ -329,14 +360,14 @@ class TrialConfig(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrialConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
         return cls.model_validate(data)
 
-    def changed(self, **changes: Any) -> "TrialConfig":
+    def changed(self, **changes: Any) -> TrialConfig:
         """A validated copy with ``changes``."""
         return type(self).model_validate({**self.model_dump(), **changes})
 
-    def with_run(self, **changes: Any) -> "TrialConfig":
+    def with_run(self, **changes: Any) -> TrialConfig:
         """A copy with run fields changed (storage, tracking, run id ...); identity unchanged."""
         unknown = set(changes) - RUN_FIELDS
         if unknown:

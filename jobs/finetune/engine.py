@@ -76,4 +76,3 @@ def build_engine(trial: TrialConfig, loaded: LoadedModel, world_size: int, use_g
 def current_lr(engine) -> float:
     """The learning rate the next optimizer step uses."""
     return engine.lr_scheduler.get_last_lr()[0]
-

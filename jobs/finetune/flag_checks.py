@@ -1,7 +1,7 @@
 """What ``python -m jobs.finetune`` checks of its flags before Ray starts, beyond each flag's own value.
 
 A flag's type and range are checked where the trial's settings are defined; what needs the
-machine is checked here, with the same texts as a grid's problems (``jobs.references``): the
+machine is checked here, with the same texts as a grid's problems (``jobs.input_checks``): the
 model is known (and its config says how deep ``vision.last<N>`` may go), the dataset, mixed-in
 datasets, suite, DeepSpeed JSON and continual task files exist, and no URI has an unknown
 scheme or credentials:
@@ -12,10 +12,10 @@ scheme or credentials:
 from __future__ import annotations
 
 from jobs.finetune.config import TrialConfig
-from jobs.reachability import tracking_scheme_problem
-from jobs.references import dataset_problems, deepspeed_file_problems, model_problems, parts_problems, suite_problems
-from recipes.redaction import credential_problem
-from recipes.uri_checks import scheme_of
+from jobs.input_checks import dataset_problems, deepspeed_file_problems, model_problems, parts_problems, suite_problems
+from recipes.common.reachability import tracking_scheme_problem
+from recipes.common.redaction import credential_problem
+from recipes.common.uri_checks import scheme_of
 
 
 def _storage_problem(storage: str) -> str | None:

@@ -26,6 +26,7 @@ from jobs.evaluate.suite_eval import delta_metrics
 from recipes.methods import apply_method
 from recipes.models import load_model
 
+
 def blend(zero_shot: torch.Tensor, tuned: torch.Tensor, alpha: float) -> torch.Tensor:
     """``(1 - alpha) * zero_shot + alpha * tuned``: exactly ``zero_shot`` at 0 and ``tuned`` at 1."""
     return (1 - alpha) * zero_shot + alpha * tuned

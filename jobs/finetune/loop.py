@@ -11,6 +11,9 @@ In an adaptive search (ASHA), rank 0 then waits for the search's decision on the
 (``jobs.search_decisions``), and a trial the search stopped ends there like an early stop:
 
     TrialWorker(trial).run()     # on every worker, from jobs.worker.trial_worker
+
+Between evaluations, every ``log_every`` steps, every worker reports just the step to Ray Train
+(``TOTAL_STEPS``), which the sweep prints as the trial's progress.
 """
 
 from __future__ import annotations
@@ -31,17 +34,18 @@ from contract.layout import (
     FROZEN_TENSORS_CHANGED,
     OOD_QUADRANTS,
     RESUMED_TAG,
+    TIME_EVAL_S,
+    TIME_TRAIN_S,
     TOTAL_PARAMETERS,
     TRAIN_LOSS,
     TRAIN_LR,
     TRAIN_SECONDS_PER_STEP,
-    TIME_EVAL_S,
-    TIME_TRAIN_S,
     TRAIN_TOKENS_PER_S,
     TRAINABLE_PARAMETERS,
     delta_metric,
     predictions_artifact,
 )
+from contract.reports import EARLY_STOPPED, STEP, TOTAL_STEPS
 from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state, weights_only_loading
 from jobs.evaluate.image_features import FrozenImageFeatures
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
@@ -52,15 +56,14 @@ from jobs.finetune.interpolate import evaluate_interpolations
 from jobs.finetune.loss import supervised_loss
 from jobs.finetune.tracking import TrialTracker
 from jobs.search_decisions import find_board, wait_for_decision
-from recipes import storage
-from recipes.data.collate import MCQCollator
+from recipes.common import storage
+from recipes.data.collate import RecordCollator
 from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
 from recipes.models import load_model
 
 log = logging.getLogger("forgetless.finetune")
-
 
 
 def eval_steps(trial: TrialConfig) -> list[int]:
@@ -164,8 +167,9 @@ class TrialWorker:
         self.loaded = load_model(trial.model)
         self.fingerprint = self.loaded.fingerprint
         self.sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
-        self.collate = MCQCollator(self.loaded.processor, with_answers=True, always_image=self.sharded,
-                                   store_bytes=DEFAULT_STORE_BYTES)
+        self.collate = RecordCollator(
+            self.loaded.processor, with_answers=True, always_image=self.sharded, store_bytes=DEFAULT_STORE_BYTES
+        )
         self.evaluator = SuiteEvaluator(load_suite(trial.eval_suite), self.loaded.processor, **self.eval_settings())
         self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
         self.zero_shot: dict[str, float] = {}
@@ -315,15 +319,16 @@ class TrialWorker:
         if self.tracker and start > 0:
             self.tracker.set_tags({RESUMED_TAG: str(start)})
         if self.tracker and start == 0:
-            self.tracker.log({TRAINABLE_PARAMETERS: self.trainable.trainable,
-                              TOTAL_PARAMETERS: self.trainable.total}, step=0)
+            self.tracker.log(
+                {TRAINABLE_PARAMETERS: self.trainable.trainable, TOTAL_PARAMETERS: self.trainable.total}, step=0
+            )
         evaluations, checkpoints = eval_steps(trial), checkpoint_steps(trial)
         evaluating = time.perf_counter()
         zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
         self.zero_shot = zero_shot.metrics if zero_shot else {}
         if start == 0:
             metrics, _ = self.checkpoint_metrics(0, zero_shot, {TIME_EVAL_S: time.perf_counter() - evaluating})
-            self.report(0, {**metrics, "step": 0}, checkpoint=False)
+            self.report(0, {**metrics, STEP: 0}, checkpoint=False)
         window, training = WindowStats(), 0.0
         for step in range(start, trial.steps):
             started = time.perf_counter()
@@ -336,6 +341,8 @@ class TrialWorker:
             if self.tracker and (done % trial.log_every == 0 or done in evaluations):
                 self.tracker.log(window.metrics(current_lr(self.engine)), done)
                 window = WindowStats()
+            if done % trial.log_every == 0 and done not in evaluations:
+                ray.train.report({STEP: done, TOTAL_STEPS: trial.steps})  # every rank: Ray Train syncs them
             if done in evaluations:
                 evaluating = time.perf_counter()
                 result = self.evaluate(done)
@@ -350,10 +357,11 @@ class TrialWorker:
                 if self.tracker:
                     self.tracker.log({TIME_TRAIN_S: training, TIME_EVAL_S: time.perf_counter() - evaluating}, done)
                 training = 0.0
-                self.report(done, {**metrics, "step": done, "early_stopped": float(stop)},
-                            checkpoint=stop or done in checkpoints)
+                self.report(
+                    done, {**metrics, STEP: done, EARLY_STOPPED: float(stop)}, checkpoint=stop or done in checkpoints
+                )
                 if stop:
                     return
                 if done < trial.steps and self.stopped_by_search(done):  # tagged early_stopped by the search
-                    self.report(done, {**metrics, "step": done, "early_stopped": 1.0}, checkpoint=done not in checkpoints)
+                    self.report(done, {**metrics, STEP: done, EARLY_STOPPED: 1.0}, checkpoint=done not in checkpoints)
                     return

@@ -2,11 +2,17 @@
 
 A trial killed after logging step 130 and resumed from its step-100 checkpoint replays steps
 101..130; the tracker reads what the run already holds when it starts and skips those, so
-the run ends with every step exactly once. While a tracking server is unreachable, MLflow's
-client retries each request with backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, about four
-minutes by default) and training waits; a batch it never takes raises ``TrackingUnavailable``,
-which fails the worker, and Ray Train restarts it from the last checkpoint with a new tracker
-that re-reads the run. Only rank 0 of a trial creates a tracker:
+the run ends with every step exactly once. While a tracking server is unreachable, overloaded
+or restarting, MLflow's client retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``) and
+the tracker makes a write (a metric batch, an artifact, tags) again with backoff (at most 15 s
+apart) for up to ``FORGETLESS_TRACKING_WAIT_S`` seconds (900 by default), so training waits and
+goes on. A retry
+sends the very same metrics, timestamps included: the store keeps one row for an identical
+(key, step, timestamp, value), so a batch the server took before its answer was lost is not
+logged twice. A batch never taken raises ``TrackingUnavailable``, which fails the worker, and
+Ray Train restarts it from the last checkpoint with a new tracker that re-reads the run. A batch
+that took longer than ``SLOW_BATCH_S`` is reported as the server being the bottleneck. Only
+rank 0 of a trial creates a tracker:
 
     tracker = TrialTracker(tracking_uri, run_id)
     tracker.log({"train/loss": 0.7}, step=101)        # skipped if step 101 is already there
@@ -16,8 +22,12 @@ that re-reads the run. Only rank 0 of a trial creates a tracker:
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -39,7 +49,17 @@ from contract.layout import (
     STATUSES,
     TRIAL_KIND,
 )
-from recipes.redaction import redact
+from recipes.common.redaction import redact, redact_uri
+
+log = logging.getLogger(__name__)
+
+TRACKING_WAIT_ENV = "FORGETLESS_TRACKING_WAIT_S"
+"""Seconds a trial keeps sending one metric batch to a tracking server that does not take it."""
+DEFAULT_TRACKING_WAIT_S = 900.0
+RETRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+"""Pauses between the tracker's sends of one batch; the last repeats."""
+SLOW_BATCH_S = 10.0
+"""A batch that took longer than this (retries included) is reported: the server is the bottleneck."""
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -59,7 +79,19 @@ def existing_metric_steps(client: MlflowClient, run_id: str) -> dict[str, set[in
 
 
 class TrackingUnavailable(RuntimeError):
-    """MLflow did not take a metric batch, even after its client's HTTP retries."""
+    """MLflow did not take a metric batch, even after its client's HTTP retries and the tracker's."""
+
+
+def tracking_wait_s() -> float:
+    """``FORGETLESS_TRACKING_WAIT_S``: how long one metric batch is retried (0: sent once)."""
+    return float(os.environ.get(TRACKING_WAIT_ENV, DEFAULT_TRACKING_WAIT_S))
+
+
+def retryable(error: MlflowException) -> bool:
+    """Whether the server may take the batch later: it was unreachable, failing (5xx) or throttling (429);
+    a request it refused as bad (other 4xx) would be refused again."""
+    status = error.get_http_status_code()
+    return status >= 500 or status == 429
 
 
 class TrialTracker:
@@ -70,6 +102,10 @@ class TrialTracker:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.logged = existing_metric_steps(self.client, run_id)
+        self.retries = 0
+        """Metric batches sent again because the server did not take them (this tracker's life)."""
+        self.waited_s = 0.0
+        """Seconds spent waiting between such sends."""
 
     def log(self, metrics: dict[str, float], step: int) -> int:
         """Log metrics at ``step``, skipping keys already logged there; returns how many were new."""
@@ -80,30 +116,66 @@ class TrialTracker:
             if step not in self.logged.get(key, ())
         ]
         if new:
-            try:
-                self.client.log_batch(self.run_id, metrics=new)
-            except MlflowException as error:
-                raise TrackingUnavailable(
-                    f"MLflow at {self.tracking_uri} did not take step {step} of run {self.run_id} "
-                    f"(after its HTTP retries): {error.message}"
-                ) from error
+            self.persist(lambda: self.client.log_batch(self.run_id, metrics=new), f"step {step}")
             for metric in new:
                 self.logged.setdefault(metric.key, set()).add(step)
         return len(new)
+
+    def persist(self, call: Callable[[], object], what: str) -> None:
+        """Make ``call`` (one write: a metric batch of the same ``Metric`` objects, an artifact, tags; each
+        idempotent) until the server takes it; ``what`` names it in messages ("step 7")."""
+        started, wait = time.monotonic(), tracking_wait_s()
+        uri = redact_uri(self.tracking_uri)
+        for attempt in itertools.count():
+            try:
+                call()
+                break
+            except MlflowException as error:
+                pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                if not retryable(error) or time.monotonic() + pause - started > wait:
+                    raise TrackingUnavailable(
+                        f"MLflow at {uri} did not take {what} of run {self.run_id} "
+                        f"(after its HTTP retries): {redact(error.message)}"
+                    ) from error
+                if attempt == 0:
+                    log.warning(
+                        "MLflow at %s did not take %s of run %s; sending it again for up to %.0f s: %s",
+                        uri,
+                        what,
+                        self.run_id,
+                        wait,
+                        redact(error.message)[:300],
+                    )
+                self.retries += 1
+                self.waited_s += pause
+                time.sleep(pause)
+        took = time.monotonic() - started
+        if took > SLOW_BATCH_S:
+            log.warning(
+                "MLflow at %s took %.0f s to take %s of run %s: the tracking server is the "
+                "bottleneck of this trial (docs/tracking.md)",
+                uri,
+                took,
+                what,
+                self.run_id,
+            )
 
     def log_table(self, table: pa.Table, artifact_file: str) -> None:
         """Store a pyarrow table as a parquet artifact of the run."""
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / Path(artifact_file).name
             pq.write_table(table, path)
-            self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent))
+            self.persist(
+                lambda: self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent)), artifact_file
+            )
 
     def log_json(self, record: dict, artifact_file: str) -> None:
         """Store a JSON-able dict as a run artifact (replacing an earlier one of that name)."""
-        self.client.log_dict(self.run_id, record, artifact_file)
+        self.persist(lambda: self.client.log_dict(self.run_id, record, artifact_file), artifact_file)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(key, redact(str(value))) for key, value in tags.items()])
+        run_tags = [RunTag(key, redact(str(value))) for key, value in tags.items()]
+        self.persist(lambda: self.client.log_batch(self.run_id, tags=run_tags), "tags")
 
     def set_status(self, status: str, reason: str | None = None) -> None:
         """Record the trial's state (and why it stopped early)."""

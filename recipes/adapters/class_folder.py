@@ -23,14 +23,15 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
+from recipes.common.progress_bar import progress_bar
 from recipes.data.distractors import DistractorSampler, balanced_answer_positions, clip_text_similarity, layout_options
-from recipes.data.writers import MCQWriter, check_writable
+from recipes.data.writers import RecordWriter, check_writable
 
 logger = logging.getLogger("forgetless.data")
 
@@ -108,7 +109,7 @@ class ClassFolder:
         return tuple(mapping[d] for d in class_dirs)
 
     @classmethod
-    def scan(cls, root: str | os.PathLike, names_file: str | os.PathLike | None = None) -> "ClassFolder":
+    def scan(cls, root: str | os.PathLike, names_file: str | os.PathLike | None = None) -> ClassFolder:
         """Read ``root/<class_dir>/<files>`` (subfolders of a class dir are included).
 
         Without ``names_file``, a ``classes.txt`` in ``root`` names the classes when there is one.
@@ -141,7 +142,7 @@ class ClassFolder:
         classes_file: str | os.PathLike,
         files_file: str | os.PathLike,
         names_file: str | os.PathLike | None = None,
-    ) -> "ClassFolder":
+    ) -> ClassFolder:
         """A class list (one class id per line) and a files list ("<path relative to root> <class id>")."""
         root = Path(root)
         class_dirs = tuple(line.strip() for line in Path(classes_file).read_text().splitlines() if line.strip())
@@ -237,11 +238,13 @@ def build_class_mcq(
     check_writable(out, overwrite)
     source = source or Path(str(out)).stem
     sampler = distractor_sampler(folder.class_names, clip_path, pool_size, seed)
-    with MCQWriter(out, overwrite=overwrite) as writer:
+    bar = progress_bar(total=len(folder.files), desc=f"writing {Path(str(out)).name}", unit="image")
+    with bar, RecordWriter(out, overwrite=overwrite) as writer:
         for batch in class_mcq_records(
             folder, sampler, question=question, source=source, seed=seed, num_options=num_options
         ):
             writer.write(batch)
+            bar.update(len(batch))
     logger.info(
         "%s: %d questions over %d classes (%s distractors)",
         out,

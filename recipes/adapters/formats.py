@@ -41,7 +41,7 @@ Adapters from public benchmark and conversation formats to the data contract
 
 Source files are read by ``recipes.adapters.rows``; the converters of the multiple-choice
 formats are ``recipes.adapters.mcq``, those of the formats with free-form rows
-``recipes.adapters.freeform``. Rows that cannot be adapted raise ``MCQFormatError`` naming
+``recipes.adapters.freeform``. Rows that cannot be adapted raise ``RecordFormatError`` naming
 the input file, the row and the problem; with ``skip_bad=True`` (``--skip-bad``) they are
 left out and counted. A file that gives no rows at all is an error, never an empty output.
 ``--matcher`` names the scorer of ``llava-instruct`` and ``vqa`` rows (default ``exact``).
@@ -53,8 +53,8 @@ import functools
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pyarrow as pa
 
@@ -67,18 +67,19 @@ from recipes.adapters.freeform import (
     vqa_record,
 )
 from recipes.adapters.mcq import imagewikiqa_record, mmmu_record, vmcbench_record
-from recipes.adapters.rows import ExcludedRow, iter_source_rows
+from recipes.adapters.rows import ExcludedRow, iter_source_rows, source_row_count
+from recipes.common.progress_bar import progress_bar
+from recipes.common.storage import parent_dir
 from recipes.data.schema import (
     FREEFORM_KIND,
     MATCHER_NAMES,
     MCQ_KIND,
     BadRow,
-    MCQFormatError,
+    RecordFormatError,
     RowValidator,
     records_to_table,
 )
-from recipes.data.writers import check_writable, write_mcq
-from recipes.storage import parent_dir
+from recipes.data.writers import check_writable, write_records
 
 FORMATS = ("imagewikiqa", "vmcbench", "mmmu", "mllm-cl", "llava-instruct", "vqa", "class-folder")
 """Formats ``adapt`` understands."""
@@ -156,7 +157,13 @@ def adapt_file(
     if fmt in FREEFORM_FORMATS:
         convert = functools.partial(convert, matcher=matcher or "exact")
     records, locations, bad, excluded = [], [], [], Counter()
-    for location, row in iter_source_rows(path):
+    rows = progress_bar(
+        iter_source_rows(path),
+        total=lambda: source_row_count(path),
+        desc=f"adapting {posixpath.basename(path)}",
+        unit="row",
+    )
+    for location, row in rows:
         try:
             if isinstance(row, ValueError):
                 raise row
@@ -170,17 +177,19 @@ def adapt_file(
             row_id = row.get("id") if isinstance(row, dict) else None
             bad.append(BadRow(location, None if row_id is None else str(row_id), str(error)))
     if not records and not bad:
-        raise MCQFormatError(path, problem="has no rows" + (f" to adapt ({_excluded_text(excluded)} left out)" if excluded else ""))
+        raise RecordFormatError(
+            path, problem="has no rows" + (f" to adapt ({_excluded_text(excluded)} left out)" if excluded else "")
+        )
     table = records_to_table(records)
     contract_bad = RowValidator().check(table, 0, locations)
     bad += contract_bad
     if bad and not skip_bad:
-        raise MCQFormatError(path, bad)
+        raise RecordFormatError(path, bad)
     if contract_bad:
         dropped = {b.row for b in contract_bad}
         table = table.filter(pa.array([row not in dropped for row in range(table.num_rows)]))
     if table.num_rows == 0:
-        raise MCQFormatError(path, problem=f"has no rows left to write ({len(bad)} bad rows skipped)")
+        raise RecordFormatError(path, problem=f"has no rows left to write ({len(bad)} bad rows skipped)")
     kinds = {}
     if fmt in FREEFORM_FORMATS:
         counted = Counter(table.column("kind").to_pylist()) if "kind" in table.column_names else Counter()
@@ -225,5 +234,5 @@ def adapt(
         matcher=matcher,
         domain=domain,
     )
-    write_mcq(adapted.table, out, overwrite=overwrite)
+    write_records(adapted.table, out, overwrite=overwrite)
     return adapted

@@ -16,9 +16,9 @@ import posixpath
 from typing import Any
 
 from recipes.adapters.rows import OPTION_LINE, extra_meta, image_bytes, is_missing, question_and_options
+from recipes.common.storage import parent_dir
 from recipes.data.prompts import IMAGE_PLACEHOLDER
 from recipes.data.schema import ASSISTANT_ROLE, FREEFORM_KIND, LETTERS, USER_ROLE
-from recipes.storage import parent_dir
 
 IMAGE_TOKEN = "<image>"
 """LLaVA's image placeholder at the start of a prompt."""

@@ -71,6 +71,8 @@ def vmcbench_record(row: dict, location: str, *, source: str, base_dir: str) -> 
 
 
 MMMU_IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, 8))
+
+
 def mmmu_record(row: dict, location: str, *, source: str, base_dir: str) -> dict:
     question_type = row.get("question_type", "multiple-choice")
     if question_type != "multiple-choice":

@@ -19,13 +19,14 @@ import json
 import math
 import re
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 
+from recipes.common.storage import file_suffix, open_binary
 from recipes.data.readers import image_from_text
 from recipes.data.schema import LETTERS
-from recipes.storage import file_suffix, open_binary
 
 
 class ExcludedRow(Exception):
@@ -43,6 +44,19 @@ def is_missing(value: Any) -> bool:
         or (isinstance(value, float) and math.isnan(value))
         or (isinstance(value, str) and not value.strip())
     )
+
+
+def source_row_count(path: str) -> int | None:
+    """About how many rows ``iter_source_rows`` yields, for a progress bar: a parquet file's row count
+    (its footer), a .jsonl or .tsv file's line count (a pass over the file); None for a .json list."""
+    suffix = file_suffix(path)
+    with open_binary(path) as handle:
+        if suffix in (".parquet", ".pq"):
+            return pq.ParquetFile(handle).metadata.num_rows
+        if suffix in (".jsonl", ".ndjson", ".tsv"):
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            return lines - (suffix == ".tsv")  # a .tsv's first line is its header
+    return None
 
 
 def iter_source_rows(path: str) -> Iterator[tuple[str, dict | ValueError]]:

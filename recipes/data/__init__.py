@@ -12,7 +12,7 @@ Command line: ``python -m recipes.data --help`` (toy world, ImageNet-VQA, adapte
 """
 
 from recipes.data.prompts import mcq_instruction, mcq_prompt
-from recipes.data.readers import read_mcq, read_mcq_report, read_mcq_sample, skipped_row_count
+from recipes.data.readers import read_records, read_records_report, read_records_sample, skipped_row_count
 from recipes.data.registry import (
     DatasetNotFoundError,
     dataset_name,
@@ -27,7 +27,7 @@ from recipes.data.schema import (
     MCQ_COLUMNS,
     MCQ_SCHEMA,
     RECORD_SCHEMA,
-    MCQFormatError,
+    RecordFormatError,
     answer_index,
     option_letter,
     row_history,
@@ -36,7 +36,7 @@ from recipes.data.schema import (
 )
 from recipes.data.stream import MixSource, TrainingStream, build_train_stream
 from recipes.data.suites import QUADRANTS, Suite, SuiteError, load_suite
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 
 __all__ = [
     "LETTERS",
@@ -46,7 +46,7 @@ __all__ = [
     "QUADRANTS",
     "RECORD_SCHEMA",
     "DatasetNotFoundError",
-    "MCQFormatError",
+    "RecordFormatError",
     "MixSource",
     "RowSource",
     "Suite",
@@ -61,9 +61,9 @@ __all__ = [
     "open_rows",
     "mcq_prompt",
     "option_letter",
-    "read_mcq",
-    "read_mcq_report",
-    "read_mcq_sample",
+    "read_records",
+    "read_records_report",
+    "read_records_sample",
     "registered_datasets",
     "resolve_dataset",
     "row_history",
@@ -71,5 +71,5 @@ __all__ = [
     "row_kind",
     "skipped_row_count",
     "take_fraction",
-    "write_mcq",
+    "write_records",
 ]

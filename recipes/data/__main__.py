@@ -23,14 +23,15 @@ import os
 import sys
 import time
 
+from contract.exits import EXIT_BAD_INPUT
 from recipes.adapters.formats import FORMATS, adapt
 from recipes.adapters.freeform import MLLM_CL_MATCHERS
 from recipes.adapters.imagenet_vqa import build_imagenet_vqa
+from recipes.common.redaction import install_log_redaction, redact
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
-from recipes.data.readers import read_mcq_report
-from recipes.data.schema import MATCHER_NAMES, MCQFormatError
+from recipes.data.readers import read_records_report
+from recipes.data.schema import MATCHER_NAMES, RecordFormatError
 from recipes.data.summary import summarize
-from recipes.redaction import install_log_redaction, redact
 from recipes.toyworld.freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
 
@@ -92,7 +93,7 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    report = read_mcq_report(args.file, skip_bad=args.skip_bad)
+    report = read_records_report(args.file, skip_bad=args.skip_bad)
     print(summarize(report.table, samples=args.samples, title=args.file))
     if report.skipped:
         print(f"\nskipped {report.skipped_count} bad rows:")
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[EXTERNAL_IMAGES_ENV] = "1"
     try:
         return args.run(args)
-    except (MCQFormatError, OSError, ValueError) as error:
+    except (RecordFormatError, OSError, ValueError) as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ free-form row, and every earlier assistant turn of a conversation), so the loss 
 assistant tokens only. Evaluation batches end with the generation prompt, so the next token is
 the answer:
 
-    collate = MCQCollator(processor, with_answers=True)
+    collate = RecordCollator(processor, with_answers=True)
     batch = collate(rows)            # input_ids, attention_mask, pixel_values, ..., labels
     model(**batch).loss
 """
@@ -23,14 +23,19 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import cache
+from typing import Any
 
 import torch
 from PIL import Image
 
-from recipes.data.encoded_store import EncodedRowStore
+from recipes.data import prompts as prompts_module
+from recipes.data import schema as schema_module
+from recipes.data.encoded_store import EncodedRowStore, source_digest
 from recipes.data.prompts import IMAGE_PLACEHOLDER, mcq_prompt
 from recipes.data.schema import ASSISTANT_ROLE, LETTERS, MCQ_KIND, USER_ROLE, row_history, row_images, row_kind
 
@@ -149,8 +154,14 @@ def image_limit(processor: Any) -> int | None:
     return family.max_images_per_row if family is not None else None
 
 
+@cache
+def encoding_code_digest() -> str:
+    """Hash of the source of the modules that turn a record into tensors: this one, prompts and schema."""
+    return source_digest([sys.modules[__name__], prompts_module, schema_module])
+
+
 @dataclass
-class MCQCollator:
+class RecordCollator:
     """Callable that turns a list of records (MCQ and free-form) into a padded batch for one model family."""
 
     processor: Any
@@ -184,7 +195,9 @@ class MCQCollator:
             raise ValueError(f"store_bytes must be >= 0, got {self.store_bytes}")
         self.cache = EncodingCache(self.cache_bytes) if self.cache_bytes else None
         if self.store_bytes:
-            self.store = EncodedRowStore.for_collator(self.processor, self.with_answers, self.store_bytes)
+            self.store = EncodedRowStore.for_collator(
+                self.processor, self.with_answers, encoding_code_digest(), self.store_bytes
+            )
 
     @property
     def tokenizer(self):
@@ -305,12 +318,11 @@ class MCQCollator:
         if not tiers:
             return self.encode(row)
         key = row_digest(row)
-        for found_in, tier in enumerate(tiers):
-            encoded = tier.get(key)
-            if encoded is not None:
-                break
-        else:
-            found_in, encoded = len(tiers), self.encode(row)
+        found_in, encoded = next(
+            ((index, hit) for index, tier in enumerate(tiers) if (hit := tier.get(key)) is not None), (len(tiers), None)
+        )
+        if encoded is None:
+            encoded = self.encode(row)
         for tier in tiers[:found_in]:  # the nearer tiers that missed it keep it
             tier.put(key, encoded)
         return encoded

@@ -23,8 +23,9 @@ task's training set are appended to task k's training data (no over-sampling):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

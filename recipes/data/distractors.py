@@ -17,8 +17,8 @@ round-robin and shuffles them, so every letter is the answer equally often (with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class DistractorSampler:
     @classmethod
     def from_similarity(
         cls, class_names: Sequence[str], similarity: np.ndarray, pool_size: int = 5, seed: int = 0
-    ) -> "DistractorSampler":
+    ) -> DistractorSampler:
         """Pools of the ``pool_size`` most similar wrong classes (ties broken by ``seed``)."""
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
@@ -106,7 +106,7 @@ class DistractorSampler:
         return cls(tuple(class_names), tuple(tuple(candidates[:pool_size]) for candidates in ranking))
 
     @classmethod
-    def uniform(cls, class_names: Sequence[str]) -> "DistractorSampler":
+    def uniform(cls, class_names: Sequence[str]) -> DistractorSampler:
         """Pools of every other class (uniformly random distractors)."""
         names = list(class_names)
         pools = tuple(tuple(j for j, other in enumerate(names) if other != name) for name in names)
@@ -185,7 +185,7 @@ class SlotDistractorSampler:
         slots: Sequence[int],
         pool_size: int = 2,
         seed: int = 0,
-    ) -> "SlotDistractorSampler":
+    ) -> SlotDistractorSampler:
         """Per class and other slot, the ``pool_size`` most similar classes of that slot (ties broken by ``seed``)."""
         slots = [int(s) for s in slots]
         if len(slots) != len(class_names):

@@ -5,7 +5,7 @@ process asks for it; with a store, the result is written to
 ``$FORGETLESS_CACHE/encoded-rows/<collator key>/<digest[:2]>/<digest>.safetensors`` and the next
 trial loads the tensors instead of encoding again:
 
-    store = EncodedRowStore.for_collator(processor, with_answers=True)
+    store = EncodedRowStore.for_collator(processor, with_answers=True, code=encoding_code_digest())  # recipes.data.collate
     encoded = store.get(digest)            # None on a miss
     store.put(digest, encoded)
 
@@ -29,8 +29,9 @@ import inspect
 import os
 import tempfile
 import warnings
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -38,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from recipes.cache import cache_root, content_key
+from recipes.common.cache import cache_root, content_key
 
 STORE_FORMAT = 2
 """Bumped when what an entry holds changes meaning or layout (2: safetensors files)."""
@@ -50,12 +51,9 @@ DEFAULT_STORE_BYTES = 2 * 2**30
 """Disk bytes of one collator key's entries (2 GiB: the toy world's rows many times over)."""
 
 
-@lru_cache(maxsize=None)
-def encoding_code_digest() -> str:
-    """Hash of the source of the modules that turn a record into tensors."""
-    from recipes.data import collate, prompts, schema  # local: collate imports this module
-
-    return hashlib.sha256("".join(inspect.getsource(m) for m in (collate, prompts, schema)).encode()).hexdigest()
+def source_digest(modules: Sequence[ModuleType]) -> str:
+    """Hash of the source of ``modules``: the code an encoding depends on (the collator passes its own)."""
+    return hashlib.sha256("".join(inspect.getsource(module) for module in modules).encode()).hexdigest()
 
 
 def processor_identity(processor: Any) -> dict[str, str]:
@@ -73,15 +71,18 @@ def processor_identity(processor: Any) -> dict[str, str]:
     }
 
 
-def collator_key(processor: Any, with_answers: bool) -> str:
-    """The store directory name of a collator: processor, answers or not, encoding code, format."""
-    return content_key({
-        "format": STORE_FORMAT,
-        "processor": processor_identity(processor),
-        "with_answers": with_answers,
-        "code": encoding_code_digest(),
-        "torch": torch.__version__.split("+")[0],
-    })
+def collator_key(processor: Any, with_answers: bool, code: str) -> str:
+    """The store directory name of a collator: processor, answers or not, encoding ``code`` (a
+    ``source_digest``), format."""
+    return content_key(
+        {
+            "format": STORE_FORMAT,
+            "processor": processor_identity(processor),
+            "with_answers": with_answers,
+            "code": code,
+            "torch": torch.__version__.split("+")[0],
+        }
+    )
 
 
 def store_entries(directory: Path) -> list[Path]:
@@ -112,9 +113,11 @@ class EncodedRowStore:
         """Bytes of entries on disk when opened, plus what this process wrote since."""
 
     @classmethod
-    def for_collator(cls, processor: Any, with_answers: bool, max_bytes: int = DEFAULT_STORE_BYTES) -> "EncodedRowStore":
-        """The store of this processor's encodings under the cache root."""
-        return cls(cache_root() / "encoded-rows" / collator_key(processor, with_answers), max_bytes)
+    def for_collator(
+        cls, processor: Any, with_answers: bool, code: str, max_bytes: int = DEFAULT_STORE_BYTES
+    ) -> EncodedRowStore:
+        """The store of this processor's encodings under the cache root (``code``: see ``collator_key``)."""
+        return cls(cache_root() / "encoded-rows" / collator_key(processor, with_answers, code), max_bytes)
 
     def path(self, key: bytes) -> Path:
         """Where the entry of a row digest lives."""
@@ -152,7 +155,9 @@ class EncodedRowStore:
             self.bytes += path.stat().st_size
         except OSError as error:  # a full or read-only disk: the store is only a speed-up, so stop writing
             self.max_bytes = 0
-            warnings.warn(f"encoded-row store {self.directory}: {error.strerror or error}; encoding without it")
+            warnings.warn(
+                f"encoded-row store {self.directory}: {error.strerror or error}; encoding without it", stacklevel=2
+            )
         finally:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from recipes.redaction import redact_uri
+from recipes.common.redaction import redact_uri
 
 EXTERNAL_IMAGES_ENV = "FORGETLESS_ALLOW_EXTERNAL_IMAGES"
 """Set to 1 to let data files name images by absolute path or URL (sweeps and trials read it)."""

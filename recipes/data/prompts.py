@@ -16,7 +16,7 @@ template, image placeholders and tokenization belong to ``recipes.data.collate``
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from recipes.data.schema import option_letter
 

@@ -1,13 +1,13 @@
 """Reading data files of the contract: parquet or jsonl, local or at a URL, every row validated.
 
-    from recipes.data.readers import read_mcq, read_mcq_report
-    table = read_mcq("val.parquet")                       # or .jsonl, local or s3://
-    table = read_mcq("val.jsonl", skip_bad=True)          # drop bad rows, log how many
-    report = read_mcq_report("val.jsonl", skip_bad=True)  # the table and the rows it skipped
+    from recipes.data.readers import read_records, read_records_report
+    table = read_records("val.parquet")                       # or .jsonl, local or s3://
+    table = read_records("val.jsonl", skip_bad=True)          # drop bad rows, log how many
+    report = read_records_report("val.jsonl", skip_bad=True)  # the table and the rows it skipped
 
 Training, evaluation and ``python -m recipes.data inspect`` read every dataset through here.
 Rows are checked against the contract (``recipes.data.schema``); a bad row raises
-``MCQFormatError`` naming the file, the row and the problem. A jsonl row names its image by
+``RecordFormatError`` naming the file, the row and the problem. A jsonl row names its image by
 file path (inside the file's folder, see ``recipes.data.image_paths``) or as base64 text.
 Local parquet files are read memory-mapped, and the table keeps the file's schema (missing
 columns get their defaults).
@@ -22,13 +22,16 @@ import json
 import logging
 import os
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recipes.common.redaction import redact_uri
+from recipes.common.storage import arrow_input_file, exists, file_suffix, is_remote, local_path, open_binary, parent_dir
 from recipes.data.image_paths import image_location
 from recipes.data.schema import (
     FREEFORM_FIELDS,
@@ -36,27 +39,25 @@ from recipes.data.schema import (
     MCQ_KIND,
     REQUIRED_COLUMNS,
     BadRow,
-    MCQFormatError,
+    RecordFormatError,
     RowValidator,
     conform_table,
     records_to_table,
     table_schema,
 )
-from recipes.redaction import redact_uri
-from recipes.storage import arrow_input_file, exists, file_suffix, is_remote, local_path, open_binary, parent_dir
 
 logger = logging.getLogger("forgetless.data")
 
 SAMPLE_ROW_GROUPS = 2
-"""Row groups of a parquet file that ``read_mcq_sample`` validates (the first one, then others at random)."""
+"""Row groups of a parquet file that ``read_records_sample`` validates (the first one, then others at random)."""
 
 SKIPPED_ROWS_METADATA_KEY = b"forgetless.skipped_rows"
-"""Schema metadata key under which ``read_mcq`` records how many bad rows it skipped."""
+"""Schema metadata key under which ``read_records`` records how many bad rows it skipped."""
 
 
 @dataclass(frozen=True)
-class MCQReadReport:
-    """What ``read_mcq_report`` read: the valid table and the bad rows it skipped."""
+class RecordReadReport:
+    """What ``read_records_report`` read: the valid table and the bad rows it skipped."""
 
     path: str
     """The file read."""
@@ -72,9 +73,9 @@ class MCQReadReport:
 
 def _finish(
     table: pa.Table, bad: list[BadRow], path: str, skip_bad: bool, skipped_rows: Sequence[int] = ()
-) -> MCQReadReport:
+) -> RecordReadReport:
     if bad and not skip_bad:
-        raise MCQFormatError(path, bad)
+        raise RecordFormatError(path, bad)
     if skipped_rows:
         keep = [True] * table.num_rows
         for row in skipped_rows:
@@ -86,10 +87,10 @@ def _finish(
         logger.warning(
             "%s: skipped %d bad row%s (first: %s)", path, len(bad), "s" if len(bad) != 1 else "", bad[0].describe()
         )
-    return MCQReadReport(str(path), table, tuple(bad))
+    return RecordReadReport(str(path), table, tuple(bad))
 
 
-def _read_parquet(path: str, skip_bad: bool, check_images: bool, sample: bool = False) -> MCQReadReport:
+def _read_parquet(path: str, skip_bad: bool, check_images: bool, sample: bool = False) -> RecordReadReport:
     """Read (and validate) a parquet file: all of it, or with ``sample`` its first row group and others."""
     source: Any = arrow_input_file(path) if is_remote(path) else local_path(path)
     if sample:
@@ -159,7 +160,9 @@ def image_from_text(value: Any, base_dir: str) -> bytes | None:
             with open_binary(location) as handle:
                 return handle.read()
         except OSError as error:
-            raise ValueError(f"image file {value!r} cannot be read ({redact_uri(location)}): {error.strerror or error}") from None
+            raise ValueError(
+                f"image file {value!r} cannot be read ({redact_uri(location)}): {error.strerror or error}"
+            ) from None
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as error:
@@ -229,7 +232,7 @@ def record_from_json(obj: Any, default_source: str, base_dir: str) -> dict:
     return record
 
 
-def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
+def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> RecordReadReport:
     stem = posixpath.splitext(posixpath.basename(path))[0]
     records: list[dict] = []
     locations: list[str] = []
@@ -254,10 +257,10 @@ def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> MCQReadReport:
     return _finish(table, by_line, path, skip_bad, [b.row for b in table_bad])
 
 
-def read_mcq_report(
+def read_records_report(
     path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True, sample: bool = False
-) -> MCQReadReport:
-    """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_mcq``.
+) -> RecordReadReport:
+    """Read and validate an MCQ file (.parquet or .jsonl, local or URL); see ``read_records``.
 
     With ``sample``, a parquet file is checked on its schema and ``SAMPLE_ROW_GROUPS`` of its row
     groups only (the up-front check at scale; a jsonl file is always read whole).
@@ -271,31 +274,31 @@ def read_mcq_report(
     elif suffix in (".jsonl", ".ndjson"):
         report = _read_jsonl(text, skip_bad, check_images)
     else:
-        raise MCQFormatError(text, problem=f"unknown extension {suffix!r}; MCQ files are .parquet or .jsonl")
+        raise RecordFormatError(text, problem=f"unknown extension {suffix!r}; MCQ files are .parquet or .jsonl")
     if report.table.num_rows == 0 and not report.skipped:
-        raise MCQFormatError(text, problem="has no questions (an empty file)")
+        raise RecordFormatError(text, problem="has no questions (an empty file)")
     return report
 
 
-def read_mcq(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> pa.Table:
+def read_records(path: str | os.PathLike, *, skip_bad: bool = False, check_images: bool = True) -> pa.Table:
     """Read an MCQ file and validate every row.
 
-    Bad rows raise ``MCQFormatError`` (file, row id, problem); with ``skip_bad=True`` they are
+    Bad rows raise ``RecordFormatError`` (file, row id, problem); with ``skip_bad=True`` they are
     left out, a warning with their count is logged, and the count is in the table's schema
     metadata (``skipped_row_count(table)``).
     """
-    return read_mcq_report(path, skip_bad=skip_bad, check_images=check_images).table
+    return read_records_report(path, skip_bad=skip_bad, check_images=check_images).table
 
 
-def read_mcq_sample(path: str | os.PathLike, *, every_row: bool = False) -> pa.Table:
+def read_records_sample(path: str | os.PathLike, *, every_row: bool = False) -> pa.Table:
     """The validated rows of an up-front check: a sample of a parquet file's row groups, or ``every_row``.
 
-    The schema is always checked whole; bad rows raise ``MCQFormatError`` as in ``read_mcq``.
+    The schema is always checked whole; bad rows raise ``RecordFormatError`` as in ``read_records``.
     """
-    return read_mcq_report(path, sample=not every_row).table
+    return read_records_report(path, sample=not every_row).table
 
 
 def skipped_row_count(table: pa.Table) -> int:
-    """How many bad rows ``read_mcq`` skipped to make ``table`` (0 when none or unknown)."""
+    """How many bad rows ``read_records`` skipped to make ``table`` (0 when none or unknown)."""
     metadata = table.schema.metadata or {}
     return int(metadata.get(SKIPPED_ROWS_METADATA_KEY, b"0"))

@@ -19,15 +19,15 @@ from __future__ import annotations
 import importlib
 import os
 import posixpath
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable, Mapping
 
 import pyarrow as pa
 
-from recipes.data.readers import read_mcq
-from recipes.storage import exists, is_remote
+from recipes.common.storage import exists, is_remote
+from recipes.data.readers import read_records
 
 PROVIDER_MODULES = ("recipes.toyworld.datasets",)
 """The dataset providers: modules defining ``PROVIDER``, imported on the first question about a name."""
@@ -91,5 +91,5 @@ def dataset_name(name_or_path: str | os.PathLike) -> str:
 
 
 def load_dataset(name_or_path: str | os.PathLike, skip_bad: bool = False) -> pa.Table:
-    """The validated table (MCQ and free-form records) of a registered name or file (``readers.read_mcq``)."""
-    return read_mcq(resolve_dataset(name_or_path), skip_bad=skip_bad)
+    """The validated table (MCQ and free-form records) of a registered name or file (``readers.read_records``)."""
+    return read_records(resolve_dataset(name_or_path), skip_bad=skip_bad)

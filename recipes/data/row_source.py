@@ -13,29 +13,30 @@ read every dataset through a ``RowSource``:
   footer is read up front; ``take`` reads the row groups holding the asked rows (range requests
   on object storage) and keeps the last ``cached_groups`` of them decoded. A worker's memory is
   therefore bounded by its row-group cache, whatever the file's size. Rows get the contract's
-  columns and defaults, exactly as ``readers.read_mcq`` gives them.
+  columns and defaults, exactly as ``readers.read_records`` gives them.
 - ``TableRows``: an in-memory table (a jsonl file, which has no row groups; a test's table), one chunk.
 - ``SubsetRows``: chosen rows of another source (a data fraction); its chunks are the parent's
   row groups, so reading it still goes a row group at a time.
 
 A chunk is the unit the training stream shuffles by (see ``TrainingStream``): rows of one chunk
-are read together. Each row group is validated as it is decoded (``MCQFormatError`` naming the
-file and row), since the sweep's up-front check reads only a sample (``readers.read_mcq_sample``).
+are read together. Each row group is validated as it is decoded (``RecordFormatError`` naming the
+file and row), since the sweep's up-front check reads only a sample (``readers.read_records_sample``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recipes.common.storage import arrow_input_file, file_suffix
 from recipes.data.registry import load_dataset, resolve_dataset
-from recipes.data.schema import MCQ_KIND, MCQFormatError, RowValidator, conform_table, table_schema
-from recipes.storage import arrow_input_file, file_suffix
+from recipes.data.schema import MCQ_KIND, RecordFormatError, RowValidator, conform_table, table_schema
 
 DEFAULT_CACHED_GROUPS = 8
 """Decoded row groups a ``ParquetRows`` keeps (least recently used dropped first): two of the
@@ -157,7 +158,7 @@ class ParquetRows(RowSource):
         table = conform_table(raw, self.path, self.schema).cast(self.schema)
         bad = RowValidator().check(table, int(self.chunk_starts[group]))
         if bad:  # the up-front check reads a sample; a bad row elsewhere stops here, named
-            raise MCQFormatError(self.path, bad)
+            raise RecordFormatError(self.path, bad)
         return table
 
     def take(self, indices: Sequence[int] | np.ndarray) -> list[dict]:

@@ -28,7 +28,7 @@ with ``RECORD_SCHEMA``. Reading gives the file's schema back; missing columns ge
 
 Every row is validated on read (``recipes.data.readers``) and on write
 (``recipes.data.writers``) by this module's ``RowValidator``; a bad row raises
-``MCQFormatError`` naming the file, the row and the problem. Tables of the contract are made
+``RecordFormatError`` naming the file, the row and the problem. Tables of the contract are made
 here too: ``records_to_table`` from records, ``conform_table`` from any table with the
 contract's columns, ``concat_records`` from several. Images are never decoded into pixels here
 (only their headers are checked).
@@ -39,8 +39,9 @@ from __future__ import annotations
 import json
 import posixpath
 import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,7 +101,7 @@ LETTERS = string.ascii_uppercase
 """Option letters by position: ``LETTERS[i]`` is the letter of option ``i``."""
 
 MAX_ROWS_IN_ERROR = 20
-"""How many bad rows an ``MCQFormatError`` message lists before it summarises the rest."""
+"""How many bad rows an ``RecordFormatError`` message lists before it summarises the rest."""
 
 
 def row_kind(row: Mapping[str, Any]) -> str:
@@ -120,7 +121,7 @@ def row_history(row: Mapping[str, Any]) -> list[dict]:
 
 
 def image_count_problem(table: pa.Table, limit: int) -> str | None:
-    """"row N (id X) has K images" for the first row of ``table`` with more than ``limit`` (>= 1) images, else None."""
+    """ "row N (id X) has K images" for the first row of ``table`` with more than ``limit`` (>= 1) images, else None."""
     if "extra_images" not in table.column_names:
         return None  # one image at most
     extra = pc.fill_null(pc.list_value_length(table.column("extra_images")), 0).to_pylist()
@@ -178,10 +179,10 @@ class BadRow:
         return f"{where}: {self.problem}"
 
 
-class MCQFormatError(ValueError):
+class RecordFormatError(ValueError):
     """A file (or a table about to be written) breaks the MCQ contract; names file, rows and problems.
 
-    ``MCQFormatError(path, bad_rows)`` lists bad rows; ``MCQFormatError(path, problem=...)``
+    ``RecordFormatError(path, bad_rows)`` lists bad rows; ``RecordFormatError(path, problem=...)``
     is about the file as a whole (missing columns, unknown format).
     """
 
@@ -339,7 +340,11 @@ class RowValidator:
             kind_problem = (
                 _options_problem(options)
                 or _answer_problem(answer, options)
-                or (f"matcher {matcher!r} on an MCQ row (the eval mode scores it)" if matcher not in (None, "mcq") else None)
+                or (
+                    f"matcher {matcher!r} on an MCQ row (the eval mode scores it)"
+                    if matcher not in (None, "mcq")
+                    else None
+                )
                 or ("history on an MCQ row (conversations are free-form records)" if history else None)
             )
         elif kind == FREEFORM_KIND:
@@ -368,14 +373,14 @@ def table_schema(column_names: Iterable[str]) -> pa.Schema:
 
 
 def conform_table(table: pa.Table, path: str, schema: pa.Schema | None = None) -> pa.Table:
-    """``table`` with exactly the contract's columns and types (defaults filled in), or MCQFormatError.
+    """``table`` with exactly the contract's columns and types (defaults filled in), or RecordFormatError.
 
     The columns are ``schema``'s, by default those of ``table_schema(table.column_names)``.
     """
     required = REQUIRED_COLUMNS if "kind" not in table.column_names else FREEFORM_REQUIRED_COLUMNS
     missing = [name for name in required if name not in table.column_names]
     if missing:
-        raise MCQFormatError(
+        raise RecordFormatError(
             path,
             problem=f"not an MCQ table: missing column(s) {', '.join(missing)}; the file has {', '.join(table.column_names)}",
         )
@@ -408,7 +413,7 @@ def conform_table(table: pa.Table, path: str, schema: pa.Schema | None = None) -
             try:
                 arrays.append(column.cast(schema_field.type) if column.type != schema_field.type else column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                raise MCQFormatError(
+                raise RecordFormatError(
                     path,
                     problem=f"not an MCQ table: column {schema_field.name} has type {column.type}, expected {schema_field.type}: {error}",
                 ) from error

@@ -36,11 +36,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.layout import QUADRANTS
+from recipes.common.redaction import redact
+from recipes.common.storage import exists, filesystem, is_remote, open_binary, parent_dir, resolve
+from recipes.common.uri_checks import data_uri_problem
+from recipes.common.yaml_loading import YamlError, load_yaml_text
 from recipes.data.registry import dataset_name, dataset_providers, load_dataset, registered_datasets, resolve_dataset
-from recipes.redaction import redact
-from recipes.storage import exists, filesystem, is_remote, open_binary, parent_dir, resolve
-from recipes.uri_checks import data_uri_problem
-from recipes.yaml_loading import YamlError, load_yaml_text
 
 __all__ = ["QUADRANTS", "Suite", "SuiteError", "load_suite", "named_suite", "named_suites"]
 

@@ -6,7 +6,7 @@ free-form rows the matchers and turns per conversation, source counts, images pe
 few sample rows.
 
     from recipes.data.summary import summarize
-    print(summarize(read_mcq("val.parquet")))
+    print(summarize(read_records("val.parquet")))
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Writing data files of the contract: parquet, every row validated, the file in place only when complete.
 
-    from recipes.data.writers import MCQWriter, write_mcq
-    write_mcq(records, "out.parquet")                      # refuses to replace an existing file
-    with MCQWriter("big.parquet") as writer:               # batch by batch
+    from recipes.data.writers import RecordWriter, write_records
+    write_records(records, "out.parquet")                      # refuses to replace an existing file
+    with RecordWriter("big.parquet") as writer:               # batch by batch
         writer.write(batch)
 
 The adapters, the toy world and the toy continual domains write their datasets through here.
@@ -16,24 +16,25 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recipes.common.storage import exists, file_suffix, filesystem, is_remote, local_path
 from recipes.data.schema import (
     MCQ_SCHEMA,
     RECORD_SCHEMA,
-    MCQFormatError,
+    RecordFormatError,
     RowValidator,
     conform_table,
     records_to_table,
     storage_table,
 )
-from recipes.storage import exists, file_suffix, filesystem, is_remote, local_path
 
 ROW_GROUP_SIZE = 1024
-"""Rows per parquet row group written by ``write_mcq`` (small groups keep image reads cheap)."""
+"""Rows per parquet row group written by ``write_records`` (small groups keep image reads cheap)."""
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
@@ -42,10 +43,10 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
-class MCQWriter:
+class RecordWriter:
     """Writes an MCQ parquet file batch by batch, validating every row; the file appears on close.
 
-        with MCQWriter("big.parquet") as writer:
+        with RecordWriter("big.parquet") as writer:
             for records in batches:
                 writer.write(records)
 
@@ -91,7 +92,7 @@ class MCQWriter:
             first_row += batch.num_rows
         if bad:
             self.abort()
-            raise MCQFormatError(self.path, bad, hint="nothing was written")
+            raise RecordFormatError(self.path, bad, hint="nothing was written")
         stored = storage_table(table)
         if stored.schema.equals(RECORD_SCHEMA) and self._schema is MCQ_SCHEMA:
             self._widen()
@@ -133,7 +134,7 @@ class MCQWriter:
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)
 
-    def __enter__(self) -> "MCQWriter":
+    def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -143,7 +144,7 @@ class MCQWriter:
             self.abort()
 
 
-def write_mcq(
+def write_records(
     rows: Iterable[Mapping[str, Any]] | pa.Table,
     path: str | os.PathLike,
     *,
@@ -153,8 +154,8 @@ def write_mcq(
     """Validate ``rows`` (records or an MCQ table) and write them to a parquet file; returns its path.
 
     Refuses (FileExistsError) to replace an existing file unless ``overwrite=True``; a bad row
-    raises ``MCQFormatError`` and writes nothing.
+    raises ``RecordFormatError`` and writes nothing.
     """
-    with MCQWriter(path, overwrite=overwrite, check_images=check_images) as writer:
+    with RecordWriter(path, overwrite=overwrite, check_images=check_images) as writer:
         writer.write(rows)
     return writer.path

@@ -13,11 +13,19 @@ from __future__ import annotations
 import importlib
 
 _HOMES = {
-    "FAMILIES": "families", "LLAVA": "families", "QWEN2_5_VL": "families", "ModelFamily": "families",
+    "FAMILIES": "families",
+    "LLAVA": "families",
+    "QWEN2_5_VL": "families",
+    "ModelFamily": "families",
     "family_for_model_type": "families",
-    "REGISTERED_MODELS": "catalog", "TOY_BASE": "catalog", "TOY_INIT": "catalog",
-    "ModelNotFoundError": "catalog", "resolve_model_dir": "catalog", "model_family": "catalog",
-    "LoadedModel": "registry", "load_model": "registry",
+    "REGISTERED_MODELS": "catalog",
+    "TOY_BASE": "catalog",
+    "TOY_INIT": "catalog",
+    "ModelNotFoundError": "catalog",
+    "resolve_model_dir": "catalog",
+    "model_family": "catalog",
+    "LoadedModel": "registry",
+    "load_model": "registry",
 }
 """Public name -> the submodule that defines it."""
 

@@ -41,7 +41,7 @@ def resolve_model_dir(name: str) -> Path:
     """The local directory holding ``name``'s weights; builds the toy models on first use."""
     if name in (TOY_BASE, TOY_INIT):
         # local: building the toy model needs torch and transformers; resolving other names does not
-        from recipes.models.toy_base import toy_model_dir
+        from recipes.toyworld.base import toy_model_dir
 
         return toy_model_dir(pretrained=name == TOY_BASE)
     candidate = Path(name).expanduser()

@@ -23,11 +23,11 @@ import transformers
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from recipes.cache import content_key
+from recipes.common.cache import content_key
 from recipes.models.catalog import TOY_BASE, TOY_INIT, resolve_model_dir
 from recipes.models.families import ModelFamily, family_for_model_type
 from recipes.models.processors import ImageQwen2_5_VLProcessor
-from recipes.models.toy import load_toy_processor
+from recipes.toyworld.model import load_toy_processor
 
 
 @dataclass

@@ -8,6 +8,6 @@ Pictures (``images``) and question types (``tasks``) make the MCQ datasets of th
 first use and is the dataset provider through which the data registry resolves the toy names
 (``toy-imagenet-vqa``, the ``toy`` suite, the ``toy-cl-*`` continual domains). The toy world
 writes the data contract (``recipes.data``); the contract never imports it. The toy model
-pre-trained on it is ``recipes.models.toy`` and ``recipes.models.toy_base``, and its command
-line ``python -m recipes.toy pretrain`` (``recipes/toy.py``).
+pre-trained on it is ``recipes.toyworld.model`` and ``recipes.toyworld.base``, and its command
+line ``python -m recipes.toyworld pretrain`` (``recipes/toyworld/__main__.py``).
 """

@@ -13,7 +13,7 @@ time it is asked about a name, so the data contract never imports the toy world.
 The toy world is generated on first use into ``$FORGETLESS_CACHE/toy-world/<key>/`` (default
 cache ``~/.cache/forgetless``). The key is a content hash of the generator version and its
 parameters; generation goes to a temporary folder renamed into place under a lock, so processes
-that race to build it all end up using the one result (``recipes.cache.cached_dir``). The
+that race to build it all end up using the one result (``recipes.common.cache.cached_dir``). The
 free-form toy datasets (``recipes.toyworld.freeform``) live in a folder of their own next to it.
 ``FORGETLESS_TOY_SIZE`` (small|default) and ``FORGETLESS_TOY_SEED`` choose the toy world the
 names resolve to (default: default, 0).
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recipes.cache import cached_dir, content_key
+from recipes.common.cache import cached_dir, content_key
 from recipes.data.registry import DatasetProvider, load_dataset
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from recipes.toyworld.freeform import FREEFORM_VERSION, TOY_FREEFORM_NAMES, generate_toy_freeform
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world, suite_spec
 
@@ -125,7 +125,7 @@ def _write_toy_domains(directory: Path) -> None:
         table = load_dataset(domain.train_source)
         tasks = [json.loads(meta).get("task", "").split(":")[0] for meta in table.column("meta").to_pylist()]
         rows = [index for index, task in enumerate(tasks) if task == domain.task_prefix][:TOY_DOMAIN_TRAIN_ROWS]
-        write_mcq(table.take(pa.array(rows, type=pa.int64())), directory / f"{name}-train.parquet")
+        write_records(table.take(pa.array(rows, type=pa.int64())), directory / f"{name}-train.parquet")
 
 
 def toy_domain_dir() -> Path:

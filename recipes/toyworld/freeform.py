@@ -23,13 +23,13 @@ them) stay exactly as they are.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from recipes.toyworld.images import TOY_CLASSES
 from recipes.toyworld.tasks import ToyContext, _listed_text_items, _scene_png, sample_scene
 from recipes.toyworld.world import ToySizes, ToyWorldConfig, dataset_rng
@@ -156,6 +156,6 @@ def generate_toy_freeform(out_dir: str | os.PathLike, config: ToyWorldConfig) ->
     rows = {}
     for dataset in TOY_FREEFORM_DATASETS:
         records = toy_freeform_records(dataset.name, config, context)
-        write_mcq(records, out_dir / f"{dataset.name}.parquet", overwrite=True, check_images=False)
+        write_records(records, out_dir / f"{dataset.name}.parquet", overwrite=True, check_images=False)
         rows[dataset.name] = len(records)
     return rows

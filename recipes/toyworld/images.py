@@ -59,7 +59,7 @@ class ToyClass:
     def name(self) -> str:
         return f"{self.colour} {self.texture} {self.shape}"
 
-    def shared_attributes(self, other: "ToyClass") -> int:
+    def shared_attributes(self, other: ToyClass) -> int:
         return (self.shape == other.shape) + (self.colour == other.colour) + (self.texture == other.texture)
 
 

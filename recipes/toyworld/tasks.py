@@ -47,9 +47,9 @@ text_qa             text only: addition, which word is a colour / shape, what co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from typing import Callable, Sequence
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -587,7 +587,7 @@ def _next_candidates(sequence: tuple[str, ...], position: int) -> tuple[str, ...
     return tuple(word for word in sequence if word != asked or alone)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _listed_text_items(kind: str, split: str) -> dict[int, list[tuple[str, str, tuple[str, ...]]]]:
     """Items of the text tasks with few items ("add", "what comes next") in ``split``, by answer slot.
 

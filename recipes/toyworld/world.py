@@ -50,9 +50,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -60,7 +60,7 @@ import yaml
 from contract.layout import QUADRANTS
 from recipes.data.distractors import AnswerSlotDealer
 from recipes.data.sampling import block_slots
-from recipes.data.writers import write_mcq
+from recipes.data.writers import write_records
 from recipes.toyworld.images import STYLES
 from recipes.toyworld.tasks import (
     NUM_SLOTS,
@@ -179,9 +179,7 @@ def mixed(
 ) -> list[ToyQuestion]:
     """``count`` questions from the train tasks in ``shares`` (exact counts), shuffled together."""
     counts = block_slots([share for _, share in shares], count)
-    questions = [
-        q for (task, _), n in zip(shares, counts) if n > 0 for q in TRAIN_TASKS[task](context, rng, n, dealer)
-    ]
+    questions = [q for (task, _), n in zip(shares, counts) if n > 0 for q in TRAIN_TASKS[task](context, rng, n, dealer)]
     return [questions[i] for i in rng.permutation(len(questions))]
 
 
@@ -212,7 +210,9 @@ class ToyDataset:
 
 
 TOY_DATASETS = (
-    ToyDataset("toy-imagenet-vqa", "id_id", "train", "target task (train): the class of a shape scene, distractors from the most similar classes (one per other slot)",
+    ToyDataset("toy-imagenet-vqa", "id_id", "train",
+               "target task (train): the class of a shape scene, distractors from the most similar classes "
+               "(one per other slot)",
                lambda s: s.train, lambda c, r, n, d, cfg: classify(c, r, n, "train", d)),
     ToyDataset("toy-imagenet-vqa-val", "id_id", "eval", "target task on held-out scenes",
                lambda s: s.eval, lambda c, r, n, d, cfg: classify(c, r, n, "eval", d)),
@@ -316,7 +316,7 @@ def generate_toy_world(
     for dataset in TOY_DATASETS:
         records = toy_records(dataset, config, context)
         path = out_dir / f"{dataset.name}.parquet"
-        write_mcq(records, path, overwrite=overwrite, check_images=False)  # PNGs made here by PIL
+        write_records(records, path, overwrite=overwrite, check_images=False)  # PNGs made here by PIL
         entries[dataset.name] = {
             "file": path.name,
             "rows": len(records),

@@ -4,7 +4,7 @@ Things that are expensive to make and identical for everyone who asks (the toy w
 datasets, the toy base model, zero-shot results) are built once into
 ``$FORGETLESS_CACHE/<kind>/<key>/`` (default ``~/.cache/forgetless``) and reused:
 
-    from recipes.cache import cached_dir, content_key
+    from recipes.common.cache import cached_dir, content_key
     key = content_key({"generator": 3, "seed": 0})
     path = cached_dir("toy-world", key, build=lambda tmp: generate_into(tmp))
 
@@ -21,8 +21,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from filelock import FileLock
 

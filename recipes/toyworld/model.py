@@ -6,15 +6,15 @@ images, a Qwen-style chat template, and a ``Qwen2_5_VLForConditionalGeneration``
 config. ``recipes.models.registry`` turns it into the registry names ``toy-qwen2.5-vl-init``
 (random weights) and ``toy-qwen2.5-vl`` (pre-trained on the toy world, see ``toy_base``):
 
-    from recipes.models.toy import ToyModelConfig, build_toy_components
+    from recipes.toyworld.model import ToyModelConfig, build_toy_components
     model, processor = build_toy_components(ToyModelConfig(), texts=["What is this?"])
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

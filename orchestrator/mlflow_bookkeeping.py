@@ -1,7 +1,7 @@
 """The sweep's MLflow bookkeeping: one parent run per sweep, one child run per trial, no duplicates.
 
 Running a grid again finds what the previous runs left: the newest parent run of the sweep is
-reused (its ``grid.yaml`` (redacted: ``recipes.redaction``) and ``trials.csv`` artifacts are refreshed), trials whose child run
+reused (its ``grid.yaml`` (redacted: ``recipes.common.redaction``) and ``trials.csv`` artifacts are refreshed), trials whose child run
 is finished or early-stopped are skipped, and unfinished trials keep their child run and resume
 from their checkpoints:
 
@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from contract.layout import (
     DONE_STATUSES,
+    GRID_ARTIFACT,
     KIND_TAG,
     LAYOUT_TAG,
     LAYOUT_VERSION,
@@ -29,16 +30,17 @@ from contract.layout import (
     SWEEP_KIND,
     SWEEP_TAG,
     TRIAL_ID_TAG,
+    TRIALS_ARTIFACT,
+    TRIALS_COLUMNS,
     TRIALS_TAG,
 )
 from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import experiment_id, start_trial_run
 from jobs.trial import find_trial_run
-from recipes.redaction import redact
+from recipes.common.redaction import redact
 
 RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 """The MLflow UI's runs table of an experiment (MLflow 3's UI opens on its GenAI view otherwise)."""
-TRIALS_COLUMNS = ("trial_id", "name", "parts", "method", "lr", "data_fraction", "seed", "mix_ratio", "recipe")
 
 
 @dataclass
@@ -82,11 +84,11 @@ def open_parent_run(tracking_uri: str, sweep: str, grid_file: str, trials: list[
         client.log_batch(run_id, params=[Param("grid_file", grid_file), Param("trials", str(len(trials)))])
     client.log_batch(run_id, tags=[RunTag(TRIALS_TAG, str(len(trials)))])
     with tempfile.TemporaryDirectory() as directory:
-        grid_copy = Path(directory) / "grid.yaml"
+        grid_copy = Path(directory) / GRID_ARTIFACT
         grid_copy.write_text(redact(Path(grid_file).read_text()))
-        (Path(directory) / "trials.csv").write_text(trials_csv(trials))
+        (Path(directory) / TRIALS_ARTIFACT).write_text(trials_csv(trials))
         client.log_artifact(run_id, str(grid_copy))
-        client.log_artifact(run_id, str(Path(directory) / "trials.csv"))
+        client.log_artifact(run_id, str(Path(directory) / TRIALS_ARTIFACT))
     return run_id
 
 

@@ -7,7 +7,7 @@ Columns are left-aligned and two spaces apart, with a rule under the header.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

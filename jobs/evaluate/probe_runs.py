@@ -5,7 +5,7 @@ class-name distractor (``meta.classname_option``, as in ``toy-wiki-classname``) 
 share of errors that picked the class name (the paper's Figure 3: 42.95% -> 5.55% accuracy
 after task-specific overfitting). ``counting_probe`` generates greedily on held-out prompts and
 measures the probability mass the model puts on number tokens at every step (the counting-bias
-probe of the selective-tuning paper); the numeric part lives in ``jobs.evaluate.probes``:
+probe of the selective-tuning paper); the numeric part lives in ``jobs.evaluate.probe_math``:
 
     stats = classname_probe(model, processor, load_dataset("toy-wiki-classname").to_pylist())
     bias = counting_probe(model, processor, rows[:64], max_new_tokens=8)
@@ -14,13 +14,14 @@ probe of the selective-tuning paper); the numeric part lives in ``jobs.evaluate.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from jobs.evaluate.probes import CountingBias, classname_mischoice, counting_bias, number_token_ids
+from jobs.evaluate.probe_math import CountingBias, classname_mischoice, counting_bias, number_token_ids
 from jobs.evaluate.scoring import BatchScorer, batches, to_model
-from recipes.data.collate import MCQCollator
+from recipes.data.collate import RecordCollator
 
 
 def classname_probe(model: torch.nn.Module, processor: Any, rows: Sequence[dict], batch_size: int = 32) -> dict:
@@ -30,7 +31,7 @@ def classname_probe(model: torch.nn.Module, processor: Any, rows: Sequence[dict]
         raise ValueError(
             f"classname probe needs meta.classname_option on every row (like toy-wiki-classname); missing on {missing[:3]}"
         )
-    scorer = BatchScorer(MCQCollator(processor, padding_side="left"), mode="logits")
+    scorer = BatchScorer(RecordCollator(processor, padding_side="left"), mode="logits")
     probe_rows = []
     for batch in batches(list(rows), batch_size):
         for row, result in zip(batch, scorer(model, batch)):
@@ -46,7 +47,7 @@ def counting_probe(
     model: torch.nn.Module, processor: Any, rows: Sequence[dict], max_new_tokens: int = 8, batch_size: int = 32
 ) -> CountingBias:
     """Number-token probability at every greedy generation step, over ``rows`` as probe prompts."""
-    collate = MCQCollator(processor, padding_side="left")
+    collate = RecordCollator(processor, padding_side="left")
     tokenizer = processor.tokenizer
     number_ids = number_token_ids(tokenizer)
     if number_ids.numel() == 0:

@@ -24,8 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from jobs.finetune.config import TRIAL_OWNED_KEYS
+from recipes.common.storage import file_suffix, is_remote
+from recipes.common.uri_checks import data_uri_problem
 from recipes.data.registry import registered_datasets
-from recipes.storage import file_suffix, is_remote
 from recipes.data.suites import SuiteError, load_suite, named_suites
 from recipes.models.catalog import (
     HUB_MODELS,
@@ -35,10 +36,9 @@ from recipes.models.catalog import (
     ModelNotFoundError,
     resolve_model_dir,
 )
-from recipes.uri_checks import data_uri_problem
 
 MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
-"""File suffixes of MCQ datasets (``recipes.data.readers.read_mcq``)."""
+"""File suffixes of MCQ datasets (``recipes.data.readers.read_records``)."""
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 """File suffixes of suite files."""
@@ -83,7 +83,8 @@ def model_problems(model: str, check_paths: bool, where: str = "model") -> list[
         return []  # a toy model: built on first use, never here
     if model not in REGISTERED_MODELS and not looks_like_path(model) and not HUB_ID.fullmatch(model):
         return [
-            f"{where}: " + unknown_name("model", model, REGISTERED_MODELS, "a local model directory or a Hub id org/name")
+            f"{where}: "
+            + unknown_name("model", model, REGISTERED_MODELS, "a local model directory or a Hub id org/name")
         ]
     if not check_paths or model in (TOY_BASE, TOY_INIT):
         return []
@@ -158,7 +159,9 @@ LAST_BLOCKS = re.compile(r"vision\.last(\d+)")
 def vision_depth(model: str) -> int | None:
     """Blocks of ``model``'s vision encoder, read from its config (None when the config is not on this machine)."""
     if model in (TOY_BASE, TOY_INIT):
-        from recipes.models.toy import ToyModelConfig  # local: loads torch, which validating a grid otherwise does not
+        from recipes.toyworld.model import (
+            ToyModelConfig,  # local: loads torch, which validating a grid otherwise does not
+        )
 
         return ToyModelConfig().vision_depth
     try:

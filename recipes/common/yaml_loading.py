@@ -5,7 +5,7 @@ bytes of nested aliases become gigabytes) and recurses once per nesting level (a
 few thousand deep ends in ``RecursionError``). ``load_yaml_text`` walks the file's event stream
 first, without building anything, and refuses both:
 
-    from recipes.yaml_loading import YamlError, load_yaml_text
+    from recipes.common.yaml_loading import YamlError, load_yaml_text
     try:
         data = load_yaml_text(text)
     except YamlError as error:

@@ -1,6 +1,6 @@
 """What every field that takes a data URI checks: a known scheme and no credentials.
 
-    from recipes.uri_checks import data_uri_problem
+    from recipes.common.uri_checks import data_uri_problem
     data_uri_problem("train.dataset", "htp://host/x.jsonl")       # "train.dataset: unknown URI scheme 'htp://'; ..."
     data_uri_problem("train.dataset", "s3://b/x.parquet?token=1")  # "train.dataset: contains credentials; ..."
     data_uri_problem("train.dataset", "data/x.jsonl")              # None (a local path)
@@ -11,7 +11,7 @@ it is written.
 
 from __future__ import annotations
 
-from recipes.redaction import credential_problem
+from recipes.common.redaction import credential_problem
 
 DATA_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "abfss", "http", "https", "hf", "memory")
 """URI schemes datasets and suite files are read from (through fsspec)."""

@@ -1,4 +1,4 @@
-"""python -m analysis.synthetic --experiment NAME [--tracking-uri URI] [--kind table1|fraction|mix] [--seeds N]
+"""python -m tests.synthetic_sweeps --experiment NAME [--tracking-uri URI] [--kind table1|fraction|mix] [--seeds N]
 
 Logs a synthetic sweep to MLflow in exactly the layout the orchestrator writes (a parent run
 tagged forgetless.kind=sweep; one child run per trial with the contract's tags, params and
@@ -17,13 +17,14 @@ import os
 import random
 import time
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
+from contract.defaults import DEFAULT_TRACKING_URI
 from contract.layout import (
     EARLY_STOP_TAG,
     KIND_TAG,
@@ -46,8 +47,12 @@ from contract.layout import (
     stderr_metric,
 )
 
-SUITE_DATASETS = {"id_id": ("toy-target-val",), "id_ood": ("toy-styles", "digits"),
-                  "ood_id": ("toy-questions",), "ood_ood": ("toy-text-qa",)}
+SUITE_DATASETS = {
+    "id_id": ("toy-target-val",),
+    "id_ood": ("toy-styles", "digits"),
+    "ood_id": ("toy-questions",),
+    "ood_ood": ("toy-text-qa",),
+}
 """Dataset names per quadrant logged as acc/<dataset> (each equals its quadrant's accuracy)."""
 _MLFLOW_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "failed": "FAILED"}
 
@@ -112,14 +117,26 @@ class SyntheticTrial:
         """The run params, as strings, with the contract's keys."""
         steps = (self.checkpoints - 1) * self.eval_every
         params = {
-            "model": model, "parts": self.parts, "method": self.method, "lr": self.lr,
-            "data_fraction": str(self.data_fraction), "seed": str(self.seed),
+            "model": model,
+            "parts": self.parts,
+            "method": self.method,
+            "lr": self.lr,
+            "data_fraction": str(self.data_fraction),
+            "seed": str(self.seed),
             "mix": json.dumps([{"dataset": name, "ratio": self.mix_ratio} for name in self.mix]),
-            "mix_ratio": str(self.mix_ratio), "dataset": "toy-imagenet-vqa", "steps": str(steps),
-            "batch_size": "16", "warmup_ratio": "0.1", "schedule": "cosine", "zero_stage": "2",
-            "workers": "2", "eval_mode": "logits", "suite": "toy",
+            "mix_ratio": str(self.mix_ratio),
+            "dataset": "toy-imagenet-vqa",
+            "steps": str(steps),
+            "batch_size": "16",
+            "warmup_ratio": "0.1",
+            "schedule": "cosine",
+            "zero_stage": "2",
+            "workers": "2",
+            "eval_mode": "logits",
+            "suite": "toy",
             "recipe": recipe_label(self.parts, self.method, self.lr),
-            "trial_id": self.resolved_trial_id, "trial_name": self.name,
+            "trial_id": self.resolved_trial_id,
+            "trial_name": self.name,
         }
         if self.method == "lora":
             params.update(lora_r="8", lora_alpha="16", lora_dropout="0.05")
@@ -143,29 +160,51 @@ class SyntheticTrial:
                     share = values[index] / 100
                     error = 100 * math.sqrt(share * (1 - share) / self.questions)
                     logged.append(Metric(stderr_metric(quadrant), error, timestamp_ms, step))
-                logged.extend(Metric(dataset_metric(dataset), values[index], timestamp_ms, step)
-                              for dataset in SUITE_DATASETS[quadrant])
+                logged.extend(
+                    Metric(dataset_metric(dataset), values[index], timestamp_ms, step)
+                    for dataset in SUITE_DATASETS[quadrant]
+                )
             if step:
                 logged.append(Metric(TRAIN_LOSS, 2.0 / math.sqrt(step), timestamp_ms, step))
         return logged
 
 
-def log_sweep(tracking_uri: str, experiment: str, trials: Iterable[SyntheticTrial], *,
-              sweep_name: str | None = None, model: str = "toy-qwen2.5-vl",
-              artifact_location: str | None = None, start_time_ms: int | None = None) -> str:
+def log_sweep(
+    tracking_uri: str,
+    experiment: str,
+    trials: Iterable[SyntheticTrial],
+    *,
+    sweep_name: str | None = None,
+    model: str = "toy-qwen2.5-vl",
+    artifact_location: str | None = None,
+    start_time_ms: int | None = None,
+) -> str:
     """Log a parent run and one child run per trial; returns the parent run id."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = (found.experiment_id if found is not None
-                     else client.create_experiment(experiment, artifact_location=artifact_location))
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location)
+    )
     name = sweep_name or experiment
     start = start_time_ms if start_time_ms is not None else int(time.time() * 1000)
-    parent = client.create_run(experiment_id, start_time=start, run_name=name,
-                               tags={SWEEP_TAG: name, KIND_TAG: SWEEP_KIND, LAYOUT_TAG: str(LAYOUT_VERSION)})
+    parent = client.create_run(
+        experiment_id,
+        start_time=start,
+        run_name=name,
+        tags={SWEEP_TAG: name, KIND_TAG: SWEEP_KIND, LAYOUT_TAG: str(LAYOUT_VERSION)},
+    )
     parent_id = parent.info.run_id
     for offset, trial in enumerate(trials, start=1):
-        tags = {SWEEP_TAG: name, TRIAL_ID_TAG: trial.resolved_trial_id, PARENT_TAG: parent_id,
-                KIND_TAG: TRIAL_KIND, STATUS_TAG: trial.status, LAYOUT_TAG: str(LAYOUT_VERSION)}
+        tags = {
+            SWEEP_TAG: name,
+            TRIAL_ID_TAG: trial.resolved_trial_id,
+            PARENT_TAG: parent_id,
+            KIND_TAG: TRIAL_KIND,
+            STATUS_TAG: trial.status,
+            LAYOUT_TAG: str(LAYOUT_VERSION),
+        }
         if trial.status == "early_stopped":
             tags[EARLY_STOP_TAG] = trial.early_stop_reason
         run = client.create_run(experiment_id, start_time=start + offset, run_name=trial.name, tags=tags)
@@ -193,36 +232,50 @@ PAPER_TABLE1 = (
 """The seven recipes of the paper's Table 1 (deltas on ID^T-OOD^I are not in the paper: made up)."""
 
 
-def curve(start: float, end: float, checkpoints: int, speed: float, wobble_pp: float,
-          rng: random.Random) -> list[float]:
+def curve(
+    start: float, end: float, checkpoints: int, speed: float, wobble_pp: float, rng: random.Random
+) -> list[float]:
     """Saturating path from start to end (exact at both ends) with a little noise between."""
     if checkpoints < 2:
         return [start] * checkpoints
     scale = 1.0 - math.exp(-speed)
-    path = [start + (end - start) * (1.0 - math.exp(-speed * k / (checkpoints - 1))) / scale
-            for k in range(checkpoints)]
-    return [value + (rng.uniform(-wobble_pp, wobble_pp) if 0 < k < checkpoints - 1 else 0.0)
-            for k, value in enumerate(path)]
+    path = [
+        start + (end - start) * (1.0 - math.exp(-speed * k / (checkpoints - 1))) / scale for k in range(checkpoints)
+    ]
+    return [
+        value + (rng.uniform(-wobble_pp, wobble_pp) if 0 < k < checkpoints - 1 else 0.0) for k, value in enumerate(path)
+    ]
 
 
-def trajectory(final_id: float, ood_deltas: Sequence[float], *, checkpoints: int, speed: float,
-               seed: int, key: str) -> dict[str, list[float]]:
+def trajectory(
+    final_id: float, ood_deltas: Sequence[float], *, checkpoints: int, speed: float, seed: int, key: str
+) -> dict[str, list[float]]:
     """Accuracy per checkpoint for all quadrants: ID saturates fast, OOD changes follow later."""
     rng = random.Random(zlib.crc32(f"{key}/{seed}".encode()))
     seed_shift = 0.25 * seed
     paths = {TARGET_QUADRANT: curve(ZERO_SHOT[TARGET_QUADRANT], final_id - seed_shift, checkpoints, speed, 0.12, rng)}
     for quadrant, delta in zip(QUADRANTS[1:], ood_deltas):
-        paths[quadrant] = curve(ZERO_SHOT[quadrant], ZERO_SHOT[quadrant] + delta + seed_shift,
-                                checkpoints, speed * 0.6, 0.2, rng)
+        paths[quadrant] = curve(
+            ZERO_SHOT[quadrant], ZERO_SHOT[quadrant] + delta + seed_shift, checkpoints, speed * 0.6, 0.2, rng
+        )
     return paths
 
 
 def paper_table1_trials(seeds: Sequence[int] = (0,), checkpoints: int = 9) -> list[SyntheticTrial]:
     """The seven recipes of Table 1, one trial per seed."""
-    return [SyntheticTrial(parts, method, lr, seed=seed,
-                           accuracy=trajectory(final, deltas, checkpoints=checkpoints, speed=speed,
-                                               seed=seed, key=f"{parts}{method}{lr}"))
-            for parts, method, lr, final, deltas, speed in PAPER_TABLE1 for seed in seeds]
+    return [
+        SyntheticTrial(
+            parts,
+            method,
+            lr,
+            seed=seed,
+            accuracy=trajectory(
+                final, deltas, checkpoints=checkpoints, speed=speed, seed=seed, key=f"{parts}{method}{lr}"
+            ),
+        )
+        for parts, method, lr, final, deltas, speed in PAPER_TABLE1
+        for seed in seeds
+    ]
 
 
 PAPER_FRACTIONS = {"1e-06": (91.42, 90.18, 86.99, 82.03), "1e-05": (91.60, 89.08, 87.46, 81.82)}
@@ -237,10 +290,19 @@ def paper_fraction_trials(seeds: Sequence[int] = (0,), checkpoints: int = 6) -> 
         forgetting = 1.0 if lr == "1e-06" else 6.0
         for fraction, final in zip(FRACTIONS, finals):
             deltas = tuple(-forgetting * (0.5 + fraction) * k for k in (0.6, 1.0, 1.4))
-            trials.extend(SyntheticTrial("llm", "full", lr, seed=seed, data_fraction=fraction,
-                                         accuracy=trajectory(final, deltas, checkpoints=checkpoints, speed=3.0,
-                                                             seed=seed, key=f"{lr}{fraction}"))
-                          for seed in seeds)
+            trials.extend(
+                SyntheticTrial(
+                    "llm",
+                    "full",
+                    lr,
+                    seed=seed,
+                    data_fraction=fraction,
+                    accuracy=trajectory(
+                        final, deltas, checkpoints=checkpoints, speed=3.0, seed=seed, key=f"{lr}{fraction}"
+                    ),
+                )
+                for seed in seeds
+            )
     return trials
 
 
@@ -250,26 +312,39 @@ PAPER_MIX = {0.0: (91.42, -10.40), 0.1: (91.30, -6.10), 0.3: (91.05, -3.20), 0.5
 
 def paper_mix_trials(seeds: Sequence[int] = (0,), checkpoints: int = 6) -> list[SyntheticTrial]:
     """LLM full fine-tuning at lr 1e-06 mixed with a broad instruction set at five ratios (Figure 4b)."""
-    return [SyntheticTrial("llm", "full", "1e-06", seed=seed, mix_ratio=ratio, mix=("llava-665k",) if ratio else (),
-                           accuracy=trajectory(final, (0.8, ood_id, -1.2), checkpoints=checkpoints, speed=3.0,
-                                               seed=seed, key=f"mix{ratio}"))
-            for ratio, (final, ood_id) in PAPER_MIX.items() for seed in seeds]
+    return [
+        SyntheticTrial(
+            "llm",
+            "full",
+            "1e-06",
+            seed=seed,
+            mix_ratio=ratio,
+            mix=("llava-665k",) if ratio else (),
+            accuracy=trajectory(
+                final, (0.8, ood_id, -1.2), checkpoints=checkpoints, speed=3.0, seed=seed, key=f"mix{ratio}"
+            ),
+        )
+        for ratio, (final, ood_id) in PAPER_MIX.items()
+        for seed in seeds
+    ]
 
 
 KINDS = {"table1": paper_table1_trials, "fraction": paper_fraction_trials, "mix": paper_mix_trials}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.synthetic", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m tests.synthetic_sweeps", description=__doc__.split("\n\n")[1])
     parser.add_argument("--experiment", required=True, help="MLflow experiment to log into")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--kind", choices=sorted(KINDS), default="table1", help="which paper result to imitate")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per setting")
     args = parser.parse_args(argv)
     trials = KINDS[args.kind](seeds=tuple(range(args.seeds)))
     parent_id = log_sweep(args.tracking_uri, args.experiment, trials)
-    print(f"logged {len(trials)} trials under parent run {parent_id} in {args.tracking_uri} "
-          f"(experiment {args.experiment})")
+    print(
+        f"logged {len(trials)} trials under parent run {parent_id} in {args.tracking_uri} "
+        f"(experiment {args.experiment})"
+    )
     return 0
 
 

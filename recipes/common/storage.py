@@ -5,7 +5,7 @@ a path means the same thing everywhere. S3 goes through s3fs, configured the usu
 credentials from the environment, a profile or the instance role; a non-AWS endpoint (MinIO, a
 moto server) from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. Nothing here logs credentials.
 
-    from recipes import storage
+    from recipes.common import storage
     storage.is_remote("s3://bucket/x.parquet")          # True (any scheme but file://)
     storage.resolve("s3://bucket/suite", "a.parquet")   # "s3://bucket/suite/a.parquet"
     storage.write_json(storage.join("s3://bucket/sweeps", "x.json"), {...})
@@ -43,7 +43,7 @@ def is_s3(path: str | os.PathLike) -> bool:
 def local_path(path: str | os.PathLike) -> str:
     """A local path without its ``file://`` prefix."""
     text = str(path)
-    return text[len(FILE_PREFIX):] if text.startswith(FILE_PREFIX) else text
+    return text[len(FILE_PREFIX) :] if text.startswith(FILE_PREFIX) else text
 
 
 def s3_endpoint() -> str | None:
@@ -57,7 +57,7 @@ def filesystem(path: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]
     if is_s3(text):
         endpoint = s3_endpoint()
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint} if endpoint else {})
-        return fs, text[len(S3_PREFIX):]
+        return fs, text[len(S3_PREFIX) :]
     if is_remote(text):
         return fsspec.core.url_to_fs(text)
     return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(local_path(text)))
@@ -83,7 +83,7 @@ def arrow_input_file(path: str | os.PathLike) -> Any:
         if endpoint:
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
             fs: pafs.FileSystem = pafs.S3FileSystem(endpoint_override=endpoint, region=region)
-            inner = text[len(S3_PREFIX):]
+            inner = text[len(S3_PREFIX) :]
         else:
             fs, inner = pafs.FileSystem.from_uri(text)  # finds the bucket's region
         return fs.open_input_file(inner)

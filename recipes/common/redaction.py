@@ -4,7 +4,7 @@ Every place that accepts a URI (grid fields, suite files, CLI flags) refuses one
 credentials (``credential_problem``); every place that writes text a user may paste somewhere
 (MLflow params and artifacts, reports, error messages, logs) passes it through ``redact``:
 
-    from recipes.redaction import credential_problem, redact, redact_uri
+    from recipes.common.redaction import credential_problem, redact, redact_uri
     credential_problem("train.dataset", "https://u:pw@host/x.jsonl")  # "train.dataset: contains credentials; ..."
     redact_uri("https://u:pw@host/x.jsonl?token=abc")                   # "https://***@host/x.jsonl?token=***"
     redact("cannot reach http://u:pw@host:5000")                        # "cannot reach http://***@host:5000"

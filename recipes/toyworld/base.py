@@ -1,21 +1,21 @@
-"""python -m recipes.toy pretrain [--ship]
+"""python -m recipes.toyworld pretrain [--ship]
 
 The toy base model: the tiny Qwen2.5-VL pre-trained on the toy world, so that fine-tuning it
 on the toy target task can really forget what it knew.
 
-The project ships the pre-trained base (``recipes/models/shipped/toy-qwen2.5-vl``, about 5 MB,
+The project ships the pre-trained base (``recipes/toyworld/shipped/toy-qwen2.5-vl``, about 5 MB,
 with a manifest of what it was built from and each file's sha256), so every machine starts from
 the same weights and the first sweep does not wait for pre-training. The registry names
 ``toy-qwen2.5-vl`` and ``toy-qwen2.5-vl-init`` resolve here, into ``$FORGETLESS_CACHE/models/``
-(see ``recipes.cache``):
+(see ``recipes.common.cache``):
 
-    from recipes.models.toy_base import toy_model_dir
+    from recipes.toyworld.base import toy_model_dir
     path = toy_model_dir(pretrained=True)   # the shipped base, copied once into the cache
 
 When the toy world, the prompts, the model or the pre-training settings change, the shipped
 base no longer matches what it was built from (``pretraining_inputs_key``) and the base is
 pre-trained here on first use (5-15 minutes on 2 CPU cores, 0.2-0.6 s per step);
-``python -m recipes.toy pretrain --ship`` rebuilds the shipped copy and its manifest.
+``python -m recipes.toyworld pretrain --ship`` rebuilds the shipped copy and its manifest.
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import torch
 
-from recipes.cache import cached_dir, content_key
-from recipes.data.collate import MCQCollator
+from recipes.common.cache import cached_dir, content_key
+from recipes.common.progress_bar import progress_bar
+from recipes.data.collate import RecordCollator
 from recipes.data.prompts import MCQ_INSTRUCTION_TEMPLATE, mcq_prompt
-from recipes.data.readers import read_mcq
+from recipes.data.readers import read_records
 from recipes.data.registry import load_dataset
 from recipes.schedules import lr_multiplier
-from recipes.models.toy import ToyModelConfig, build_toy_components, load_toy_processor, save_toy
 from recipes.toyworld.datasets import toy_world_dir, toy_world_key
+from recipes.toyworld.model import ToyModelConfig, build_toy_components, load_toy_processor, save_toy
 from recipes.toyworld.world import ToyWorldConfig
 
 PRETRAIN_DATASET = "toy-pretrain"
@@ -46,7 +47,7 @@ PRETRAIN_DATASET = "toy-pretrain"
 TOKENIZER_DATASETS = ("toy-pretrain", "toy-general")
 """Datasets whose texts train the toy tokenizer."""
 SHIPPED_BASE_DIR = Path(__file__).with_name("shipped") / "toy-qwen2.5-vl"
-"""The pre-trained toy base shipped with the project (written by ``python -m recipes.toy pretrain --ship``)."""
+"""The pre-trained toy base shipped with the project (written by ``python -m recipes.toyworld pretrain --ship``)."""
 MANIFEST_NAME = "manifest.json"
 """The shipped base's manifest: what it was built from and each file's sha256."""
 PRETRAIN_REPORT_NAME = "pretrain_report.json"
@@ -86,15 +87,20 @@ def _tokenizer_texts() -> list[str]:
     for name in TOKENIZER_DATASETS:
         table = load_dataset(name)
         for question, options, answer in zip(
-            table.column("question").to_pylist(), table.column("options").to_pylist(), table.column("answer").to_pylist()
+            table.column("question").to_pylist(),
+            table.column("options").to_pylist(),
+            table.column("answer").to_pylist(),
         ):
             texts.append(mcq_prompt(question, options) + answer)
     return texts
 
 
 def pretrain(model, processor, config: PretrainConfig, rows: list[dict], log=print) -> list[float]:
-    """Pre-train ``model`` in place on ``rows`` (the toy pre-training mix); returns the loss per step."""
-    collate = MCQCollator(processor, with_answers=True)
+    """Pre-train ``model`` in place on ``rows`` (the toy pre-training mix); returns the loss per step.
+
+    On a terminal a progress bar shows the steps, their rate, the time left and the recent loss;
+    elsewhere ``log`` gets a line every 100 steps."""
+    collate = RecordCollator(processor, with_answers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, config.steps, config.warmup_ratio, "cosine")
@@ -103,7 +109,8 @@ def pretrain(model, processor, config: PretrainConfig, rows: list[dict], log=pri
     order = torch.randperm(len(rows), generator=generator).tolist()
     cursor, losses, started = 0, [], time.perf_counter()
     model.train()
-    for step in range(config.steps):
+    bar = progress_bar(range(config.steps), desc="toy base pre-training", unit="step")
+    for step in bar:
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(len(rows), generator=generator).tolist(), 0
         batch = collate([rows[i] for i in order[cursor : cursor + config.batch_size]])
@@ -117,6 +124,9 @@ def pretrain(model, processor, config: PretrainConfig, rows: list[dict], log=pri
         losses.append(loss.item())
         if (step + 1) % 100 == 0 or step + 1 == config.steps:
             recent = sum(losses[-100:]) / len(losses[-100:])
+            if not bar.disable:  # the bar has the rate and the time left
+                bar.set_postfix_str(f"loss {recent:.4f}")
+                continue
             elapsed = time.perf_counter() - started
             left = elapsed / (step + 1) * (config.steps - step - 1)
             log(
@@ -142,7 +152,7 @@ def pretraining_inputs_key(world: ToyWorldConfig | None = None) -> str:
     digest = hashlib.sha256()
     for text in _tokenizer_texts():
         digest.update(text.encode() + b"\0")
-    table = read_mcq(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet")
+    table = read_records(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet")
     for row in table.select(["id", "image", "question", "options", "answer"]).to_pylist():
         digest.update(json.dumps([row["id"], row["question"], row["options"], row["answer"]]).encode())
         digest.update(row["image"] or b"")
@@ -153,7 +163,9 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _shipped_identity(model_config: ToyModelConfig, pretrain_config: PretrainConfig, world: ToyWorldConfig | None) -> dict:
+def _shipped_identity(
+    model_config: ToyModelConfig, pretrain_config: PretrainConfig, world: ToyWorldConfig | None
+) -> dict:
     return {
         "model": model_config.to_dict(),
         "pretrain": asdict(pretrain_config),
@@ -174,19 +186,21 @@ def shipped_base(identity: dict) -> Path | None:
         if actual != expected:
             raise RuntimeError(
                 f"{SHIPPED_BASE_DIR / name}: sha256 {actual[:12]}... is not the manifest's {expected[:12]}...; "
-                "restore the file from the repository or rebuild it with `python -m recipes.toy pretrain --ship`"
+                "restore the file from the repository or rebuild it with `python -m recipes.toyworld pretrain --ship`"
             )
     return SHIPPED_BASE_DIR
 
 
-def _pretrain_into(directory: Path, init_dir: Path, pretrain_config: PretrainConfig, world: ToyWorldConfig | None) -> None:
+def _pretrain_into(
+    directory: Path, init_dir: Path, pretrain_config: PretrainConfig, world: ToyWorldConfig | None
+) -> None:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     _log(f"pre-training the toy base ({pretrain_config.steps} steps, once; cached under {directory.parent}) ...")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init_dir)
     processor = load_toy_processor(init_dir)
     torch.manual_seed(pretrain_config.seed)
-    rows = read_mcq(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet").to_pylist()
+    rows = read_records(toy_world_dir(world) / f"{PRETRAIN_DATASET}.parquet").to_pylist()
     losses = pretrain(model, processor, pretrain_config, rows, log=_log)
     save_toy(model, processor, directory)
     report = {"pretrain": asdict(pretrain_config), "final_loss": sum(losses[-100:]) / len(losses[-100:])}
@@ -194,7 +208,9 @@ def _pretrain_into(directory: Path, init_dir: Path, pretrain_config: PretrainCon
 
 
 def _init_dir(model_config: ToyModelConfig) -> Path:
-    init_key = content_key({"model": model_config.to_dict(), "world": toy_world_key(), "prompt": MCQ_INSTRUCTION_TEMPLATE, "format": 2})
+    init_key = content_key(
+        {"model": model_config.to_dict(), "world": toy_world_key(), "prompt": MCQ_INSTRUCTION_TEMPLATE, "format": 2}
+    )
     return cached_dir("models", f"toy-qwen2.5-vl-init-{init_key}", lambda tmp: _build_init(tmp, model_config))
 
 
@@ -247,7 +263,7 @@ def ship_base(log=_log) -> Path:
     manifest = {
         "identity": _shipped_identity(model_config, pretrain_config, None),
         "files": files,
-        "command": "python -m recipes.toy pretrain --ship",
+        "command": "python -m recipes.toyworld pretrain --ship",
     }
     (SHIPPED_BASE_DIR / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"shipped toy base written to {SHIPPED_BASE_DIR}")

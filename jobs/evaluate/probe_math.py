@@ -19,8 +19,9 @@ This module holds the tensor and counting math only; running the model is the ev
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -69,7 +70,7 @@ def _strip_markers(token: str) -> str:
         stripped = False
         for marker in WORD_BOUNDARY_MARKERS:
             if text.startswith(marker):
-                text = text[len(marker):].strip()
+                text = text[len(marker) :].strip()
                 stripped = True
     return text
 
@@ -255,7 +256,8 @@ def classname_mischoice(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | 
             raise ValueError(f"rows[{index}].correct: must be an option letter, got {row['correct']!r}")
     errors = [row for row in rows if _letter(row["chosen"]) != _letter(row["correct"])]
     class_name_choices = [
-        row for row in errors
+        row
+        for row in errors
         if _letter(row["class_name"]) is not None and _letter(row["chosen"]) == _letter(row["class_name"])
     ]
     n_errors = len(errors)

@@ -1,4 +1,4 @@
-"""python -m recipes.toy pretrain [--init | --ship]
+"""python -m recipes.toyworld pretrain [--init | --ship]
 
 The toy world's command line: ``pretrain`` finds the toy base model (the ~1M-parameter
 Qwen2.5-VL pre-trained on the toy world's pre-training mix), copying the shipped one into the
@@ -9,8 +9,8 @@ from scratch and replaces the shipped copy and its manifest (run it after changi
 the prompts or the pre-training settings, and commit the result). The toy datasets themselves
 come from ``python -m recipes.data toy`` (or on first use of a registered name).
 
-    python -m recipes.toy pretrain          # -> ~/.cache/forgetless/models/toy-qwen2.5-vl-<key>
-    python -m recipes.toy pretrain --ship   # -> recipes/models/shipped/toy-qwen2.5-vl/
+    python -m recipes.toyworld pretrain          # -> ~/.cache/forgetless/models/toy-qwen2.5-vl-<key>
+    python -m recipes.toyworld pretrain --ship   # -> recipes/toyworld/shipped/toy-qwen2.5-vl/
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import argparse
 import json
 import sys
 
-from recipes.models.toy_base import PRETRAIN_REPORT_NAME, ship_base, toy_model_dir
+from recipes.toyworld.base import PRETRAIN_REPORT_NAME, ship_base, toy_model_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipes.toy", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m recipes.toyworld", description=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True)
-    pretrain = commands.add_parser("pretrain", help="build (or find) the pre-trained toy base model and print its folder")
+    pretrain = commands.add_parser(
+        "pretrain", help="build (or find) the pre-trained toy base model and print its folder"
+    )
     choice = pretrain.add_mutually_exclusive_group()
     choice.add_argument("--init", action="store_true", help="the randomly initialised toy model instead")
     choice.add_argument("--ship", action="store_true", help="pre-train from scratch and replace the shipped base")

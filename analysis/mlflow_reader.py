@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisError
+from contract import layout
 from contract.layout import (
     DONE_STATUSES,
     EARLY_STOP_TAG,
@@ -40,6 +41,7 @@ from contract.layout import (
     recipe_label,
     stderr_metric,
 )
+
 _MLFLOW_STATUS_TO_TRIAL_STATUS = {
     "FINISHED": "finished",
     "FAILED": "failed",
@@ -49,8 +51,12 @@ _MLFLOW_STATUS_TO_TRIAL_STATUS = {
 }
 
 
-_QUADRANT_TEXT_IMAGE = {"id_id": ("ID", "ID"), "id_ood": ("ID", "OOD"),
-                        "ood_id": ("OOD", "ID"), "ood_ood": ("OOD", "OOD")}
+_QUADRANT_TEXT_IMAGE = {
+    "id_id": ("ID", "ID"),
+    "id_ood": ("ID", "OOD"),
+    "ood_id": ("OOD", "ID"),
+    "ood_ood": ("OOD", "OOD"),
+}
 _QUADRANT_NAME_FORMATS = {"plain": "{text}^T-{image}^I", "tex": "{text}$^T$-{image}$^I$"}
 
 
@@ -153,8 +159,9 @@ class Trial:
     def __post_init__(self) -> None:
         absent = [accuracy_metric(q) for q in QUADRANTS if 0 not in self.history.get(q, {})]
         if absent:
-            raise AnalysisError(f"trial run {self.name} ({self.run_id}) has no step-0 "
-                                f"(zero-shot) value for {', '.join(absent)}")
+            raise AnalysisError(
+                f"trial run {self.name} ({self.run_id}) has no step-0 (zero-shot) value for {', '.join(absent)}"
+            )
 
     @property
     def status_text(self) -> str:
@@ -194,16 +201,16 @@ class Trial:
     def trajectory(self, quadrant: str) -> list[tuple[int, float, float]]:
         """(step, ID accuracy, quadrant accuracy) at the steps where both were evaluated."""
         id_history = self.history[TARGET_QUADRANT]
-        return [(s, id_history[s], self.history[quadrant][s])
-                for s in self.steps(quadrant) if s in id_history]
+        return [(s, id_history[s], self.history[quadrant][s]) for s in self.steps(quadrant) if s in id_history]
 
     def mean_ood_trajectory(self) -> list[tuple[int, float, float]]:
         """(step, ID accuracy, mean of the three OOD quadrants) where all four were evaluated."""
         id_history = self.history[TARGET_QUADRANT]
         steps = set(id_history).intersection(*(self.history[q] for q in OOD_QUADRANTS))
-        return [(s, id_history[s],
-                 sum(self.history[q][s] for q in OOD_QUADRANTS) / len(OOD_QUADRANTS))
-                for s in sorted(steps)]
+        return [
+            (s, id_history[s], sum(self.history[q][s] for q in OOD_QUADRANTS) / len(OOD_QUADRANTS))
+            for s in sorted(steps)
+        ]
 
 
 @dataclass(frozen=True)
@@ -270,11 +277,17 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment, tracking_uri)
     parent = _parent_run(client, experiment_id, experiment, parent_run_id)
-    children = [run for run in _all_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-                if run.data.tags.get(KIND_TAG, TRIAL_KIND) == TRIAL_KIND]
+    children = [
+        run
+        for run in all_runs(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+        if run.data.tags.get(KIND_TAG, TRIAL_KIND) == TRIAL_KIND
+    ]
     finished = [run for run in children if _trial_status(run) in DONE_STATUSES]
-    skipped = tuple(SkippedRun(run.info.run_id, run.info.run_name, _trial_status(run))
-                    for run in children if _trial_status(run) not in DONE_STATUSES)
+    skipped = tuple(
+        SkippedRun(run.info.run_id, run.info.run_name, _trial_status(run))
+        for run in children
+        if _trial_status(run) not in DONE_STATUSES
+    )
     sweep_name = parent.info.run_name
     if not finished:
         counts = Counter(s.status for s in skipped)
@@ -282,25 +295,34 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
         raise AnalysisError(
             f"experiment '{experiment}', sweep {sweep_name} (run {parent.info.run_id}) has no "
             f"finished trials ({found}); a report needs at least one trial with "
-            f"{STATUS_TAG} in {{{', '.join(DONE_STATUSES)}}}")
+            f"{STATUS_TAG} in {{{', '.join(DONE_STATUSES)}}}"
+        )
     histories = {run.info.run_id: _histories(client, run) for run in finished}
     _require_metrics(finished, histories, experiment)
-    trials = sorted((_trial(run, histories[run.info.run_id], _histories(client, run, stderr_metric)) for run in finished),
-                    key=lambda t: (t.setting.sort_key, t.seed, t.name))
-    return Sweep(experiment=experiment, tracking_uri=tracking_uri,
-                 parent_run_id=parent.info.run_id, parent_run_name=sweep_name,
-                 trials=tuple(trials), skipped=tuple(sorted(skipped, key=lambda s: s.name)))
+    trials = sorted(
+        (_trial(run, histories[run.info.run_id], _histories(client, run, stderr_metric)) for run in finished),
+        key=lambda t: (t.setting.sort_key, t.seed, t.name),
+    )
+    return Sweep(
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent.info.run_id,
+        parent_run_name=sweep_name,
+        trials=tuple(trials),
+        skipped=tuple(sorted(skipped, key=lambda s: s.name)),
+    )
 
 
 def _require_database(tracking_uri: str) -> None:
     """A sqlite URI must name an existing file (MLflow would silently create an empty one)."""
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix) and ":memory:" not in tracking_uri:
-        path = Path(tracking_uri[len(prefix):])
+        path = Path(tracking_uri[len(prefix) :])
         if not path.is_file():
             raise AnalysisError(
                 f"no MLflow database at {path} (tracking URI {tracking_uri}); pass "
-                f"--tracking-uri or set MLFLOW_TRACKING_URI to the store the sweep logged to")
+                f"--tracking-uri or set MLFLOW_TRACKING_URI to the store the sweep logged to"
+            )
 
 
 def _experiment_id(client: MlflowClient, experiment: str, tracking_uri: str) -> str:
@@ -312,34 +334,36 @@ def _experiment_id(client: MlflowClient, experiment: str, tracking_uri: str) -> 
     raise AnalysisError(f"unknown experiment '{experiment}' in {tracking_uri}; experiments there: {listing}")
 
 
-def _parent_run(client: MlflowClient, experiment_id: str, experiment: str,
-                parent_run_id: str | None) -> Run:
-    parents = client.search_runs([experiment_id], f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'",
-                                 order_by=["attributes.start_time DESC"])
+def _parent_run(client: MlflowClient, experiment_id: str, experiment: str, parent_run_id: str | None) -> Run:
+    parents = client.search_runs(
+        [experiment_id], f"tags.`{KIND_TAG}` = '{SWEEP_KIND}'", order_by=["attributes.start_time DESC"]
+    )
     if not parents:
-        raise AnalysisError(
-            f"experiment '{experiment}' has no sweep parent run (a run tagged {KIND_TAG}={SWEEP_KIND})")
+        raise AnalysisError(f"experiment '{experiment}' has no sweep parent run (a run tagged {KIND_TAG}={SWEEP_KIND})")
     if parent_run_id is None:
         return _readable(parents[0])
     for run in parents:
         if run.info.run_id == parent_run_id:
             return _readable(run)
     listing = ", ".join(f"{run.info.run_id} ({run.info.run_name})" for run in parents)
-    raise AnalysisError(f"experiment '{experiment}' has no sweep parent run {parent_run_id}; "
-                        f"its sweep runs, latest first: {listing}")
+    raise AnalysisError(
+        f"experiment '{experiment}' has no sweep parent run {parent_run_id}; its sweep runs, latest first: {listing}"
+    )
 
 
 def _readable(parent: Run) -> Run:
     """The parent run, if this analysis reads its layout version (runs without the tag are version 1)."""
     version = parent.data.tags.get(LAYOUT_TAG, "1")
     if version != str(LAYOUT_VERSION):
-        raise AnalysisError(f"sweep {parent.info.run_name} ({parent.info.run_id}) was logged with layout version "
-                            f"{version}; this analysis reads version {LAYOUT_VERSION}")
+        raise AnalysisError(
+            f"sweep {parent.info.run_name} ({parent.info.run_id}) was logged with layout version "
+            f"{version}; this analysis reads version {LAYOUT_VERSION}"
+        )
     return parent
 
 
-def _all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:
-    """Every run matching the filter, following MLflow's pages."""
+def all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> Iterator[Run]:
+    """Every run matching the filter, following MLflow's pages (a page holds at most 1,000 runs)."""
     token = None
     while True:
         page = client.search_runs([experiment_id], filter_string, page_token=token)
@@ -363,33 +387,47 @@ def stderr_of_mean(errors: Iterable[float | None]) -> float | None:
     return math.sqrt(sum(error**2 for error in known)) / len(known)  # type: ignore[operator]
 
 
-def _histories(client: MlflowClient, run: Run, metric: Callable[[str], str] = accuracy_metric) -> dict[str, dict[int, float]]:
+def _histories(
+    client: MlflowClient, run: Run, metric: Callable[[str], str] = accuracy_metric
+) -> dict[str, dict[int, float]]:
     """Quadrant -> {step: value} of ``metric(quadrant)`` for the quadrants the run has it for."""
-    return {q: _metric_history(client, run.info.run_id, metric(q))
-            for q in QUADRANTS if metric(q) in run.data.metrics}
+    return {q: _metric_history(client, run.info.run_id, metric(q)) for q in QUADRANTS if metric(q) in run.data.metrics}
 
 
-def _require_metrics(runs: list[Run], histories: Mapping[str, Mapping[str, Mapping[int, float]]],
-                     experiment: str) -> None:
+def _require_metrics(
+    runs: list[Run], histories: Mapping[str, Mapping[str, Mapping[int, float]]], experiment: str
+) -> None:
     """Every run needs each quadrant's accuracy, including its step-0 (zero-shot) value."""
     problems = []
     for run in runs:
         history = histories[run.info.run_id]
-        missing = [accuracy_metric(q) if q not in history else f"{accuracy_metric(q)} at step 0"
-                   for q in QUADRANTS if 0 not in history.get(q, {})]
+        missing = [
+            accuracy_metric(q) if q not in history else f"{accuracy_metric(q)} at step 0"
+            for q in QUADRANTS
+            if 0 not in history.get(q, {})
+        ]
         if missing:
             problems.append(f"{run.info.run_name} ({run.info.run_id}): {', '.join(missing)}")
     if problems:
         raise AnalysisError(
             f"experiment '{experiment}': {len(problems)} finished trial run(s) lack metrics the "
-            f"report needs (per checkpoint, step 0 = zero-shot): " + "; ".join(problems))
+            f"report needs (per checkpoint, step 0 = zero-shot): " + "; ".join(problems)
+        )
 
 
 def _trial(run: Run, history: dict[str, dict[int, float]], stderr: dict[str, dict[int, float]]) -> Trial:
     params = dict(run.data.params)
-    return Trial(run_id=run.info.run_id, name=run.info.run_name, status=_trial_status(run),
-                 setting=_setting(params, run), seed=params.get("seed", "0"), params=params,
-                 tags=dict(run.data.tags), history=history, stderr=stderr)
+    return Trial(
+        run_id=run.info.run_id,
+        name=run.info.run_name,
+        status=_trial_status(run),
+        setting=_setting(params, run),
+        seed=params.get(layout.PARAM_SEED, "0"),
+        params=params,
+        tags=dict(run.data.tags),
+        history=history,
+        stderr=stderr,
+    )
 
 
 def _metric_history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
@@ -399,16 +437,22 @@ def _metric_history(client: MlflowClient, run_id: str, key: str) -> dict[int, fl
 
 
 def _setting(params: Mapping[str, str], run: Run) -> Setting:
-    missing = [p for p in ("parts", "method", "lr") if p not in params]
+    missing = [p for p in (layout.PARAM_PARTS, layout.PARAM_METHOD, layout.PARAM_LR) if p not in params]
     if missing:
-        raise AnalysisError(f"trial run {run.info.run_name} ({run.info.run_id}) lacks params "
-                            f"{', '.join(missing)}")
+        raise AnalysisError(f"trial run {run.info.run_name} ({run.info.run_id}) lacks params {', '.join(missing)}")
     try:
-        recipe = Recipe(lr_value=float(params["lr"]), parts=params["parts"],
-                        method=params["method"], lr=params["lr"])
-        return Setting(recipe=recipe, data_fraction=float(params.get("data_fraction", "1.0")),
-                       mix_ratio=float(params.get("mix_ratio", "0.0")),
-                       mix_sources=_mix_sources(params.get("mix", "[]")))
+        recipe = Recipe(
+            lr_value=float(params[layout.PARAM_LR]),
+            parts=params[layout.PARAM_PARTS],
+            method=params[layout.PARAM_METHOD],
+            lr=params[layout.PARAM_LR],
+        )
+        return Setting(
+            recipe=recipe,
+            data_fraction=float(params.get(layout.PARAM_DATA_FRACTION, "1.0")),
+            mix_ratio=float(params.get(layout.PARAM_MIX_RATIO, "0.0")),
+            mix_sources=_mix_sources(params.get(layout.PARAM_MIX, "[]")),
+        )
     except (ValueError, AnalysisError) as error:
         raise AnalysisError(f"trial run {run.info.run_name} ({run.info.run_id}): {error}") from error
 
@@ -418,6 +462,7 @@ def _mix_sources(mix_param: str) -> tuple[str, ...]:
     entries = json.loads(mix_param) if mix_param.strip() else []
     if not isinstance(entries, list):
         raise ValueError(f"param mix must be a JSON list, got {mix_param!r}")
-    names = [entry.get("dataset", entry.get("name", "?")) if isinstance(entry, dict) else str(entry)
-             for entry in entries]
+    names = [
+        entry.get("dataset", entry.get("name", "?")) if isinstance(entry, dict) else str(entry) for entry in entries
+    ]
     return tuple(sorted(names))
