@@ -25,7 +25,7 @@ from ray.tune import Callback
 
 from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, accuracy_metric, delta_metric
 from contract.reports import STEP, TOTAL_STEPS, TRIAL_NAME
-from orchestrator.eta import duration_text, estimate_seconds_left
+from orchestrator.eta import duration_text, estimate_seconds_left, step_rate_seconds_left
 from recipes.common.redaction import redact
 from recipes.common.text_table import text_table
 
@@ -62,6 +62,8 @@ class SweepProgress(Callback):
         """Trial id -> when the trial started (``time.monotonic``)."""
         self.steps: dict[str, tuple[str, int, int]] = {}
         """Trial id -> (name, step reached, steps in all) of a running trial that reports its steps."""
+        self.progress: dict[str, list[tuple[float, int]]] = {}
+        """Trial id -> its step-progress reports in this run, (``time.monotonic``, step), first and latest."""
         self.wall_times: list[float] = []
         """Seconds each trial that ended in this run took (failed ones left out)."""
         self.last_steps_line: float | None = None
@@ -96,8 +98,14 @@ class SweepProgress(Callback):
     def eta_text(self) -> str:
         """ "2 running, 3 left", and ", ETA 4m10s" once a trial has ended."""
         text = f"{len(self.running)} running, {self.left()} left"
+        paces = [
+            step_rate_seconds_left(self.progress.get(trial_id, []), self.steps[trial_id][2])
+            if trial_id in self.steps
+            else None
+            for trial_id in self.running
+        ]
         eta = estimate_seconds_left(
-            self.wall_times, list(self.running.values()), time.monotonic(), self.concurrency, self.left()
+            self.wall_times, list(self.running.values()), time.monotonic(), self.concurrency, self.left(), paces
         )
         return text if eta is None else f"{text}, ETA {duration_text(eta)}"
 
@@ -127,6 +135,7 @@ class SweepProgress(Callback):
     def _ended(self, trial, failed: bool) -> None:
         started = self.running.pop(trial.trial_id, None)
         self.steps.pop(trial.trial_id, None)
+        self.progress.pop(trial.trial_id, None)
         if started is not None and not failed:
             self.wall_times.append(time.monotonic() - started)
         self.done += 1
@@ -142,6 +151,9 @@ class SweepProgress(Callback):
             total = result.get(TOTAL_STEPS) or known[2]  # trials that report no steps (continual ones) stay out
             self.steps[trial.trial_id] = (self._name(trial, result), int(result[STEP]), total)
         if TOTAL_STEPS in result:  # a step-progress report between evaluations
+            reports = self.progress.setdefault(trial.trial_id, [])
+            reports[1:] = []  # keep the first and the newest
+            reports.append((time.monotonic(), int(result[STEP])))
             self._show_steps()
         if accuracy_metric(TARGET_QUADRANT) not in result:
             return

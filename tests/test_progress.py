@@ -9,7 +9,7 @@ import pytest
 
 from jobs.finetune.loop import TOTAL_STEPS
 from orchestrator import progress
-from orchestrator.eta import duration_text, estimate_seconds_left
+from orchestrator.eta import duration_text, estimate_seconds_left, step_rate_seconds_left
 from orchestrator.progress import CLEAR_LINE, PLAIN_EVERY_S, SweepProgress
 from recipes.common.progress_bar import progress_bar
 
@@ -28,6 +28,27 @@ from recipes.common.progress_bar import progress_bar
 )
 def test_estimate_seconds_left(wall_times, running_started, now, concurrency, left, expected):
     assert estimate_seconds_left(wall_times, running_started, now, concurrency, left) == expected
+
+
+def test_a_running_trial_with_a_step_rate_is_estimated_at_its_own_pace():
+    """Mean 90 s would leave the trial that started at 70 s 60 s; its own pace says 20 s: 20|0 -> 20|90."""
+    assert estimate_seconds_left([60.0, 120.0], [70.0], 100.0, 2, 1, running_left=[20.0]) == 90.0
+    assert estimate_seconds_left([60.0, 120.0], [70.0], 100.0, 2, 1, running_left=[None]) == 90.0 + 0.0  # 60|90
+    assert estimate_seconds_left([100.0], [0.0, 50.0], 100.0, 2, 0, running_left=[None, 130.0]) == 130.0
+
+
+@pytest.mark.parametrize(
+    "progress, total, expected",
+    [
+        ([], 100, None),  # no report yet
+        ([(100.0, 10)], 100, None),  # one report says nothing of the pace
+        ([(100.0, 10), (130.0, 40)], 100, 60.0),  # 1 s a step, 60 steps to go
+        ([(100.0, 10), (130.0, 10)], 100, None),  # no step between them
+        ([(100.0, 90), (110.0, 100)], 100, 0.0),  # done
+    ],
+)
+def test_step_rate_seconds_left(progress, total, expected):
+    assert step_rate_seconds_left(progress, total) == expected
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (44.6, "45s"), (185, "3m05s"), (7620, "2h07m"), (-3, "0s")])
