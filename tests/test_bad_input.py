@@ -25,6 +25,7 @@ import yaml
 from PIL import Image
 
 from contract import layout
+from recipes.common.reachability import ANSWER_TIMEOUT_ENV
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -802,6 +803,7 @@ def test_a_port_that_is_not_ray_or_mlflow_fails_fast(impostor, argv, pointed_at,
         "RAY_ADDRESS": target if ray else "",
         "MLFLOW_TRACKING_USERNAME": "alice",
         "MLFLOW_TRACKING_PASSWORD": SECRET,
+        ANSWER_TIMEOUT_ENV: "5",  # a silent port is refused after 5 s instead of the default 30
     }
     grid = yaml.safe_load((REPO / "grids" / "ci.yaml").read_text())
     grid["tracking"] = {"uri": "sqlite:///mlflow.db" if ray else target}

@@ -199,8 +199,8 @@ def test_a_server_killed_and_restarted_mid_trial_loses_and_duplicates_nothing(tm
     from jobs.trial import ensure_trial_run, run_trial
     from tests.test_finetune import make_trial, refuses_connections
 
-    server, steps = postgres_mlflow, 30
-    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=steps, eval_every=15, log_every=1, max_failures=0))
+    server, steps = postgres_mlflow, 12
+    trial = ensure_trial_run(make_trial(tmp_path, server.uri, steps=steps, eval_every=6, log_every=1, max_failures=0))
     outcome: list = []
     training = threading.Thread(target=lambda: outcome.append(run_trial(trial)), daemon=True)
     training.start()
@@ -218,7 +218,7 @@ def test_a_server_killed_and_restarted_mid_trial_loses_and_duplicates_nothing(tm
     client = MlflowClient(server.uri)
     run = client.get_run(trial.run_id)
     assert RESUMED_TAG not in run.data.tags, "the trial was restarted from a checkpoint instead of waiting"
-    evaluations = [0, 15, 30]
+    evaluations = [0, 6, 12]
     for key in run.data.metrics:
         logged = metric_steps(server.uri, trial.run_id, key)
         assert len(logged) == len(set(logged)), f"{key} has a step twice: {logged}"

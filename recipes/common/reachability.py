@@ -38,8 +38,13 @@ from recipes.common.redaction import redact_uri
 CONNECT_TIMEOUT_S = 5.0
 """Seconds a reachability check waits for a TCP connection."""
 
-ANSWER_TIMEOUT_S = 5.0
-"""Seconds a reachability check waits for the answer to its one request (it is not retried)."""
+ANSWER_TIMEOUT_ENV = "FORGETLESS_ANSWER_TIMEOUT_S"
+"""Overrides ``ANSWER_TIMEOUT_S`` (seconds), for a slow link or a server known to be slow to answer."""
+ANSWER_TIMEOUT_S = float(os.environ.get(ANSWER_TIMEOUT_ENV, "30"))
+"""Seconds a reachability check waits for the answer to its one request (it is not retried). A real
+server may take seconds: an MLflow server opens its store at its first request (tens of seconds on
+a new PostgreSQL database or a loaded machine); a port that is not Ray or MLflow is refused after
+this long at the most, instead of hanging for minutes."""
 
 MLFLOW_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
 """The MLflow REST request the tracking check sends (any MLflow server answers it, cheaply)."""
