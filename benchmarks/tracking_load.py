@@ -48,6 +48,7 @@ from contract.layout import (
     delta_metric,
     stderr_metric,
 )
+from recipes.common.mlflow_server import mlflow_server_command
 
 TOY_SUITE_DATASETS = (
     "toy-imagenet-vqa-val",
@@ -126,20 +127,7 @@ class Server:
         started = time.monotonic()
         with open(self.directory / "server.log", "a") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--backend-store-uri",
-                    self.store,
-                    "--artifacts-destination",
-                    str(self.directory / "artifacts"),
-                ],
+                mlflow_server_command(self.port, self.store, str(self.directory / "artifacts")),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's pa
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.mlflow_bookkeeping import RUNS_VIEW  # noqa: E402 - after the path set-up above
+from recipes.common.mlflow_server import mlflow_server_command  # noqa: E402
 from recipes.common.redaction import redact_uri  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -190,22 +191,7 @@ def mlflow_ui(tracking_uri: str, timeout: float = 300) -> Iterator[str]:
         log = Path(scratch) / "server.log"
         with open(log, "w") as out:
             server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    tracking_uri,
-                    "--artifacts-destination",
-                    str(Path(scratch) / "artifacts"),
-                ],
+                mlflow_server_command(port, tracking_uri, str(Path(scratch) / "artifacts"), workers=1),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

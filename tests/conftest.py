@@ -23,6 +23,8 @@ import psutil
 import pytest
 import requests
 
+from recipes.common.mlflow_server import mlflow_server_command
+
 os.environ.setdefault("FORGETLESS_TOY_SIZE", "small")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -222,20 +224,7 @@ class MlflowServer:
 
     def start(self) -> None:
         self.process = start_service(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                self.backend_store_uri,
-                "--artifacts-destination",
-                self.artifacts_destination,
-            ],
+            mlflow_server_command(self.port, self.backend_store_uri, self.artifacts_destination),
             self.log,
             lambda: serving(f"{self.uri}/health", (200,)),
             f"mlflow server at {self.uri}",
