@@ -16,6 +16,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,11 @@ from contract.layout import (
     recipe_label,
     stderr_metric,
 )
+from recipes.common.redaction import redact
+
+HISTORY_READERS = 8
+"""Metric-history requests ``load_sweep`` keeps in flight at once (a report of a 1,000-trial sweep
+reads 8,000 histories; docs/tracking.md has the times)."""
 
 _MLFLOW_STATUS_TO_TRIAL_STATUS = {
     "FINISHED": "finished",
@@ -297,10 +303,13 @@ def load_sweep(experiment: str, tracking_uri: str, parent_run_id: str | None = N
             f"finished trials ({found}); a report needs at least one trial with "
             f"{STATUS_TAG} in {{{', '.join(DONE_STATUSES)}}}"
         )
-    histories = {run.info.run_id: _histories(client, run) for run in finished}
+    run_ids = [run.info.run_id for run in finished]
+    with ThreadPoolExecutor(HISTORY_READERS) as readers:  # one request per (run, metric): side by side
+        histories = dict(zip(run_ids, readers.map(lambda run: _histories(client, run), finished)))
+        stderrs = dict(zip(run_ids, readers.map(lambda run: _histories(client, run, stderr_metric), finished)))
     _require_metrics(finished, histories, experiment)
     trials = sorted(
-        (_trial(run, histories[run.info.run_id], _histories(client, run, stderr_metric)) for run in finished),
+        (_trial(run, histories[run.info.run_id], stderrs[run.info.run_id]) for run in finished),
         key=lambda t: (t.setting.sort_key, t.seed, t.name),
     )
     return Sweep(
@@ -416,7 +425,7 @@ def _require_metrics(
 
 
 def _trial(run: Run, history: dict[str, dict[int, float]], stderr: dict[str, dict[int, float]]) -> Trial:
-    params = dict(run.data.params)
+    params = {key: redact(value) for key, value in run.data.params.items()}  # a param may quote a URI with a key
     return Trial(
         run_id=run.info.run_id,
         name=run.info.run_name,

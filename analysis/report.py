@@ -4,7 +4,8 @@ Writes the report of one sweep: figures (PNG + SVG: trajectories, accuracy per s
 data-fraction / mix-ratio curves when the sweep varies them), Table 1 (table1.md, table1.html),
 for a continual-learning sweep Table 3 (table3.md) and the accuracy matrices, otherwise the
 no-forgetting frontier (frontier.md and its figure: trials and WiSE-FT blends by ID gain and
-worst OOD drop, with the compute the search spent), and one
+worst OOD drop, with the compute the search spent), when trials logged forgetting signals which
+of them predicts forgetting (signals.md and its figure), and one
 self-contained report.html; then logs them as artifacts of the sweep's parent run under
 `report/` so the MLflow UI shows them. Defaults: tracking URI from MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db; out dir ./reports/<experiment>; the experiment's latest sweep.
@@ -25,9 +26,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import DatabaseError
 
 from analysis.continual import build_table3, load_continual_runs, matrix_figure, table3_html, table3_markdown
 from analysis.errors import AnalysisError
+from analysis.forgetting_signals import signals_report
 from analysis.frontier import pareto_front
 from analysis.mlflow_reader import load_sweep
 from analysis.outcomes import summarize
@@ -38,7 +41,8 @@ from analysis.tables import build_table1, table_html_document, table_markdown
 from contract.defaults import DEFAULT_REPORTS_DIR, DEFAULT_TRACKING_URI
 from contract.exits import EXIT_BAD_INPUT
 from contract.layout import REPORT_ARTIFACT_DIR
-from recipes.common.redaction import redact
+from recipes.common.input_errors import input_boundary
+from recipes.common.redaction import credential_problem, redact
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,17 @@ def write_report(
     frontier_files, frontier_section = (
         frontier_report(sweep, out_dir, figures) if not continual_files else ((), Markup())
     )
+    signal_files, signal_section = signals_report(sweep, out_dir, figures)
     page.write_text(
-        report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section), encoding="utf-8"
+        report_page(sweep, outcomes, frontier, table, figures, continual_section + frontier_section + signal_section),
+        encoding="utf-8",
     )
     paths = ReportPaths(
         out_dir=out_dir,
         report_html=page,
         table_markdown=table_md,
         table_html=table_page,
-        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files + frontier_files,
+        figures=tuple(p for f in figures for p in (f.png, f.svg)) + continual_files + frontier_files + signal_files,
         parent_run_id=sweep.parent_run_id,
         artifact_uri=None,
     )
@@ -156,6 +162,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def output_problem(experiment: str, out: Path | None, out_dir: Path) -> str | None:
+    """Why the report cannot be written to ``out_dir``: an experiment name that leaves the reports folder, or a file."""
+    if out is None and (Path(experiment).name != experiment or experiment in ("", ".", "..")):
+        return f"--experiment {experiment[:100]!r} cannot name a folder under {DEFAULT_REPORTS_DIR}/; pass --out DIR"
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out: {out_dir} is a file, not a folder"
+    return None
+
+
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -163,14 +179,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from recipes.common.reachability import tracking_problem
 
-    unreachable = tracking_problem(tracking_uri)
+    unreachable = (
+        credential_problem("--tracking-uri", tracking_uri)
+        or output_problem(args.experiment, args.out, out_dir)
+        or tracking_problem(tracking_uri)
+    )
     if unreachable:
-        print(f"error: {unreachable}", file=sys.stderr)
+        print(f"error: {redact(unreachable)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         paths = write_report(args.experiment, tracking_uri, out_dir, args.parent_run_id, log_artifacts=not args.no_log)
     except AnalysisError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DatabaseError as error:  # a file at the sqlite URI that is not a database
+        print(f"error: tracking URI {redact(tracking_uri)}: not an MLflow store ({error.orig})", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"report:  {paths.report_html}")
     print(f"table 1: {paths.table_markdown}, {paths.table_html}")

@@ -238,7 +238,7 @@ def main() -> None:
     if not Path(args.llamafactory_python).exists():
         raise SystemExit(f"--llamafactory-python: {args.llamafactory_python} does not exist")
 
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_model_dir(args.model, download=True)
     parquet, records = export_questions(args.dataset, args.rows, args.out / "data")
     lengths = forgetless_tokens(args.model, records)
     print(f"{len(records)} questions, {sum(lengths) / len(lengths):.1f} tokens per sample in forgetless", flush=True)

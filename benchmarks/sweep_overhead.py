@@ -36,6 +36,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from contract.layout import KIND_TAG, TIME_EVAL_S, TIME_TRAIN_S, TIME_TRIAL_S, TRIAL_KIND
 from orchestrator.grid import GridError, parse_grid, read_grid_file
 from orchestrator.grid_schema import Resources
+from recipes.common.input_errors import input_boundary
+from recipes.common.yaml_loading import YamlError, load_yaml_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +49,15 @@ def with_setting(grid: dict, assignment: str) -> dict:
         raise SystemExit(f"--set: expected KEY=VALUE such as grid.parts=[llm]; got {assignment!r}")
     node = grid
     *parents, leaf = key.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents, start=1):
         node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(value)
+        if not isinstance(node, dict):
+            where = ".".join(parents[:depth])
+            raise GridError("--set", [f"{key}: {where} is a {type(node).__name__}, not a section with fields"])
+    try:
+        node[leaf] = load_yaml_text(value)
+    except YamlError as error:
+        raise GridError("--set", [f"{key}: {error}"]) from None
     return grid
 
 
@@ -111,6 +119,7 @@ def noop_fit_seconds(resources: Resources, fits: int, out: Path) -> list[float]:
         ray.shutdown()
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py", description=__doc__.split("\n\n")[1])
     parser.add_argument(

@@ -1,20 +1,25 @@
 """python benchmarks/tracking_load.py [--trials 8,32] [--steps 20] [--eval-every 10] [--stores sqlite,postgres]
 python benchmarks/tracking_load.py --trials 8 --restart
+python benchmarks/tracking_load.py --trials 32 --unbuffered
 
 How much load one MLflow tracking server takes from a sweep's trials, and whether anything is lost.
 For each store (``sqlite``: `mlflow server` over a sqlite file; ``postgres``: `mlflow server` over a
-fresh PostgreSQL database, created on ``--postgres`` and dropped afterwards) and each number of
+fresh PostgreSQL database, created on ``--postgres`` and dropped afterwards; ``sqlite-direct``: no
+server, every trial writes the sqlite file itself, as the local default has it) and each number of
 trials N, it starts the server on 127.0.0.1, creates N trial runs and starts N processes, each with
 the product's own tracker (``jobs.finetune.tracking.TrialTracker``, as a trial's rank 0 has), which
 log a trial's stream as fast as the server takes it (``--step-s`` adds a pause per step): the
 training metrics at every step for ``--steps`` steps, and every ``--eval-every`` steps the full
 evaluation metric set of ``contract.layout`` for the toy suite plus a small JSON artifact. With
 ``--restart`` the server is SIGKILLed once half the values are in and started again on its port.
+The training metrics go through ``TrialTracker.log_soon`` as a trial sends them (buffered until
+the next evaluation); ``--unbuffered`` sends each step's at once, one call per step.
 
-It prints one row per run: logged values per second (all trials together), p50 and p99 latency
-of one log call, the calls that failed (the trial would have failed), the tracker's retries, the
-longest a trial was blocked in one call, and, read back from the store afterwards, the (metric,
-step) values missing or duplicated; both must be 0. A row takes a few minutes on 2 cores.
+It prints one row per run: logged values per second (all trials together), the write calls the
+server took (``log_batch`` and artifacts), p50 and p99 latency of one log call as the trial sees
+it, the calls that failed (the trial would have failed), the tracker's retries, the longest a
+trial was blocked in one call, and, read back from the store afterwards, the (metric, step) values
+missing or duplicated; both must be 0. A row takes a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -87,12 +92,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def trial_stream(uri: str, run_id: str, steps: int, eval_every: int, step_s: float, out: str) -> None:
+def trial_stream(uri: str, run_id: str, steps: int, eval_every: int, step_s: float, buffered: bool, out: str) -> None:
     """One trial's rank 0: log the stream through the product's tracker, write what it saw to ``out``."""
     from jobs.finetune.tracking import TrialTracker
 
-    latencies, errors = [], []
+    latencies, errors, writes = [], [], [0]
     tracker = TrialTracker(uri, run_id)
+    for name in ("log_batch", "log_dict"):
+        call = getattr(tracker.client, name)
+        setattr(tracker.client, name, lambda *a, call=call, **k: writes.__setitem__(0, writes[0] + 1) or call(*a, **k))
 
     def timed(call, *args) -> None:
         started = time.perf_counter()
@@ -104,12 +112,16 @@ def trial_stream(uri: str, run_id: str, steps: int, eval_every: int, step_s: flo
 
     for step in range(0, steps + 1):
         if step > 0:
-            timed(tracker.log, {key: 1.0 / step + i for i, key in enumerate(TRAIN_KEYS)}, step)
+            log_training = tracker.log_soon if buffered else tracker.log
+            timed(log_training, {key: 1.0 / step + i for i, key in enumerate(TRAIN_KEYS)}, step)
         if step % eval_every == 0:
             timed(tracker.log, {key: step + i / 100 for i, key in enumerate(EVAL_KEYS)}, step)
             timed(tracker.log_json, {"step": step, "rows": list(range(50))}, f"evals/step_{step:06d}.json")
         time.sleep(step_s)
-    Path(out).write_text(json.dumps({"latencies": latencies, "errors": errors, "retries": tracker.retries}))
+    timed(tracker.flush)
+    Path(out).write_text(
+        json.dumps({"latencies": latencies, "errors": errors, "retries": tracker.retries, "writes": writes[0]})
+    )
 
 
 class Server:
@@ -193,15 +205,17 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
     directory = work / f"{store_kind}-{trials}{'-restart' if args.restart else ''}"
     directory.mkdir(parents=True)
     drop = None
-    if store_kind == "sqlite":
+    if store_kind in ("sqlite", "sqlite-direct"):
         store = f"sqlite:///{directory / 'mlflow.db'}"
     else:
         store, drop = postgres_database(args.postgres)
     server = Server(store, directory)
+    uri = store if store_kind == "sqlite-direct" else server.uri
     try:
-        server.start()
+        if uri != store:
+            server.start()
         run_ids = [
-            start_trial_run(server.uri, "tracking-load", f"trial-{i}", {"i": str(i)}, {"trial_id": str(i)})
+            start_trial_run(uri, "tracking-load", f"trial-{i}", {"i": str(i)}, {"trial_id": str(i)})
             for i in range(trials)
         ]
         expected = expected_points(args.steps, args.eval_every)
@@ -209,7 +223,8 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
         outs = [directory / f"trial-{i}.json" for i in range(trials)]
         processes = [
             context.Process(
-                target=trial_stream, args=(server.uri, run_id, args.steps, args.eval_every, args.step_s, str(out))
+                target=trial_stream,
+                args=(uri, run_id, args.steps, args.eval_every, args.step_s, not args.unbuffered, str(out)),
             )
             for run_id, out in zip(run_ids, outs)
         ]
@@ -217,7 +232,7 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
         for process in processes:
             process.start()
         outage = None
-        if args.restart:
+        if args.restart and uri != store:
             from mlflow.tracking import MlflowClient
 
             reader = MlflowClient(store)  # the store itself: it answers while the server is down
@@ -234,12 +249,15 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
             process.join()
         elapsed = time.monotonic() - started
         results = [
-            json.loads(out.read_text()) if out.exists() else {"latencies": [], "errors": ["crashed"], "retries": 0}
+            json.loads(out.read_text())
+            if out.exists()
+            else {"latencies": [], "errors": ["crashed"], "retries": 0, "writes": 0}
             for out in outs
         ]
         missing, duplicated = read_back(store, run_ids, expected)
     finally:
-        server.stop()
+        if uri != store:
+            server.stop()
         if drop:
             drop()
         shutil.rmtree(directory / "artifacts", ignore_errors=True)
@@ -248,6 +266,8 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
         "store": store_kind,
         "trials": trials,
         "restart": f"{outage:.0f} s down" if outage is not None else "no",
+        "training": "per step" if args.unbuffered else "buffered",
+        "writes": sum(result["writes"] for result in results),
         "values": trials * len(expected),
         "values_s": trials * len(expected) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
@@ -265,7 +285,9 @@ COLUMNS = [
     ("store", "store", "{}"),
     ("trials", "trials", "{}"),
     ("restart", "restart", "{}"),
+    ("training values", "training", "{}"),
     ("values", "values", "{}"),
+    ("writes", "writes", "{}"),
     ("values/s", "values_s", "{:.0f}"),
     ("p50 ms", "p50_ms", "{:.0f}"),
     ("p99 ms", "p99_ms", "{:.0f}"),
@@ -300,6 +322,9 @@ def main() -> None:
         "(a password belongs in PGPASSWORD or ~/.pgpass, not here)",
     )
     parser.add_argument("--restart", action="store_true", help="SIGKILL and restart the server half-way")
+    parser.add_argument(
+        "--unbuffered", action="store_true", help="send each step's training metrics at once (no log_soon buffer)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="tracking-load-"))

@@ -116,15 +116,43 @@ SEARCH_ID_GAIN = "search/id_gain"
 SEARCH_WORST_OOD_DROP = "search/worst_ood_drop"
 """Reported to Tune: how far the lowest OOD quadrant fell below zero-shot (pp), the second objective."""
 
+SIGNALS = ("counting_bias", "classname_rate", "output_drift", "vision_probe")
+"""Forgetting signals a trial can measure at its evaluations (``eval.signals``, ``jobs.evaluate.signals``)."""
+SIGNAL_VALUES = {
+    "counting_bias": ("counting_bias",),
+    "classname_rate": ("classname_rate",),
+    "output_drift": ("output_kl", "top1_agreement"),
+    "vision_probe": ("vision_probe_acc",),
+}
+"""Signal -> the values it logs, each as ``signal_metric(value)``; ``early_stop.signal`` names one value."""
+SIGNAL_PREFIX = "signal/"
+"""First segment of a signal's value: ``signal/<value>``."""
+SIGNAL_TIME_PREFIX = "signal_time/"
+"""First segment of a signal's cost: ``signal_time/<signal>``, seconds at that step."""
+
+
+def signal_metric(value: str) -> str:
+    """A forgetting signal's value at an evaluation: ``signal/output_kl``."""
+    return f"{SIGNAL_PREFIX}{value}"
+
+
+def signal_time_metric(signal: str) -> str:
+    """Seconds one signal took at an evaluation: ``signal_time/output_drift``."""
+    return f"{SIGNAL_TIME_PREFIX}{signal}"
+
+
 TRAIN_LOSS = "train/loss"
 """Mean training loss over the steps since the last logged one."""
 TRAIN_LR = "train/lr"
 TRAIN_TOKENS_PER_S = "train/tokens_per_s"
 TRAIN_SECONDS_PER_STEP = "train/seconds_per_step"
+TRAIN_TRUNCATED_ROWS = "train/truncated_rows"
+"""Training rows cut to ``max_seq_len`` so far, over all workers (``overlength: truncate`` only)."""
 TIME_TRAIN_S = "time/train_s"
 """Seconds of training steps since the previous evaluation (logged at each evaluation step)."""
 TIME_EVAL_S = "time/eval_s"
-"""Seconds the evaluation at this step took, WiSE-FT blends included (step 0: 0 on a zero-shot cache hit)."""
+"""Seconds the evaluation at this step took, WiSE-FT blends and forgetting signals included (step 0: only the
+signals on a zero-shot cache hit)."""
 TIME_TRIAL_S = "time/trial_s"
 """Wall seconds of the trial's Ray Train run (start-up, training, evaluations, checkpoints, shutdown),
 logged once at its last step; over the sum of ``time/train_s`` and ``time/eval_s`` it is the

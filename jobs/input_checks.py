@@ -9,33 +9,39 @@ these, so a name or a file is refused the same way from either; each returns pro
 
 Names are checked without building anything: a registered name is accepted as it is (toy
 models are never built here). With ``check_paths`` the files must exist on this machine: local
-model directories (with a config.json), Hub models in the local Hugging Face cache, dataset
-files, suite files (and the dataset files they list) and DeepSpeed JSONs. Without it, only
-their form is checked. Relative paths are relative to the working directory, where trials run.
+model directories (with a config.json), dataset files, suite files (and the dataset files they
+list) and DeepSpeed JSONs; a Hub model not in the local Hugging Face cache is accepted (each node
+downloads it before its workers load it) unless ``HF_HUB_OFFLINE=1``. Without it, only their form
+is checked. Relative paths are relative to the working directory, where trials run.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from jobs.finetune.config import TRIAL_OWNED_KEYS
+from recipes.common.json_loading import parse_json
+from recipes.common.redaction import redact
 from recipes.common.storage import file_suffix, is_remote
 from recipes.common.uri_checks import data_uri_problem
+from recipes.data.readers import read_records_sample
 from recipes.data.registry import registered_datasets
+from recipes.data.schema import RecordFormatError
 from recipes.data.suites import SuiteError, load_suite, named_suites
 from recipes.models.catalog import (
     HUB_MODELS,
     REGISTERED_MODELS,
     TOY_BASE,
     TOY_INIT,
+    ModelNotCachedError,
     ModelNotFoundError,
     resolve_model_dir,
 )
+from recipes.models.shapes import parse_shape_name
 
 MCQ_SUFFIXES = (".parquet", ".pq", ".jsonl", ".ndjson")
 """File suffixes of MCQ datasets (``recipes.data.readers.read_records``)."""
@@ -78,7 +84,12 @@ def _missing_file(where: str, value: str) -> str:
 
 
 def model_problems(model: str, check_paths: bool, where: str = "model") -> list[str]:
-    """A registered model name, a local model directory, or a Hub id (org/name)."""
+    """A registered model name, a shape model (``qwen2.5-vl-3b@layers=2``), a local model directory, or a Hub id."""
+    try:
+        if parse_shape_name(model) is not None:
+            return []  # a shape model: built on first use, never here
+    except ValueError as error:
+        return [f"{where}: {error}"]
     if model in REGISTERED_MODELS and model not in HUB_MODELS:
         return []  # a toy model: built on first use, never here
     if model not in REGISTERED_MODELS and not looks_like_path(model) and not HUB_ID.fullmatch(model):
@@ -90,6 +101,8 @@ def model_problems(model: str, check_paths: bool, where: str = "model") -> list[
         return []
     try:
         resolve_model_dir(model)
+    except ModelNotCachedError:
+        return []  # a Hub model not cached here: downloaded on each node that loads it, never while validating
     except ModelNotFoundError as error:
         return [f"{where}: {error}"]
     return []
@@ -109,6 +122,21 @@ def dataset_problems(where: str, value: str, check_paths: bool) -> list[str]:
         return [f"{where}: {value!r} is not an MCQ file; expected {', '.join(MCQ_SUFFIXES)}"]
     if check_paths and not is_remote(value) and not _local_path(value).is_file():
         return [_missing_file(where, value)]
+    if check_paths and not is_remote(value):
+        return rows_problems(where, value)
+    return []
+
+
+def rows_problems(where: str, value: str) -> list[str]:
+    """A local MCQ file's schema and a sample of its rows, read as a sweep reads them before it starts.
+
+    A plan or dry-run that passes a grid is then a sweep that starts: a file that is not parquet,
+    not UTF-8, nested too deep, or with bad rows is refused here, with the file and row named.
+    """
+    try:
+        read_records_sample(str(_local_path(value)))
+    except (RecordFormatError, OSError, ValueError) as error:  # InputError is a ValueError
+        return [f"{where}: {redact(str(error))}"]
     return []
 
 
@@ -138,8 +166,8 @@ def deepspeed_file_problems(path: str, where: str = "train.deepspeed") -> list[s
     if not _local_path(path).is_file():
         return [_missing_file(where, path)]
     try:
-        config = json.loads(_local_path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        config = parse_json(_local_path(path).read_bytes())
+    except (OSError, ValueError) as error:  # not UTF-8, not JSON, nested too deep
         return [f"{where}: {path}: not valid JSON ({error})"]
     if not isinstance(config, dict):
         return [f"{where}: {path}: expected a JSON object, got {type(config).__name__}"]
@@ -165,12 +193,15 @@ def vision_depth(model: str) -> int | None:
 
         return ToyModelConfig().vision_depth
     try:
+        shape = parse_shape_name(model)
+        if shape is not None:
+            return shape.vision_layers
         directory = resolve_model_dir(model)
-        config = json.loads((directory / "config.json").read_text())
+        config = parse_json((directory / "config.json").read_bytes())
     except (ModelNotFoundError, OSError, ValueError):
         return None
-    vision = config.get("vision_config") or {}
-    depth = vision.get("depth", vision.get("num_hidden_layers"))
+    vision = (config.get("vision_config") if isinstance(config, dict) else None) or {}
+    depth = vision.get("depth", vision.get("num_hidden_layers")) if isinstance(vision, dict) else None
     return depth if isinstance(depth, int) else None
 
 
@@ -179,7 +210,8 @@ def parts_problems(where: str, parts: str, model: str, check_paths: bool) -> lis
     counts = [int(match.group(1)) for match in LAST_BLOCKS.finditer(parts)]
     if not counts:
         return []
-    depth = vision_depth(model) if check_paths or model in (TOY_BASE, TOY_INIT) else None
+    known_here = model in (TOY_BASE, TOY_INIT) or "@" in model  # toy and shape models need no files
+    depth = vision_depth(model) if check_paths or known_here else None
     if depth is None:
         return []
     return [

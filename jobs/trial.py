@@ -32,7 +32,7 @@ from jobs.finetune.config import TrialConfig
 from jobs.finetune.tracking import TrialTracker, start_trial_run
 from jobs.worker import trial_worker
 from recipes.common import storage
-from recipes.models import resolve_model_dir
+from recipes.models import ModelNotCachedError, resolve_model_dir
 
 
 @dataclass
@@ -106,7 +106,10 @@ def ensure_trial_run(trial: TrialConfig, parent_run_id: str | None = None) -> Tr
 
 def run_trial(trial: TrialConfig, callbacks: Sequence[Any] = ()) -> TrialOutcome:
     """Fit the trial's TorchTrainer and mark its MLflow run finished / early_stopped / failed."""
-    resolve_model_dir(trial.model)  # builds toy models here, once, not inside the workers
+    try:
+        resolve_model_dir(trial.model)  # builds toy models here, once, not inside the workers
+    except ModelNotCachedError:
+        pass  # a Hub model: downloaded by the workers' nodes that load it (load_model), not on this one
     trial = ensure_trial_run(trial)
     tracker = TrialTracker(trial.tracking_uri, trial.run_id)
     tracker.set_status("running")

@@ -1,14 +1,20 @@
-"""How long a sweep has left, from the wall time of its finished trials (``python -m orchestrator.sweep``'s progress).
+"""How long a sweep has left, from the trials seen so far (``python -m orchestrator.sweep``'s progress).
 
-A trial not yet finished is assumed to take the mean wall time of the finished ones: a running
-trial has that mean less the time it has run (at least 0) left, unless its own step rate says how
-long it has left (``step_rate_seconds_left``: recipes differ, a LoRA step is cheaper than a full
-one), and the trials not yet started queue for ``concurrency`` slots, each taking the next slot to
-free up. The estimate is when the last slot frees up; before any trial has finished there is none
-(None):
+A trial's wall time is its start-up (loading the model and the like: up to its first step report,
+less its zero-shot evaluation, which only the first trials of a sweep compute and the later ones
+read from the cache), its steps (evaluations between them included) and its tail (the last
+evaluation and checkpoint after its last step report). ``expected_wall_time`` puts a trial not
+started yet together from what the trials so far showed (``TrialPace``): the quickest start-up,
+the mean seconds per step times the steps, and the mean tail; without step reports it is the mean
+wall time of the finished trials. A running trial has that less the time it has run (at least 0)
+left, unless its own step rate says how long it has left (``step_rate_seconds_left``: recipes
+differ, a LoRA step is cheaper than a full one), and the trials not yet started queue for
+``concurrency`` slots, each taking the next slot to free up. The estimate is when the last slot
+frees up; before any trial has finished there is none (None):
 
     estimate_seconds_left([60, 120], running_started=[70.0], now=100.0, concurrency=2, left=3)   # 180.0
     step_rate_seconds_left([(100.0, 10), (130.0, 40)], total_steps=100)                          # 60.0
+    expected_wall_time([TrialPace(30.0, 1.0, 100, tail=10.0)], wall_times=[140.0])               # 140.0
     duration_text(180.0)                                                                         # "3m00s"
 """
 
@@ -16,6 +22,43 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrialPace:
+    """Where one trial's wall time went, from its step reports."""
+
+    start_up: float
+    """Seconds from its start to its first step report, less its zero-shot evaluation."""
+    seconds_per_step: float | None
+    """Seconds a step took between its first and latest step reports (None: one report so far)."""
+    total_steps: int
+    """The steps it runs in all."""
+    tail: float | None = None
+    """Seconds from its last step report to its end (None while it runs)."""
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def expected_wall_time(paces: Sequence[TrialPace], wall_times: Sequence[float]) -> float | None:
+    """Seconds a trial not started yet will take: the quickest start-up seen, the mean seconds per step
+    times the mean steps, and the mean tail of the finished trials; the mean of ``wall_times`` where the
+    paces do not say (no step rate or no finished trial with a tail yet); None before any trial ended."""
+    rates = [pace.seconds_per_step for pace in paces if pace.seconds_per_step is not None]
+    tails = [pace.tail for pace in paces if pace.tail is not None]
+    if not rates or not tails:
+        return _mean(wall_times) if wall_times else None
+    steps = _mean([pace.total_steps for pace in paces])
+    return min(pace.start_up for pace in paces) + _mean(rates) * steps + _mean(tails)
+
+
+def mean_tail(paces: Sequence[TrialPace]) -> float:
+    """Mean seconds the finished trials took after their last step report (0 before one finished)."""
+    tails = [pace.tail for pace in paces if pace.tail is not None]
+    return _mean(tails) if tails else 0.0
 
 
 def step_rate_seconds_left(progress: Sequence[tuple[float, int]], total_steps: int) -> float | None:
@@ -35,17 +78,19 @@ def estimate_seconds_left(
     concurrency: int,
     left: int,
     running_left: Sequence[float | None] | None = None,
+    expected: float | None = None,
 ) -> float | None:
     """Seconds until the sweep's last trial ends, or None before any trial has finished.
 
     ``wall_times``: seconds each finished trial took; ``running_started``: when each running trial
     started (the clock of ``now``); ``left``: trials not started yet; ``concurrency``: trials at once;
     ``running_left``: for each running trial, the seconds it has left at its own step rate, where known
-    (None: the mean wall time less the time it has run).
+    (None: the expected wall time less the time it has run); ``expected``: the wall time of a trial not
+    started yet (``expected_wall_time``; None: the mean of ``wall_times``).
     """
     if not wall_times:
         return None
-    mean = sum(wall_times) / len(wall_times)
+    mean = _mean(wall_times) if expected is None else expected
     own = list(running_left or []) + [None] * (len(running_started) - len(running_left or []))
     slots = [
         max(0.0, mean - (now - started)) if pace is None else pace

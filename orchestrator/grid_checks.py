@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.layout import format_lr, format_share
+from contract.layout import SIGNAL_VALUES, format_lr, format_share
+from jobs.finetune.config import DEFAULT_SIGNALS
 from jobs.input_checks import (
     dataset_problems,
     deepspeed_file_problems,
@@ -30,6 +31,7 @@ from orchestrator.grid_schema import (
     Axes,
     ContinualSettings,
     DeepSpeedSettings,
+    EarlyStop,
     EvalSettings,
     ExcludeCell,
     Grid,
@@ -44,6 +46,8 @@ from orchestrator.grid_schema import (
 from recipes.common.reachability import tracking_scheme_problem
 from recipes.common.redaction import credential_problem
 from recipes.common.storage import is_remote
+from recipes.models.catalog import model_family
+from recipes.toyworld.datasets import toy_world_config
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class GridSections:
     tracking: Tracking | None
     continual: ContinualSettings | None
     search: SearchSettings | None
+    early_stop: EarlyStop | None = None
 
     @classmethod
     def of(cls, grid: Grid) -> GridSections:
@@ -80,9 +85,50 @@ def consistency_problems(s: GridSections) -> list[str]:
         *_include_problems(s),
         *_exclude_problems(s),
         *_deepspeed_problems(s),
+        *_compute_problems(s),
         *_continual_problems(s),
         *search_problems(s),
+        *_signal_problems(s),
+        *_environment_problems(),
     ]
+
+
+def _signal_problems(s: GridSections) -> list[str]:
+    """Forgetting signals run on rank 0 of a single-task trial; a signal early stop needs its signal measured."""
+    if s.eval is None:
+        return []
+    problems = []
+    sharded = (
+        s.train is not None
+        and s.train.deepspeed.zero_stage == 3
+        and s.resources is not None
+        and s.resources.workers_per_trial > 1
+    )
+    if s.eval.signals:
+        if s.continual is not None:
+            problems.append("eval.signals: applies to single-task grids only (remove it or continual)")
+        if sharded:
+            problems.append(
+                "eval.signals: needs ZeRO stage 0-2 with several workers per trial (rank 0 runs them alone)"
+            )
+    measured = s.eval.signals if s.eval.signals is not None else ([] if s.continual or sharded else DEFAULT_SIGNALS)
+    if s.eval.signal_every is not None and not measured:
+        problems.append("eval.signal_every: needs eval.signals")
+    stop = s.early_stop.signal if s.early_stop is not None else None
+    if stop is not None:
+        group = next(name for name, values in SIGNAL_VALUES.items() if stop in values)
+        if group not in measured:
+            problems.append(f"early_stop.signal: {stop} needs {group} in eval.signals (measured: {list(measured)})")
+    return problems
+
+
+def _environment_problems() -> list[str]:
+    """The toy world the environment chooses (``FORGETLESS_TOY_SEED``/``_SIZE``), which toy names resolve to."""
+    try:
+        toy_world_config()
+    except ValueError as error:
+        return [str(error)]
+    return []
 
 
 def batch_problem(
@@ -269,6 +315,29 @@ def _continual_problems(s: GridSections) -> list[str]:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         problems.append(f"continual.tasks: task names must be unique; repeated: {', '.join(repeated)}")
+    return problems
+
+
+def _compute_problems(s: GridSections) -> list[str]:
+    """flash_attention_2 needs bf16 GPU workers; pixel bounds need a Qwen2.5-VL model."""
+    if s.train is None:
+        return []
+    problems = []
+    if s.train.attn_implementation == "flash_attention_2" and s.resources is not None:
+        gpus = s.resources.gpus_per_worker > 0
+        if not gpus or s.train.precision == "fp32":
+            problems.append(
+                "train.attn_implementation: flash_attention_2 runs on GPU workers (resources.gpus_per_worker > 0) "
+                "in bf16 (train.precision auto or bf16) only"
+            )
+    pixels = [name for name in ("min_pixels", "max_pixels") if getattr(s.train, name) is not None]
+    if pixels and s.model is not None:
+        family = model_family(s.model)
+        if s.model.partition("@")[0].startswith("llava") or (family is not None and family.name == "llava"):
+            problems.append(
+                f"train.{pixels[0]}: applies to Qwen2.5-VL only; LLaVA-1.5 resizes and crops every image to "
+                "336 x 336 (576 image tokens)"
+            )
     return problems
 
 

@@ -33,7 +33,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from jobs.finetune.config import EVAL_MODES, TrialConfig, name_problem
+from contract.layout import SIGNAL_VALUES, SIGNALS
+from jobs.finetune.config import (
+    ATTN_IMPLEMENTATIONS,
+    EVAL_MODES,
+    MAX_INTEGER,
+    MAX_LR,
+    MAX_SEED,
+    OVERLENGTH_POLICIES,
+    PRECISIONS,
+    TrialConfig,
+    flash_attention_installed,
+    name_problem,
+)
+from orchestrator.gpus import GPUS
 from recipes.common.storage import S3_PREFIX
 from recipes.data.continual import named_tasks
 from recipes.methods import METHODS
@@ -157,8 +170,9 @@ Boolean = Annotated[bool, BeforeValidator(_boolean)]
 Text = Annotated[str, BeforeValidator(_text)]
 PositiveNumber = Annotated[Number, Gt(0)]
 NonNegativeNumber = Annotated[Number, Ge(0)]
-PositiveInteger = Annotated[Integer, Ge(1)]
-NonNegativeInteger = Annotated[Integer, Ge(0)]
+PositiveInteger = Annotated[Integer, Ge(1), Le(MAX_INTEGER)]
+NonNegativeInteger = Annotated[Integer, Ge(0), Le(MAX_INTEGER)]
+Seed = Annotated[Integer, Ge(0), Le(MAX_SEED)]
 Share = Annotated[Number, Ge(0), Lt(1)]
 """A share in [0, 1): warm-up ratio, mix ratio, dropout."""
 Fraction = Annotated[Number, Gt(0), Le(1)]
@@ -167,6 +181,17 @@ Part = Annotated[Text, AfterValidator(_part)]
 Method = Annotated[Text, one_of(*METHODS)]
 Schedule = Annotated[Text, one_of(*SCHEDULES)]
 EvalMode = Annotated[Text, one_of(*EVAL_MODES)]
+Precision = Annotated[Text, one_of(*PRECISIONS)]
+Overlength = Annotated[Text, one_of(*OVERLENGTH_POLICIES)]
+
+
+def _installed_kernel(value: str) -> str:
+    if value == "flash_attention_2" and not flash_attention_installed():
+        raise problem("flash_attention_2 needs the flash-attn package, which is not installed (use sdpa or eager)")
+    return value
+
+
+AttnImplementation = Annotated[Text, one_of(*ATTN_IMPLEMENTATIONS), AfterValidator(_installed_kernel)]
 ZeroStage = Annotated[Integer, Ge(0), Le(3)]
 ExperimentName = Annotated[Text, AfterValidator(_experiment_name)]
 StorageUri = Annotated[Text, AfterValidator(_storage)]
@@ -179,10 +204,11 @@ def axis(item: Any) -> Any:
 
 PartsAxis = axis(Part)
 MethodAxis = axis(Method)
-LrAxis = axis(PositiveNumber)
+LearningRate = Annotated[Number, Gt(0), Le(MAX_LR)]
+LrAxis = axis(LearningRate)
 FractionAxis = axis(Fraction)
 MixRatioAxis = axis(Share)
-SeedAxis = axis(NonNegativeInteger)
+SeedAxis = axis(Seed)
 
 
 def default_micro_batch_size(batch_size: int, workers: int) -> int | None:
@@ -209,7 +235,7 @@ class DeepSpeedSettings(Section):
     """``{zero_stage: N}``, or a path to a DeepSpeed JSON (also written ``{config: PATH}``)."""
 
     zero_stage: ZeroStage = TRIAL_DEFAULTS["zero_stage"]
-    """ZeRO stage 0-3 (CPU workers run gloo with any stage; GPU workers also get bf16)."""
+    """ZeRO stage 0-3 (CPU workers run gloo with any stage, GPU workers NCCL; precision: ``train.precision``)."""
     config: Text | None = None
     """Path to a DeepSpeed JSON (must exist; the trial still sets batch sizes, AdamW and the schedule)."""
 
@@ -250,6 +276,31 @@ class TrainSettings(Section):
     """Datasets mixed into the training data: ``[{dataset, ratio}]``; the target gets 1 - sum of ratios."""
     keep_last: PositiveInteger = trial_field("keep_last")
     log_every: PositiveInteger = trial_field("log_every")
+    precision: Precision = trial_field("precision")
+    attn_implementation: AttnImplementation = trial_field("attn_implementation")
+    activation_checkpointing: Boolean | None = trial_field("activation_checkpointing")
+    max_seq_len: PositiveInteger | None = trial_field("max_seq_len")
+    overlength: Overlength = trial_field("overlength")
+    min_pixels: PositiveInteger | None = trial_field("min_pixels")
+    max_pixels: PositiveInteger | None = trial_field("max_pixels")
+
+    @model_validator(mode="after")
+    def _pixel_bounds_ordered(self) -> TrainSettings:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise problem(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
+        return self
+
+
+COMPUTE_SETTINGS = (
+    "precision",
+    "attn_implementation",
+    "activation_checkpointing",
+    "max_seq_len",
+    "overlength",
+    "min_pixels",
+    "max_pixels",
+)
+"""``train`` settings passed to every trial under the same names (how it computes, what rows and images it takes)."""
 
 
 TRAIN_NUMBERS = (
@@ -288,6 +339,10 @@ class EvalSettings(Section):
     interpolate: list[Annotated[Number, Ge(0), Le(1)]] = []
     """WiSE-FT: blends of zero-shot and final weights of the tuned parts evaluated at the last checkpoint
     (0 = zero-shot, 1 = fine-tuned), logged as ``wiseft/<alpha>/...`` metrics of the trial."""
+    signals: Annotated[list[Annotated[Text, one_of(*SIGNALS)]], BeforeValidator(_as_list)] | None = trial_field(
+        "eval_signals", note="``[]`` measures none."
+    )
+    signal_every: PositiveInteger | None = trial_field("signal_every")
 
 
 class Axes(Section):
@@ -447,6 +502,9 @@ class Resources(Section):
     workers_per_trial: PositiveInteger = trial_field("workers")
     gpus_per_worker: NonNegativeNumber = trial_field("gpus_per_worker")
     cpus_per_worker: PositiveNumber = trial_field("cpus_per_worker")
+    gpu: Annotated[Text, one_of(*GPUS)] | None = None
+    """GPU kind of the workers (a10g, a100-40, a100-80, h100-80, h200): the sweep refuses a grid whose trials
+    do not fit its memory, and the plan prices the trials on it (``python -m orchestrator.plan --gpu``)."""
     max_concurrent_trials: PositiveInteger | None = None
     """Upper bound on trials running at once (default: as many as the cluster's resources fit)."""
     max_failures: NonNegativeInteger = trial_field("max_failures")
@@ -463,6 +521,19 @@ class EarlyStop(Section):
 
     max_ood_drop_pp: PositiveNumber | None = None
     """Stop a trial when an OOD quadrant falls this many points below zero-shot (default: never)."""
+    signal: Annotated[Text, one_of(*(value for values in SIGNAL_VALUES.values() for value in values))] | None = None
+    """Stop a trial when this forgetting signal's value (``output_kl``, ``top1_agreement``, ``counting_bias``,
+    ``classname_rate``, ``vision_probe_acc``) passes ``max`` or ``min``; its signal must be measured (``eval.signals``)."""
+    max: Number | None = None
+    """Upper bound of ``signal``: the trial stops at the first measurement above it."""
+    min: Number | None = None
+    """Lower bound of ``signal``: the trial stops at the first measurement below it."""
+
+    @model_validator(mode="after")
+    def _bounded_signal(self) -> EarlyStop:
+        if (self.signal is None) != (self.max is None and self.min is None):
+            raise problem("signal needs max or min, and max/min need signal")
+        return self
 
 
 class ReportSettings(Section):
@@ -534,7 +605,7 @@ class SearchSettings(Section):
     """ASHA: at each rung only the best 1/reduction_factor of the trials (by ID gain) go on."""
     num_samples: PositiveInteger = 8
     """Optuna: trials in the whole search (a resumed search counts the ones already done)."""
-    seed: NonNegativeInteger = 0
+    seed: Seed = 0
     """Optuna: seed of the TPE sampler."""
     space: OptunaSpace = OptunaSpace()
     """Optuna: the axes it samples (the grid's own axes by default)."""

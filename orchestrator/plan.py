@@ -1,4 +1,4 @@
-"""python -m orchestrator.plan GRID.yaml [--no-check-paths] [--max-trials N]
+"""python -m orchestrator.plan GRID.yaml [--no-check-paths] [--max-trials N] [--gpu NAME] [--mfu SHARE]
 
 What ``python -m orchestrator.sweep GRID.yaml --dry-run`` prints: the validated grid's trials and
 the resources they need, with nothing started (this module's command prints the same).
@@ -10,13 +10,21 @@ A trial needs ``workers_per_trial`` x (``cpus_per_worker`` CPUs, ``gpus_per_work
 Ray Train workers. The Tune trial that drives them reserves nothing of its own here (Ray
 Train's controller takes no CPU), so the sweep should give it none either, or a 2-worker trial
 would not fit a 2-core laptop. The concurrency is how many such trials fit at once in the
-cluster's resources, capped by the grid's ``resources.max_concurrent_trials``.
+cluster's resources, capped by the grid's ``resources.max_concurrent_trials``. A Hub model that
+is not in this machine's Hugging Face cache gets a note: each node downloads it once, before its
+workers load it (with ``HF_HUB_OFFLINE=1`` the grid is refused instead, exit status 2).
 
 Cluster resources come from the Ray cluster ``RAY_ADDRESS`` names, or else from this machine
 (``os.cpu_count()`` CPUs, ``torch.cuda.device_count()`` GPUs) without starting Ray. An
 unreachable cluster, or a worker no node (or autoscaler node type) can ever hold, is an error
 (exit status 2) before anything runs; with ``--no-check-paths`` this machine is not held
 against the grid (it is meant for another one).
+
+With a GPU kind (``--gpu NAME`` or the grid's ``resources.gpu``) the plan also prices every trial
+kind on it (``orchestrator.grid_pricing``: memory per worker, seconds per step, GPU-hours,
+checkpoint storage). A grid of GPU workers (``resources.gpus_per_worker`` > 0) whose trials do not
+fit that GPU's memory is refused (exit status 2), one line per trial kind with what to change;
+the sweep refuses it the same way before Ray starts.
 """
 
 from __future__ import annotations
@@ -35,11 +43,16 @@ from contract.layout import format_lr, format_share
 from jobs.finetune.config import TrialConfig
 from orchestrator.capacity import DEFAULT_MAX_TRIALS, capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
+from orchestrator.gpus import GPUS, gpu_kind
 from orchestrator.grid import GridError, load_grid
+from orchestrator.grid_pricing import fit_problems, price_grid, render_prices
 from orchestrator.grid_schema import Grid
+from orchestrator.pricing import DEFAULT_MFU
+from recipes.common.input_errors import input_boundary
 from recipes.common.reachability import preflight_problem
 from recipes.common.redaction import redact, redact_uri
 from recipes.common.text_table import text_table
+from recipes.models.catalog import TOY_BASE, TOY_INIT, ModelNotCachedError, resolve_model_dir
 
 PATH_PROBLEMS = ("no such file", "no such dataset", "no such directory", "not in the local Hugging Face cache")
 """Texts of the problems that only say a file is missing on this machine."""
@@ -99,7 +112,7 @@ def cluster_problems(grid: Grid, *, check_local: bool = True, tracking: bool = F
     if problem:
         return [problem]
     cluster_resources()  # connects to the cluster RAY_ADDRESS names
-    if not ray.is_initialized() and not check_local:
+    if not os.environ.get("RAY_ADDRESS") and not check_local:  # no cluster named: this machine is not the one
         return []
     return capacity_problems(grid.resources, node_shapes())
 
@@ -186,10 +199,60 @@ def render_plan(grid: Grid, trials: Sequence[TrialConfig], cluster: Mapping[str,
         text_table(TABLE_COLUMNS, [trial_row(trial) for trial in trials]),
         "",
         *resource_lines(grid, len(trials), cluster),
+        *download_lines(grid.model),
     ]
     return "\n".join(lines)
 
 
+def download_lines(model: str) -> list[str]:
+    """A note when ``model`` is a Hub model that is not in this machine's cache: the nodes download it."""
+    if model in (TOY_BASE, TOY_INIT) or "@" in model:
+        return []  # built on first use, never here
+    try:
+        resolve_model_dir(model)
+    except ModelNotCachedError as error:
+        return ["", f"note: {error} (unless HF_HUB_OFFLINE=1)"]
+    except (OSError, ValueError):
+        return []  # a missing local directory: grid validation reports it
+    return []
+
+
+def gpu_prices(
+    grid: Grid, trials: Sequence[TrialConfig], gpu_name: str | None = None, mfu: float = DEFAULT_MFU
+) -> tuple[str, list[str]]:
+    """The price table on the GPU kind ``gpu_name`` (else the grid's ``resources.gpu``) and, for a grid of
+    GPU workers, one problem per trial kind that does not fit it; ("", []) when no GPU kind is known."""
+    name = gpu_name or grid.resources.gpu
+    if name is None or not trials:
+        return "", []
+    try:
+        kinds = price_grid(grid, trials, gpu_kind(name), mfu)
+    except (FileNotFoundError, ValueError) as error:
+        return f"price: not priced: {error}", []
+    problems = fit_problems(kinds)
+    if grid.resources.gpus_per_worker > 0:
+        return render_prices(kinds), problems
+    notes = [f"  (CPU workers; on {name}) {text}" for text in problems]
+    return "\n".join([render_prices(kinds), *notes]), []
+
+
+def add_price_flags(parser: argparse.ArgumentParser) -> None:
+    """``--gpu NAME`` and ``--mfu SHARE``: price the trials on a GPU kind."""
+    parser.add_argument(
+        "--gpu",
+        choices=tuple(GPUS),
+        help="price every trial kind on this GPU (memory per worker, s/step, GPU-hours); default: resources.gpu",
+    )
+    parser.add_argument(
+        "--mfu",
+        type=float,
+        default=DEFAULT_MFU,
+        metavar="SHARE",
+        help=f"model FLOPs utilisation the time estimate assumes, in (0, 1] (default {DEFAULT_MFU})",
+    )
+
+
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.plan", description="Validate a grid file and show its trials."
@@ -201,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         help="do not look for the model, dataset, suite and DeepSpeed files on this machine (a grid for another one)",
     )
     add_max_trials_flag(parser)
+    add_price_flags(parser)
     args = parser.parse_args(argv)
+    if not 0 < args.mfu <= 1:
+        print(f"error: --mfu must be in (0, 1], got {args.mfu:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         grid = load_grid(args.grid, check_paths=not args.no_check_paths, max_trials=args.max_trials)
     except GridError as error:
@@ -213,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"error: {grid.source}:\n" + "\n".join(f"  {text}" for text in problems), file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(render_plan(grid, expand_trials(grid), cluster_resources()))
+    trials = expand_trials(grid)
+    print(render_plan(grid, trials, cluster_resources()))
+    prices, unfit = gpu_prices(grid, trials, args.gpu, args.mfu)
+    if prices:
+        print("\n" + prices)
+    if unfit:
+        print(f"error: {grid.source}: trials do not fit:\n" + "\n".join(f"  {text}" for text in unfit), file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

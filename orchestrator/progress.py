@@ -23,9 +23,16 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, accuracy_metric, delta_metric
+from contract.layout import OOD_QUADRANTS, TARGET_QUADRANT, TIME_EVAL_S, accuracy_metric, delta_metric
 from contract.reports import STEP, TOTAL_STEPS, TRIAL_NAME
-from orchestrator.eta import duration_text, estimate_seconds_left, step_rate_seconds_left
+from orchestrator.eta import (
+    TrialPace,
+    duration_text,
+    estimate_seconds_left,
+    expected_wall_time,
+    mean_tail,
+    step_rate_seconds_left,
+)
 from recipes.common.redaction import redact
 from recipes.common.text_table import text_table
 
@@ -64,6 +71,10 @@ class SweepProgress(Callback):
         """Trial id -> (name, step reached, steps in all) of a running trial that reports its steps."""
         self.progress: dict[str, list[tuple[float, int]]] = {}
         """Trial id -> its step-progress reports in this run, (``time.monotonic``, step), first and latest."""
+        self.zero_shot_s: dict[str, float] = {}
+        """Trial id -> seconds its step-0 (zero-shot) evaluation took; the trials after it read it from the cache."""
+        self.finished_paces: list[TrialPace] = []
+        """Where the wall time of each trial that ended in this run went (those that reported steps)."""
         self.wall_times: list[float] = []
         """Seconds each trial that ended in this run took (failed ones left out)."""
         self.last_steps_line: float | None = None
@@ -95,17 +106,36 @@ class SweepProgress(Callback):
         """Trials not started yet."""
         return max(0, self.total - self.done - len(self.running))
 
+    def pace(self, trial_id: str, ended: float | None = None) -> TrialPace | None:
+        """What a trial's step reports say of its pace (None before its first one)."""
+        reports = self.progress.get(trial_id)
+        if not reports or trial_id not in self.steps or trial_id not in self.running:
+            return None
+        (first_time, first_step), (last_time, last_step) = reports[0], reports[-1]
+        rate = (last_time - first_time) / (last_step - first_step) if last_step > first_step else None
+        tail = None if ended is None else ended - last_time
+        start_up = first_time - self.running[trial_id] - self.zero_shot_s.get(trial_id, 0.0)
+        return TrialPace(max(0.0, start_up), rate, self.steps[trial_id][2], tail)
+
     def eta_text(self) -> str:
         """ "2 running, 3 left", and ", ETA 4m10s" once a trial has ended."""
         text = f"{len(self.running)} running, {self.left()} left"
-        paces = [
-            step_rate_seconds_left(self.progress.get(trial_id, []), self.steps[trial_id][2])
-            if trial_id in self.steps
-            else None
-            for trial_id in self.running
-        ]
+        tail = mean_tail(self.finished_paces)
+        own_paces = []
+        for trial_id in self.running:
+            left = None
+            if trial_id in self.steps:
+                left = step_rate_seconds_left(self.progress.get(trial_id, []), self.steps[trial_id][2])
+            own_paces.append(None if left is None else left + tail)
+        running_paces = [pace for pace in map(self.pace, self.running) if pace is not None]
         eta = estimate_seconds_left(
-            self.wall_times, list(self.running.values()), time.monotonic(), self.concurrency, self.left(), paces
+            self.wall_times,
+            list(self.running.values()),
+            time.monotonic(),
+            self.concurrency,
+            self.left(),
+            own_paces,
+            expected=expected_wall_time(self.finished_paces + running_paces, self.wall_times),
         )
         return text if eta is None else f"{text}, ETA {duration_text(eta)}"
 
@@ -133,9 +163,13 @@ class SweepProgress(Callback):
             self._print(f"{self.steps_text()} | {self.eta_text()}")
 
     def _ended(self, trial, failed: bool) -> None:
+        pace = self.pace(trial.trial_id, ended=time.monotonic())
+        if pace is not None and not failed:
+            self.finished_paces.append(pace)
         started = self.running.pop(trial.trial_id, None)
         self.steps.pop(trial.trial_id, None)
         self.progress.pop(trial.trial_id, None)
+        self.zero_shot_s.pop(trial.trial_id, None)
         if started is not None and not failed:
             self.wall_times.append(time.monotonic() - started)
         self.done += 1
@@ -146,6 +180,8 @@ class SweepProgress(Callback):
         self._print(f"{self._name(trial)}: started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get(STEP) == 0 and TIME_EVAL_S in result:
+            self.zero_shot_s[trial.trial_id] = float(result[TIME_EVAL_S])
         known = self.steps.get(trial.trial_id)
         if STEP in result and trial.trial_id in self.running and (TOTAL_STEPS in result or known):
             total = result.get(TOTAL_STEPS) or known[2]  # trials that report no steps (continual ones) stay out

@@ -15,8 +15,9 @@ cluster holds (``resources.max_concurrent_trials`` caps it; an autoscaling clust
 the cap). Running the same grid again resumes: finished trials are skipped, unfinished ones
 continue from their last checkpoint, and no MLflow run is duplicated. Ctrl-C stops cleanly.
 Exit status: 0 when every trial finished (or stopped early by ``early_stop``), 1 when a trial
-failed, 2 for an invalid grid (or an unreachable Ray cluster or MLflow server, or trials no node
-can ever hold: all found before any trial or MLflow run is created), 130 when interrupted.
+failed, 2 for an invalid grid (or an unreachable Ray cluster or MLflow server, trials no node
+can ever hold, or trials whose estimated memory does not fit the grid's ``resources.gpu``
+(``orchestrator.pricing``): all found before any trial or MLflow run is created), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from orchestrator.plan import (
     add_max_trials_flag,
     cluster_problems,
     cluster_resources,
+    gpu_prices,
     max_concurrent_trials,
     render_plan,
 )
 from orchestrator.progress import SummaryRow, SweepProgress, summary_table, worst_ood
 from orchestrator.search import plan_search, run_search, search_trials, tag_parent_run, trials_to_run
+from recipes.common.input_errors import input_boundary
 from recipes.common.reachability import preflight_problem
 from recipes.common.redaction import install_log_redaction, redact, redact_uri
 from recipes.data.continual import load_train_table
@@ -56,7 +59,7 @@ from recipes.data.readers import read_records_sample
 from recipes.data.registry import resolve_dataset
 from recipes.data.schema import RecordFormatError, image_count_problem
 from recipes.data.suites import SuiteError, load_suite
-from recipes.models import resolve_model_dir
+from recipes.models import ModelNotCachedError, resolve_model_dir
 from recipes.models.catalog import model_family
 
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
@@ -112,9 +115,15 @@ def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
 
 
 def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
-    """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start."""
+    """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start.
+
+    A Hub model that is not cached here is left to the workers' nodes: each downloads it once.
+    """
     for model in sorted({trial.model for trial in trials}):
-        resolve_model_dir(model)
+        try:
+            resolve_model_dir(model)
+        except ModelNotCachedError as error:
+            print(f"note: {error}", file=sys.stderr)
 
 
 def summary_rows(tracking_uri: str, trials: list[TrialConfig]) -> list[SummaryRow]:
@@ -186,6 +195,7 @@ def invalid(source: str, problems: list[str]) -> int:
     return EXIT_BAD_INPUT
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_log_redaction()
@@ -194,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    prices, unfit = gpu_prices(grid, expand_trials(grid))
     if args.dry_run:
         problems = cluster_problems(grid, check_local=not args.no_check_paths)
         if problems:
             return invalid(grid.source, problems)
         print(render_plan(grid, expand_trials(grid), cluster_resources()))
+        if prices:
+            print("\n" + prices)
+    if unfit:
+        return invalid(grid.source, [f"trials do not fit resources.gpu {grid.resources.gpu}:", *unfit])
+    if args.dry_run:
         return 0
     unreachable = preflight_problem(grid.tracking_uri)
     if unreachable:

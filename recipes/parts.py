@@ -12,7 +12,11 @@ projections only), ``llm.mlp_gate_up`` (MLP gate and up projections only), ``lm_
     names = resolve_parts(model, family, "llm.attn+projector")   # ordered parameter names
 
 The command prints one row per part (parameter count, share of the model, first and last
-parameter name) so users can see what a recipe trains before they spend compute on it.
+parameter name) so users can see what a recipe trains before they spend compute on it. The
+paper's real models (``qwen2.5-vl-3b``, ``qwen2.5-vl-7b``, ``llava-1.5-7b``) and their shape
+spellings (``qwen2.5-vl-7b@layers=2``, ``recipes.models.shapes``) are built on the meta device,
+with no weights: from the checkpoint's config when it is in the Hugging Face cache, else from the
+shipped configuration; the first line says which.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from contract.exits import EXIT_BAD_INPUT
+from recipes.common.input_errors import input_boundary
 from recipes.common.text_table import text_table
 from recipes.models.families import ModelFamily
 
@@ -151,26 +156,65 @@ DEFAULT_TABLE_PARTS = (*PART_NAMES[:-1], "vision.last1")
 """The rows the command prints when no --parts is given."""
 
 
+def _meta_model(name: str) -> tuple[nn.Module, ModelFamily, str] | None:
+    """(model on the meta device, family, where its config came from) for the real models; None for others."""
+    import torch  # local: grid validation reads this module and must not load torch
+    import transformers
+    from transformers import AutoConfig
+
+    from recipes.models.catalog import HUB_MODELS, ModelNotFoundError, resolve_model_dir
+    from recipes.models.families import family_for_model_type
+    from recipes.models.shapes import SHAPE_CONFIG_DIR, build_shape_model, full_spec, parse_shape_name
+
+    spec = parse_shape_name(name)
+    if spec is None and name not in HUB_MODELS:
+        return None
+    if spec is None:
+        try:
+            directory = resolve_model_dir(name)
+        except ModelNotFoundError:
+            spec = full_spec(name)
+        else:
+            config = AutoConfig.from_pretrained(directory, local_files_only=True)
+            family = family_for_model_type(config.model_type)
+            with torch.device("meta"):
+                model = getattr(transformers, family.model_class)(config)
+            return model, family, f"config of the cached checkpoint {directory}, meta device"
+    model = build_shape_model(spec, device="meta")
+    family = family_for_model_type(model.config.model_type)
+    shipped = (SHAPE_CONFIG_DIR / spec.base).relative_to(SHAPE_CONFIG_DIR.parents[2])
+    return model, family, f"shipped config {shipped}, meta device: no weights"
+
+
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m recipes.parts",
         description="Show which parameters each named part of a model selects.",
     )
-    parser.add_argument("model", help="registry name (toy-qwen2.5-vl, qwen2.5-vl-3b, ...), local dir or cached Hub id")
+    parser.add_argument(
+        "model",
+        help="registry name (toy-qwen2.5-vl, qwen2.5-vl-3b, ...), shape model (qwen2.5-vl-7b@layers=2), "
+        "local dir or cached Hub id",
+    )
     parser.add_argument("--parts", action="append", help="part or '+' combination to show (repeatable); default: all")
     args = parser.parse_args(argv)
 
     from recipes.models.registry import load_model  # local: loads torch and transformers; only the command needs it
 
     try:
-        loaded = load_model(args.model)
+        meta = _meta_model(args.model)
+        if meta is None:
+            loaded = load_model(args.model)
+            meta = (loaded.model, loaded.family, f"weights in {loaded.path}")
+        model, family, source = meta
         parts = args.parts or DEFAULT_TABLE_PARTS
-        rows = summarize_parts(loaded.model, loaded.family, parts)
+        rows = summarize_parts(model, family, parts)
     except (UnknownPartError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    total = sum(param.numel() for param in loaded.model.parameters())
-    print(f"{args.model} ({loaded.family.name}, {total:,} parameters)")
+    total = sum(param.numel() for param in model.parameters())
+    print(f"{args.model} ({family.name}, {total:,} parameters; {source})")
     print(format_table(rows, total))
     return 0
 

@@ -7,6 +7,7 @@ model; Ray workers inherit this process's environment, so everything set here be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+ONE_RANK_ENV: dict[str, str] = {}
+"""The environment of this test process's one-rank group (its port is taken at first use)."""
+
+
+@contextlib.contextmanager
+def one_rank_process_group() -> Iterator[None]:
+    """A one-rank gloo process group for DeepSpeed in this test process, with its environment set inside.
+
+    The group is made at first use and kept for the process's life: DeepSpeed keeps its communication
+    backend for good, so a group destroyed and made again is one DeepSpeed no longer knows."""
+    import deepspeed  # local: most tests never start DeepSpeed
+    import torch.distributed as dist
+
+    if not ONE_RANK_ENV:
+        ONE_RANK_ENV.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1")
+        ONE_RANK_ENV.update(LOCAL_RANK="0")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ONE_RANK_ENV.items():
+            patch.setenv(key, value)
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+        yield
 
 
 def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:

@@ -32,11 +32,13 @@ from contract.layout import (
     LAYOUT_VERSION,
     PARENT_TAG,
     QUADRANTS,
+    SIGNAL_VALUES,
     STATUS_TAG,
     STATUSES,
     SWEEP_KIND,
     SWEEP_TAG,
     TARGET_QUADRANT,
+    TIME_EVAL_S,
     TRAIN_LOSS,
     TRIAL_ID_TAG,
     TRIAL_KIND,
@@ -44,6 +46,8 @@ from contract.layout import (
     dataset_metric,
     delta_metric,
     recipe_label,
+    signal_metric,
+    signal_time_metric,
     stderr_metric,
 )
 
@@ -89,6 +93,9 @@ class SyntheticTrial:
     questions: int | None = None
     """Questions per quadrant: when given, ``stderr/q/<quadrant>`` is logged as the binomial
     standard error of each accuracy over that many questions."""
+    signals: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    """Forgetting signal value (``output_kl``, ...) -> its value per checkpoint, logged as ``signal/<value>``
+    with 0.5 s of cost per signal (``signal_time/<signal>``) and 10 s of evaluation (``time/eval_s``)."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -164,6 +171,12 @@ class SyntheticTrial:
                     Metric(dataset_metric(dataset), values[index], timestamp_ms, step)
                     for dataset in SUITE_DATASETS[quadrant]
                 )
+            for value, series in self.signals.items():
+                logged.append(Metric(signal_metric(value), series[index], timestamp_ms, step))
+            measured = {name for name, values in SIGNAL_VALUES.items() if set(values) & set(self.signals)}
+            logged.extend(Metric(signal_time_metric(name), 0.5, timestamp_ms, step) for name in sorted(measured))
+            if self.signals:
+                logged.append(Metric(TIME_EVAL_S, 10.0, timestamp_ms, step))
             if step:
                 logged.append(Metric(TRAIN_LOSS, 2.0 / math.sqrt(step), timestamp_ms, step))
         return logged

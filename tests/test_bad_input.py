@@ -83,6 +83,8 @@ class Case:
     expected: list[str]
     """Texts the error output must contain (the field, file or row)."""
     files: dict[str, str | bytes | Callable[[Path], None]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables the command runs with."""
 
 
 def grid_case(
@@ -137,6 +139,68 @@ def suite_with(**quadrants) -> str:
 CRED_HTTP = f"https://user:{SECRET}@data.example.org/set.jsonl"
 CRED_QUERY = f"https://data.example.org/set.jsonl?token={SECRET}"
 TASK = {"name": "t1", "train": "toy-cl-shapes-train", "test": "toy-cl-shapes-test"}
+
+HOSTILE_PICKLE = b"cos\nsystem\n(S'touch pwned'\ntR."
+"""A pickle that runs a shell command when unpickled as code."""
+
+
+def truncated_parquet(path: Path) -> None:
+    parquet([mcq_row()], EMPTY_MCQ)(path)
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def evaluate_case(name: str, flags: list[str], *expected: str, files: dict | None = None) -> Case:
+    argv = {"--model": "toy-qwen2.5-vl-init", "--suite": "toy"}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        argv[flag] = value
+    return Case(name, "evaluate", [item for pair in argv.items() for item in pair], list(expected), files or {})
+
+
+def score_case(name: str, text: str, *expected: str) -> Case:
+    return Case(
+        name,
+        "evaluate",
+        ["score", "--predictions", "p.jsonl", "--matcher", "exact"],
+        ["p.jsonl", *expected],
+        {"p.jsonl": text},
+    )
+
+
+def toy_model_copy(truncate: bool = False, pickle_bin: bool = False) -> Callable[[Path], None]:
+    """A copy of the toy model's folder with its weights truncated, or replaced by a hostile pickle."""
+
+    def make(path: Path) -> None:
+        import shutil
+
+        from recipes.models.catalog import resolve_model_dir
+
+        shutil.copytree(resolve_model_dir("toy-qwen2.5-vl-init"), path)
+        weights = path / "model.safetensors"
+        if truncate:
+            weights.write_bytes(weights.read_bytes()[:1000])
+        if pickle_bin:
+            weights.unlink()
+            (path / "pytorch_model.bin").write_bytes(HOSTILE_PICKLE)
+
+    return make
+
+
+def checkpoint(model_states: bytes) -> Callable[[Path], None]:
+    """A trial checkpoint of the toy model whose DeepSpeed model states are ``model_states``."""
+
+    def make(path: Path) -> None:
+        from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, base_record
+        from recipes.models.catalog import resolve_model_dir
+
+        name = "toy-qwen2.5-vl-init"
+        trial = {"model": name, "parts": "llm", "method": "full", "lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0}
+        state = {"trial": trial, "step": 1, "base": base_record(name, resolve_model_dir(name))}
+        (path / CHECKPOINT_TAG).mkdir(parents=True)
+        (path / TRAINER_STATE).write_text(json.dumps(state))
+        (path / CHECKPOINT_TAG / "mp_rank_00_model_states.pt").write_bytes(model_states)
+
+    return make
+
 
 CASES = [
     # -- grid files: reading -------------------------------------------------------------------
@@ -574,11 +638,254 @@ CASES = [
         ["--experiment", "x", "--tracking-uri", "http://127.0.0.1:9"],
         ["127.0.0.1:9 cannot be reached"],
     ),
+    *[
+        # -- malformed files, through every command that reads them (one error boundary per command) ------
+        data_case(
+            "inspect random bytes parquet",
+            ["inspect", "d/x.parquet"],
+            "d/x.parquet",
+            files={"d/x.parquet": bytes(range(256)) * 8},
+        ),
+        data_case(
+            "inspect truncated parquet",
+            ["inspect", "d/x.parquet"],
+            "d/x.parquet",
+            files={"d/x.parquet": lambda path: truncated_parquet(path)},
+        ),
+        inspect_case("jsonl not utf-8", b'{"id": "q\xff"}\n'.decode("utf-8", "surrogateescape"), "line 1", "not UTF-8"),
+        inspect_case("jsonl nested 200000 deep", "[" * 200_000 + "]" * 200_000 + "\n", "line 1", "nested more than"),
+        data_case(
+            "inspect samples -1",
+            ["inspect", "set.jsonl", "--samples", "-1"],
+            "--samples",
+            files={"set.jsonl": jsonl(mcq_row())},
+        ),
+        data_case(
+            "inspect symlinked image",
+            ["inspect", "d/set.jsonl"],
+            "cat.png",
+            "symlink",
+            files={
+                "out/cat.png": png_bytes(),
+                "d/cat.png": lambda path: path.symlink_to("../out/cat.png"),
+                "d/set.jsonl": jsonl(mcq_row(image="cat.png")),
+            },
+        ),
+        data_case(
+            "inspect image in symlinked folder",
+            ["inspect", "d/set.jsonl"],
+            "img/cat.png",
+            "symlink",
+            files={
+                "out/cat.png": png_bytes(),
+                "d/img": lambda path: path.symlink_to("../out"),
+                "d/set.jsonl": jsonl(mcq_row(image="img/cat.png")),
+            },
+        ),
+        data_case("inspect s3 uri with keys", ["inspect", f"s3://AKIA:{SECRET}@bucket/x.parquet"], "credentials"),
+        data_case(
+            "adapt json nested deep",
+            ["adapt", "llava-instruct", "--input", "in.json", "--out", "o.parquet"],
+            "in.json",
+            "nested more than",
+            files={"in.json": "[" * 100_000 + "]" * 100_000},
+        ),
+        data_case(
+            "adapt random bytes parquet",
+            ["adapt", "mmmu", "--input", "in.parquet", "--out", "o.parquet"],
+            "in.parquet",
+            files={"in.parquet": bytes(range(256)) * 8},
+        ),
+        Case(
+            "adapt source holding a secret",
+            "data",
+            ["adapt", "vmcbench", "--input", "in.jsonl", "--out", "o.parquet", "--source", SECRET],
+            ["--source", "credential"],
+            {"in.jsonl": jsonl({"question": "q", "A": "a", "B": "b", "answer": "A"})},
+            env={"FORGETLESS_TEST_PASSWORD": SECRET},
+        ),
+        grid_case(
+            "grid 5000-digit integer",
+            "name: t\nmodel: m\ngrid: {lr: [1e-4]}\ntrain: {steps: " + "9" * 5000 + "}\n",
+            "4300 digits",
+        ),
+        grid_case("grid name 10000 chars", grid_text(name="n" * 10_000), "name: must be at most 100 characters"),
+        grid_case("grid steps 1e30", grid_text(train={"steps": 1e30}), "train.steps: must be <="),
+        grid_case("grid batch 10**30", grid_text(train={"batch_size": 10**30}), "train.batch_size: must be <="),
+        grid_case(
+            "grid seed 2**70", grid_text(grid={"lr": [1e-4], "seed": [2**70]}), "grid.seed[0]: must be <= 4294967295"
+        ),
+        grid_case("grid lr 1e308", grid_text(grid={"lr": [1e308]}), "grid.lr[0]: must be <= 1"),
+        Case(
+            "toy seed not a number",
+            "sweep",
+            ["grid.yaml", "--no-check-paths", "--dry-run"],
+            ["FORGETLESS_TOY_SEED"],
+            {"grid.yaml": grid_text()},
+            env={"FORGETLESS_TOY_SEED": "abc"},
+        ),
+        grid_case(
+            "training jsonl not utf-8",
+            grid_text(train={"dataset": "d/x.jsonl"}),
+            "train.dataset",
+            "d/x.jsonl",
+            "line 1",
+            "not UTF-8",
+            check_paths=True,
+            files={"d/x.jsonl": b"\xff\n".decode("utf-8", "surrogateescape")},
+        ),
+        grid_case(
+            "training parquet random bytes",
+            grid_text(train={"dataset": "d/x.parquet"}),
+            "train.dataset",
+            "d/x.parquet",
+            check_paths=True,
+            files={"d/x.parquet": bytes(range(256)) * 8},
+        ),
+        grid_case(
+            "mix parquet truncated",
+            grid_text(train={"mix": [{"dataset": "d/m.parquet", "ratio": 0.5}]}),
+            "train.mix",
+            "d/m.parquet",
+            command="sweep",
+            check_paths=True,
+            files={"d/m.parquet": lambda path: truncated_parquet(path)},
+        ),
+        suite_case("suite not utf-8", b"name: \xff\n".decode("utf-8", "surrogateescape"), "suite.yaml", "not UTF-8"),
+        flag_case(
+            "finetune rule between flags", ["--batch-size", "12"], "--batch-size, --micro-batch-size, --workers:"
+        ),
+        flag_case("finetune seed 2**70", ["--seed", str(2**70)], "--seed", "must be <= 4294967295"),
+        flag_case("finetune steps 10**30", ["--steps", str(10**30)], "--steps", "must be <="),
+        flag_case(
+            "finetune dataset nested deep",
+            ["--dataset", "d/x.jsonl"],
+            "--dataset",
+            "d/x.jsonl",
+            "nested",
+            files={"d/x.jsonl": "[" * 200_000 + "]" * 200_000 + "\n"},
+        ),
+        flag_case(
+            "finetune deepspeed nested deep",
+            ["--deepspeed-config", "ds.json"],
+            "--deepspeed-config",
+            "ds.json",
+            files={"ds.json": "[" * 200_000 + "]" * 200_000},
+        ),
+        evaluate_case(
+            "model config not json", ["--model", "m"], "m/config.json", "invalid JSON", files={"m/config.json": "{nope"}
+        ),
+        evaluate_case(
+            "model config nested deep",
+            ["--model", "m"],
+            "m/config.json",
+            "nested",
+            files={"m/config.json": "[" * 100_000 + "]" * 100_000},
+        ),
+        evaluate_case(
+            "model safetensors truncated", ["--model", "m"], "model m", files={"m": toy_model_copy(truncate=True)}
+        ),
+        evaluate_case(
+            "model pytorch_model.bin pickle", ["--model", "m"], "model m", files={"m": toy_model_copy(pickle_bin=True)}
+        ),
+        evaluate_case(
+            "checkpoint state empty",
+            ["--checkpoint", "c"],
+            "c/trainer_state.json",
+            "step",
+            files={"c/trainer_state.json": "{}"},
+        ),
+        evaluate_case(
+            "checkpoint state wrong types",
+            ["--checkpoint", "c"],
+            "c/trainer_state.json",
+            "trial.",
+            files={"c/trainer_state.json": json.dumps({"trial": {"model": 5}, "step": 1})},
+        ),
+        evaluate_case(
+            "checkpoint truncated pt",
+            ["--checkpoint", "c"],
+            "mp_rank_00_model_states.pt",
+            files={"c": checkpoint(b"PK\x03\x04" + bytes(100))},
+        ),
+        evaluate_case(
+            "checkpoint hostile pickle",
+            ["--checkpoint", "c"],
+            "mp_rank_00_model_states.pt",
+            "refused",
+            files={"c": checkpoint(HOSTILE_PICKLE)},
+        ),
+        evaluate_case(
+            "evaluate suite url with password",
+            ["--suite", CRED_HTTP.replace(".jsonl", ".yaml")],
+            "--suite",
+            "credentials",
+        ),
+        evaluate_case("evaluate predictions url", ["--predictions", CRED_HTTP], "--predictions", "not a URL"),
+        score_case(
+            "score not utf-8", b'{"predict": "\xff"}\n'.decode("utf-8", "surrogateescape"), "line 1", "not UTF-8"
+        ),
+        score_case("score nested 100000 deep", "[" * 100_000 + "]" * 100_000 + "\n", "line 1", "nested more than"),
+        score_case("score empty label", jsonl({"prompt": "q", "predict": "", "label": ""}), "line 1", "label is empty"),
+        Case(
+            "score url with password",
+            "evaluate",
+            ["score", "--predictions", CRED_HTTP, "--matcher", "exact"],
+            ["credentials"],
+        ),
+        Case(
+            "report garbage store",
+            "report",
+            ["--experiment", "x", "--tracking-uri", "sqlite:///mlflow.db", "--no-log"],
+            ["sqlite:///mlflow.db", "not an MLflow store"],
+            {"mlflow.db": bytes(range(256)) * 16},
+        ),
+        Case(
+            "report experiment leaves reports",
+            "report",
+            ["--experiment", "../../x", "--tracking-uri", "sqlite:///m.db"],
+            ["--experiment '../../x'", "--out"],
+        ),
+        Case(
+            "report out is a file",
+            "report",
+            ["--experiment", "x", "--tracking-uri", "sqlite:///m.db", "--out", "f"],
+            ["--out: f is a file"],
+            {"f": "x"},
+        ),
+        Case(
+            "report tracking uri with password",
+            "report",
+            ["--experiment", "x", "--tracking-uri", f"http://u:{SECRET}@127.0.0.1:9"],
+            ["--tracking-uri: contains credentials"],
+        ),
+        Case("parts config not json", "parts", ["m"], ["m/config.json", "invalid JSON"], {"m/config.json": "{nope"}),
+        Case("parts url with password", "parts", [CRED_HTTP], ["https://***@data.example.org"]),
+        Case(
+            "bench --set unclosed list",
+            "bench",
+            ["--set", "grid.parts=[llm", "--noop-fits", "0"],
+            ["--set", "grid.parts", "YAML syntax error"],
+        ),
+        Case(
+            "bench --set under a number",
+            "bench",
+            ["--set", "train.steps.deeper=1", "--noop-fits", "0"],
+            ["--set", "train.steps is a int"],
+            {"g.yaml": grid_text(train={"steps": 5})},
+        ),
+    ],
 ]
 
 
 def command_main(command: str) -> Callable[[list[str]], int]:
-    if command == "plan":
+    if command == "evaluate":
+        from jobs.evaluate.__main__ import main
+    elif command == "parts":
+        from recipes.parts import main
+    elif command == "bench":
+        from benchmarks.sweep_overhead import main
+    elif command == "plan":
         from orchestrator.plan import main
     elif command == "sweep":
         from orchestrator.sweep import main
@@ -629,14 +936,18 @@ def test_bad_input_is_one_clear_error(case, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(EXTERNAL_IMAGES_ENV, "")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("ray.init", refuse_to_start_ray)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     place(tmp_path, case.files)
+    before = set(tmp_path.rglob("*"))
     status, output = run_main(case.command, case.argv, capsys)
     assert status == 2, output
     assert "Traceback" not in output
     for text in case.expected:
         assert text in output, f"{text!r} not in:\n{output}"
     assert SECRET not in output
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    written = sorted(str(path.relative_to(tmp_path)) for path in set(tmp_path.rglob("*")) - before)
+    assert not written, f"written: {written}"
 
 
 def test_external_images_are_read_when_opted_in(tmp_path, monkeypatch, capsys):
@@ -749,7 +1060,6 @@ def impostor(request):
 NOT_RAY = "does not answer as Ray"
 NOT_MLFLOW = "does not answer as MLflow"
 SWEEP_GRID = ["grid.yaml", "--no-check-paths"]
-SECRET_TRACKING = f"http://alice:{SECRET}@127.0.0.1:{{port}}"
 
 
 @pytest.mark.parametrize(
@@ -768,9 +1078,9 @@ SECRET_TRACKING = f"http://alice:{SECRET}@127.0.0.1:{{port}}"
             NOT_MLFLOW,
         ),
         (
-            "silent",
-            ["-m", "analysis.report", "--experiment", "x", "--tracking-uri", SECRET_TRACKING],
-            SECRET_TRACKING,
+            "silent",  # (a tracking URI with a password is refused before it is tried: test_secrets.py)
+            ["-m", "analysis.report", "--experiment", "x", "--tracking-uri", "http://127.0.0.1:{port}"],
+            "http://127.0.0.1:{port}",
             NOT_MLFLOW,
         ),
         (

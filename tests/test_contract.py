@@ -28,6 +28,8 @@ METRIC_PREFIXES = (
     layout.QUADRANT_STDERR_PREFIX.split("/")[0] + "/",
     layout.CONTINUAL_PREFIX,
     layout.INTERPOLATION_PREFIX,
+    layout.SIGNAL_PREFIX,
+    layout.SIGNAL_TIME_PREFIX,
     *{
         name.split("/")[0] + "/"
         for name in (layout.SEARCH_ID_GAIN, layout.TRAIN_LOSS, layout.TIME_EVAL_S, layout.TRAINABLE_PARAMETERS)

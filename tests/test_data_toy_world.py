@@ -198,7 +198,7 @@ def test_generation_is_deterministic_and_seeded():
 
 CONFIG_ERRORS = {
     "size": ("size", "huge", "size must be one of small, default"),
-    "seed": ("seed", -1, "seed must be an integer >= 0"),
+    "seed": ("seed", -1, "seed must be an integer in \\[0, 2\\*\\*32\\)"),
     "image size": ("image_size", 8, "image_size must be an integer >= 28"),
     "unknown task": (
         "pretrain_shares",

@@ -52,6 +52,7 @@ NOT_CHECKED = {
     "gcloud": "a cloud CLI: needs an account",
     "mlflow": "MLflow's own CLI (a server or the UI), not a module of this project",
     "pip": "installs packages from the network",
+    "hf": "the Hugging Face Hub's CLI: downloads from the network",
     "apt-get": "installs system packages as root",
     "git": "works on a clone, not on this tree's docs",
     "cd": "changes the directory only",

@@ -427,13 +427,14 @@ def test_training_waits_out_an_mlflow_server_outage_and_logs_each_step_once(tmp_
         went_away = time.time() * 1000
     finally:
         server.start()
-    came_back = time.time() * 1000
     training.join(timeout=600)
     try:
         assert outcome and outcome[0].status == "finished", outcome and outcome[0].error
         assert metric_steps(server.uri, trial.run_id, layout.TRAIN_LOSS) == list(range(1, steps + 1))
         assert metric_steps(server.uri, trial.run_id, layout.accuracy_metric("id_id")) == [0, 15, 30]
         logged_at = [m.timestamp for m in MlflowClient(server.uri).get_metric_history(trial.run_id, layout.TRAIN_LOSS)]
-        assert min(logged_at) <= went_away and max(logged_at) >= came_back, "the trial did not run through the outage"
+        # values made before and after the server went away, every one stored once: training went on
+        # through the outage (its values waited in the tracker's buffer, the evaluation's write waited for the server)
+        assert min(logged_at) <= went_away <= max(logged_at), "the trial did not run through the outage"
     finally:
         server.stop()

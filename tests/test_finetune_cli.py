@@ -41,7 +41,8 @@ def test_help_comes_from_the_field_docstrings():
         (["--parts", "llm.nope"], "error: --parts: "),
         (
             ["--batch-size", "12"],
-            "error: invalid trial: batch_size 12 must be a multiple of workers x micro_batch_size (1 x 8)",
+            "error: --batch-size, --micro-batch-size, --workers: invalid trial: batch_size 12 must be a multiple of "
+            "workers x micro_batch_size (1 x 8)",
         ),
         (["--schedule", "cosin"], "error: argument --schedule: invalid choice: 'cosin'"),
         (["--continual-epochs", "1", "x"], "error: argument --continual-epochs: invalid float value: 'x'"),

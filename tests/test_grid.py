@@ -8,12 +8,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.grid import GridError, load_grid, parse_grid
 from recipes.common.redaction import CREDENTIAL_HINT
 from recipes.data.registry import registered_datasets
+from recipes.data.schema import records_to_table
 from recipes.models.catalog import REGISTERED_MODELS
+from tests.data_fixtures import mcq_record
 
 BASE = """\
 name: t
@@ -59,7 +62,22 @@ BROKEN = [
     (
         "unknown key without a close match",
         BASE + "early_stop: {patience: 3}\n",
-        ["early_stop.patience: unknown key (valid keys: max_ood_drop_pp)"],
+        ["early_stop.patience: unknown key (valid keys: max_ood_drop_pp, signal, max, min)"],
+    ),
+    (
+        "unknown forgetting signal",
+        BASE + "eval: {signals: [output_drift, loss_spike]}\n",
+        ["eval.signals[1]: must be one of counting_bias, classname_rate, output_drift, vision_probe; got 'loss_spike'"],
+    ),
+    (
+        "signal early stop without a bound",
+        BASE + "early_stop: {signal: output_kl}\n",
+        ["early_stop: signal needs max or min, and max/min need signal"],
+    ),
+    (
+        "signal early stop on a signal not measured",
+        BASE + "early_stop: {signal: vision_probe_acc, min: 10}\n",
+        ["early_stop.signal: vision_probe_acc needs vision_probe in eval.signals (measured: ['output_drift'])"],
     ),
     (
         "unknown part",
@@ -330,9 +348,13 @@ def test_paths_are_checked_only_with_check_paths(tmp_path, monkeypatch, section,
     path = write(tmp_path, BASE + section)
     assert problems_of(path) == [expected.format(cwd=tmp_path)]
     load_grid(path, check_paths=False)
-    if created:
+    if created:  # a valid file passes; its rows are read (a sample) as the sweep reads them
         (tmp_path / created).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / created).write_text("")
+        table = records_to_table([mcq_record(0)])
+        if created.endswith(".parquet"):
+            pq.write_table(table, tmp_path / created)
+        else:
+            (tmp_path / created).write_text(json.dumps({**mcq_record(0), "image": None}) + "\n")
         load_grid(path)
 
 
@@ -348,13 +370,21 @@ def test_local_model_directory_needs_a_config(tmp_path, monkeypatch):
     assert len(problems_of(missing)) == 1
 
 
-def test_hub_models_must_be_in_the_local_cache(tmp_path):
+def test_hub_models_not_cached_are_accepted_unless_offline(tmp_path, monkeypatch):
+    """Each node downloads a missing Hub model before its workers load it; HF_HUB_OFFLINE=1 forbids that."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # what HF_HUB_CACHE sets: an empty cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     path = write(tmp_path, "name: t\nmodel: some-org/some-model\ngrid: {lr: [1.0e-4]}\n")
     assert load_grid(path, check_paths=False).model == "some-org/some-model"
+    assert load_grid(path).model == "some-org/some-model"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
     (problem,) = problems_of(path)
     assert problem.startswith(
         "model: model 'some-org/some-model' (some-org/some-model) is not in the local Hugging Face cache"
     )
+    assert "HF_HUB_OFFLINE=1 forbids downloading it: fetch it first (`hf download some-org/some-model`)" in problem
 
 
 def test_deepspeed_json_is_read(tmp_path, monkeypatch):

@@ -7,9 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
+from contract.layout import TIME_EVAL_S
 from jobs.finetune.loop import TOTAL_STEPS
 from orchestrator import progress
-from orchestrator.eta import duration_text, estimate_seconds_left, step_rate_seconds_left
+from orchestrator.eta import (
+    TrialPace,
+    duration_text,
+    estimate_seconds_left,
+    expected_wall_time,
+    step_rate_seconds_left,
+)
 from orchestrator.progress import CLEAR_LINE, PLAIN_EVERY_S, SweepProgress
 from recipes.common.progress_bar import progress_bar
 
@@ -35,6 +42,68 @@ def test_a_running_trial_with_a_step_rate_is_estimated_at_its_own_pace():
     assert estimate_seconds_left([60.0, 120.0], [70.0], 100.0, 2, 1, running_left=[20.0]) == 90.0
     assert estimate_seconds_left([60.0, 120.0], [70.0], 100.0, 2, 1, running_left=[None]) == 90.0 + 0.0  # 60|90
     assert estimate_seconds_left([100.0], [0.0, 50.0], 100.0, 2, 0, running_left=[None, 130.0]) == 130.0
+
+
+@pytest.mark.parametrize(
+    "paces, wall_times, expected",
+    [
+        ([], [], None),  # nothing ended yet
+        ([], [80.0, 100.0], 90.0),  # no step reports (continual trials): the mean wall time
+        ([TrialPace(20.0, 1.0, 100)], [150.0], 150.0),  # no finished trial's tail yet: the mean wall time
+        ([TrialPace(20.0, None, 100, tail=5.0)], [150.0], 150.0),  # no step rate: the mean wall time
+        # cold caches: the finished trial's start-up was 60 s, the running one's 10 s: 10 + 0.5 x 100 + 5
+        ([TrialPace(60.0, 0.6, 100, tail=5.0), TrialPace(10.0, 0.4, 100)], [125.0], 65.0),
+    ],
+)
+def test_expected_wall_time(paces, wall_times, expected):
+    assert expected_wall_time(paces, wall_times) == pytest.approx(expected) if expected else expected is None
+
+
+def test_a_trial_not_started_is_expected_to_take_the_warm_start_up_not_the_cold_one(clock):
+    """Two full trials pay the cold caches (60 s each to their first step); the third starts in 10 s."""
+    out = io.StringIO()
+    sweep = SweepProgress(total=3, concurrency=2, stream=out)
+    a, b, c = tune_trial("a"), tune_trial("b"), tune_trial("c")
+    for trial in (a, b):
+        sweep.on_trial_start(0, [], trial)
+    clock[0] += 60
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 10, TOTAL_STEPS: 100})
+    clock[0] += 90
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 100, TOTAL_STEPS: 100})  # 1 s a step
+    clock[0] += 10
+    sweep.on_trial_complete(0, [], a)  # 160 s in all: 60 start-up, 90 steps, 10 tail
+    sweep.on_trial_start(0, [], c)
+    clock[0] += 10
+    sweep.on_trial_result(0, [], c, {"step": 10, TOTAL_STEPS: 100})  # c started in 10 s
+    sweep.on_trial_complete(0, [], b)  # 170 s: its tail 20 s
+    # c: 10 s start-up + 100 steps x 1 s + 15 s mean tail = 125 s, 10 s of it run (the mean wall time, 165 s,
+    # would say 2m35s)
+    assert out.getvalue().splitlines()[-1].endswith("1 running, 0 left, ETA 1m55s")
+
+
+def test_the_zero_shot_evaluation_the_first_trials_pay_is_left_out_of_the_expected_start_up(clock):
+    """Both first trials spend 50 of their 60 s start-up on the zero-shot evaluation, which later
+    trials read from the cache: a trial not started yet takes 10 + 100 x 1 s + 10 s, not 160 s."""
+    out = io.StringIO()
+    sweep = SweepProgress(total=3, concurrency=2, stream=out)
+    a, b = tune_trial("a"), tune_trial("b")
+    for trial in (a, b):
+        sweep.on_trial_start(0, [], trial)
+    clock[0] += 55
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 0, TIME_EVAL_S: 50.0})
+    clock[0] += 5
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 10, TOTAL_STEPS: 100})
+    clock[0] += 90
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 100, TOTAL_STEPS: 100})
+    clock[0] += 10
+    sweep.on_trial_complete(0, [], a)
+    sweep.on_trial_complete(0, [], b)
+    assert out.getvalue().splitlines()[-1].endswith("0 running, 1 left, ETA 2m00s")
 
 
 @pytest.mark.parametrize(
@@ -95,8 +164,9 @@ def test_log_output_gets_the_eta_after_a_trial_ends_and_steps_lines_at_most_ever
         "[    30s 0/4 done] b: started",
         "[    60s 0/4 done] a 40/100, b 10/100 | 2 running, 2 left",
         "[    90s 1/4 done] a: done",
-        # a took 90 s; b has run 60 s: 30 s left; the two left take the free slot at 0 and b's at 30
-        "[    90s 1/4 done] 1 running, 2 left, ETA 2m00s",
+        # a trial takes: the quickest start-up (b's, 0 s) + 100 steps at a's 50 s / 30 steps + a's tail (30 s)
+        # = 196.7 s; b has run 60 s: 136.7 s left; the two left take the free slot at 0 and b's at 136.7
+        "[    90s 1/4 done] 1 running, 2 left, ETA 5m33s",
     ]
 
 

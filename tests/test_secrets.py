@@ -14,6 +14,7 @@ from deepspeed.runtime.fp16.loss_scaler import LossScaler
 from deepspeed.runtime.zero.config import ZeroStageEnum
 
 from jobs.checkpoints import CHECKPOINT_TAG, trained_state_dict, weights_only_loading
+from recipes.common.input_errors import InputError
 from recipes.common.redaction import MASK, RedactingFilter, credential_problem, redact, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_checkpoint_from_storage_is_never_run_as_code(tmp_path):
     state.mkdir(parents=True)
     with open(state / "mp_rank_00_model_states.pt", "wb") as handle:
         torch.save({"module": {"w": torch.zeros(1)}, "hook": Payload(marker)}, handle)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(InputError, match="mp_rank_00_model_states.pt: refused"):  # pickle's UnpicklingError, named
         trained_state_dict(tmp_path / "checkpoint")
     assert not marker.exists()
     assert torch.load is original_load
@@ -169,3 +170,23 @@ def test_no_secret_reaches_mlflow_checkpoints_reports_or_logs(tmp_path, monkeypa
         (str(tmp_path / "grid.yaml"), COMMENT_SECRET),
         (str(tmp_path / "grid.yaml"), SECRETS["HF_TOKEN"]),
     }
+
+
+def test_a_run_param_holding_a_key_never_reaches_the_report(tmp_path):
+    """A run logged by anything (not only a sweep, which refuses such URIs) may quote a key in a param."""
+    from analysis.report import write_report
+    from tests.synthetic_sweeps import SyntheticTrial, log_sweep
+
+    secret = "AKIAxSECRETx9c1e"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    accuracy = {"id_id": [50.0, 60.0], "id_ood": [60.0, 59.0], "ood_id": [40.0, 39.0], "ood_ood": [30.0, 29.0]}
+    mixed = SyntheticTrial(
+        "llm", "full", "1e-05", accuracy=accuracy, mix=(f"s3://id:{secret}@bucket/mix.parquet",), mix_ratio=0.3
+    )
+    log_sweep(uri, "keyed", [mixed, SyntheticTrial("llm", "full", "1e-06", accuracy=accuracy)])
+    paths = write_report("keyed", uri, tmp_path / "report", log_artifacts=False)
+    written = [path for path in paths.out_dir.rglob("*") if path.is_file()]
+    assert paths.report_html in written
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    assert "s3://***@bucket/mix.parquet" in paths.table_markdown.read_text() + paths.report_html.read_text()

@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from contract import layout
+from jobs.finetune import tracking
 from jobs.finetune.tracking import (
     EARLY_STOP_TAG,
     STATUS_TAG,
@@ -48,6 +49,35 @@ def test_a_restarted_tracker_skips_what_the_run_holds_and_logs_the_rest(tracking
     assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [1, 2, 3, 4]
     assert metric_steps(tracking_uri, run_id, layout.accuracy_metric("id_id")) == [2]
     assert metric_steps(tracking_uri, run_id, layout.FROZEN_TENSORS_CHANGED) == [2]
+
+
+def test_training_values_wait_for_the_next_write_and_go_out_in_one_call(tracking_uri, run_id, monkeypatch):
+    tracker = TrialTracker(tracking_uri, run_id)
+    calls = []
+    send = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: calls.append(k) or send(*a, **k))
+    for step in (10, 20, 30):
+        assert tracker.log_soon({layout.TRAIN_LOSS: 1.0 / step, layout.TRAIN_LR: 1e-3}, step) == 2
+    assert tracker.log_soon({layout.TRAIN_LOSS: 5.0}, 30) == 0  # a replayed step is not buffered twice
+    assert calls == [] and metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == []
+    tracker.log({layout.accuracy_metric("id_id"): 50.0}, step=30)  # an evaluation takes them along
+    assert len(calls) == 1 and len(calls[0]["metrics"]) == 7
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [10, 20, 30]
+    tracker.log_soon({layout.TRAIN_LOSS: 0.1}, 40)
+    tracker.set_status("finished")  # a status follows every value before it
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [10, 20, 30, 40]
+
+
+def test_a_full_or_old_buffer_is_sent(tracking_uri, run_id, monkeypatch):
+    tracker = TrialTracker(tracking_uri, run_id)
+    monkeypatch.setattr(tracking, "BUFFER_MAX_VALUES", 4)
+    tracker.log_soon({layout.TRAIN_LOSS: 1.0, layout.TRAIN_LR: 1e-3}, 1)
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == []
+    tracker.log_soon({layout.TRAIN_LOSS: 1.0, layout.TRAIN_LR: 1e-3}, 2)  # 4 values: sent
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [1, 2] and tracker.buffered == []
+    monkeypatch.setattr(tracking, "BUFFER_MAX_S", 0.0)
+    tracker.log_soon({layout.TRAIN_LOSS: 1.0}, 3)  # old at once: sent
+    assert metric_steps(tracking_uri, run_id, layout.TRAIN_LOSS) == [1, 2, 3]
 
 
 def test_status_tags(tracking_uri, run_id):

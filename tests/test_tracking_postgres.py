@@ -31,6 +31,7 @@ from contract.layout import (
     QUADRANT_STDERR_PREFIX,
     REPORT_ARTIFACT_DIR,
     RESUMED_TAG,
+    SIGNAL_TIME_PREFIX,
     STATUS_TAG,
     SWEEP_KIND,
     TARGET_QUADRANT,
@@ -50,7 +51,7 @@ from tests.test_sweep import sweep_command, write_grid
 pytestmark = pytest.mark.slow
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
-TIMING_METRICS = (TIME_TRAIN_S.split("/")[0] + "/", TRAIN_SECONDS_PER_STEP, TRAIN_TOKENS_PER_S)
+TIMING_METRICS = (TIME_TRAIN_S.split("/")[0] + "/", SIGNAL_TIME_PREFIX, TRAIN_SECONDS_PER_STEP, TRAIN_TOKENS_PER_S)
 """Metrics that measure time: their steps must match between two runs, their values cannot."""
 TRAINING_METRICS = (TRAIN_LOSS, TRAIN_LR, TRAIN_TOKENS_PER_S, TRAIN_SECONDS_PER_STEP)
 """Logged at every step of the trial below (``log_every=1``)."""
@@ -211,7 +212,6 @@ def test_a_server_killed_and_restarted_mid_trial_loses_and_duplicates_nothing(tm
         went_away = time.time() * 1000
     finally:
         server.start()
-    came_back = time.time() * 1000
     training.join(timeout=1200)
     assert outcome, "run_trial raised: the trial failed and could not even record it (see the log above)"
     assert outcome[0].status == "finished", outcome[0].error
@@ -225,4 +225,6 @@ def test_a_server_killed_and_restarted_mid_trial_loses_and_duplicates_nothing(tm
         if key in TRAINING_METRICS or key.startswith(EVALUATION_PREFIXES):
             assert logged == (list(range(1, steps + 1)) if key in TRAINING_METRICS else evaluations), key
     logged_at = [m.timestamp for m in client.get_metric_history(trial.run_id, TRAIN_LOSS)]
-    assert min(logged_at) <= went_away and max(logged_at) >= came_back, "the trial did not run through the outage"
+    # values made before and after the server went away, every one stored once: training went on
+    # through the outage (its values waited in the tracker's buffer, the evaluation's write waited for the server)
+    assert min(logged_at) <= went_away <= max(logged_at), "the trial did not run through the outage"

@@ -14,8 +14,9 @@ Then every rank evaluates the model on every task's test set (one row of the acc
 ``cl/acc/<task>``) and on the 2x2 suite; rank 0 logs them at the trial's global step and, after
 the last task, ``cl/last/<task>``, ``cl/average_at/<task>``, ``cl/last`` and ``cl/average``
 (``jobs.continual.metrics``) plus the matrix as ``continual/matrix.json``. Step 0 is the
-zero-shot row. A checkpoint (the whole model after the task, with the matrix so far) is
-reported after every task, so a restarted trial resumes after its last finished task.
+zero-shot row. A checkpoint (the tensors the tasks can change, after the task, with the matrix
+so far and the base's identity) is reported after every task, so a restarted trial resumes after
+its last finished task: base + those tensors is the model after the task.
 
     ContinualWorker(trial).run()     # on every worker, from jobs.worker.trial_worker
 """
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from contract.layout import (
     CONTINUAL_TASK,
@@ -40,7 +42,7 @@ from contract.layout import (
     task_accuracy_metric,
 )
 from contract.reports import STEP
-from jobs.checkpoints import TRAINER_STATE
+from jobs.checkpoints import BASE_KEY, TRAINER_STATE
 from jobs.continual.metrics import continual_scores
 from jobs.evaluate.suite_eval import DatasetEvaluator
 from jobs.finetune.config import TrialConfig
@@ -49,12 +51,13 @@ from jobs.finetune.loop import TrialWorker, WindowStats
 from recipes.data.continual import stage_training_table, task_names
 from recipes.data.registry import dataset_name
 from recipes.data.stream import TrainingStream
-from recipes.methods import merge_lora
+from recipes.methods import lora_target_modules, merge_lora
+from recipes.parts import resolve_parts
 
 log = logging.getLogger("forgetless.continual")
 
-MODEL_STATE = "model_state.pt"
-"""The whole model's weights after a task, inside a continual checkpoint (rank 0 writes it)."""
+MODEL_STATE = "model_state.safetensors"
+"""The tensors the tasks can change, after a task, inside a continual checkpoint (rank 0 writes it)."""
 
 
 def stage_steps(rows: int, epochs: float, batch_size: int) -> int:
@@ -145,12 +148,21 @@ class ContinualWorker(TrialWorker):
         return scores
 
     # -- checkpoints ------------------------------------------------------------------------
+    def changeable_names(self) -> list[str]:
+        """Parameters a task can change: the trial's parts (SeqFull), the weights its adapters merge into (IncLoRA)."""
+        trial, family = self.trial, self.loaded.family
+        if trial.method == "lora":
+            return [f"{name}.weight" for name in lora_target_modules(self.model, family, trial.parts)]
+        return resolve_parts(self.model, family, trial.parts)
+
     def save(self, directory: Path, step: int) -> None:
-        """Rank 0 writes the model after the task and the matrix so far; other ranks write nothing."""
+        """Rank 0 writes the changeable tensors after the task and the matrix so far; other ranks nothing."""
         if self.rank != 0:
             return
-        torch.save(self.model.state_dict(), directory / MODEL_STATE)
+        tensors = {name: self.model.get_parameter(name).detach().contiguous() for name in self.changeable_names()}
+        save_file(tensors, directory / MODEL_STATE)
         state = {
+            BASE_KEY: self.base_record(),
             STEP: step,
             "stage_ends": self.stage_ends,
             "matrix": self.matrix,
@@ -160,8 +172,12 @@ class ContinualWorker(TrialWorker):
         (directory / TRAINER_STATE).write_text(json.dumps(state))
 
     def load_state(self, directory: Path, state: dict) -> None:
-        """Load the model after the checkpoint's last task and the matrix so far."""
-        self.model.load_state_dict(torch.load(directory / MODEL_STATE, map_location="cpu", weights_only=True))
+        """Load the model after the checkpoint's last task (base + its tensors) and the matrix so far."""
+        tensors = load_file(directory / MODEL_STATE)
+        unknown = set(tensors) - set(self.changeable_names())
+        if unknown:
+            raise ValueError(f"{directory}: tensors the trial cannot change: {sorted(unknown)[:5]}")
+        self.model.load_state_dict(tensors, strict=False)
         self.matrix, self.stage_ends = state["matrix"], state["stage_ends"]
         self.zero_shot_row = state["zero_shot_row"]
 

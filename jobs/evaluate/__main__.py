@@ -35,6 +35,8 @@ from jobs.evaluate.predictions_file import PredictionsFileError, score_predictio
 from jobs.evaluate.probe_runs import classname_probe, counting_probe
 from jobs.evaluate.scoring import MODES
 from jobs.evaluate.suite_eval import SuiteEvaluator
+from recipes.common.input_errors import input_boundary
+from recipes.common.redaction import credential_problem, redact
 from recipes.common.text_table import text_table
 from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.registry import load_dataset
@@ -113,6 +115,7 @@ def score_main(argv: list[str]) -> int:
     return 0
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [SCORE_COMMAND]:
@@ -120,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
+        for flag, value in (("--model", args.model), ("--suite", args.suite), ("--probe-dataset", args.probe_dataset)):
+            problem = credential_problem(flag, value)
+            if problem:
+                raise ValueError(problem)
+        if args.predictions is not None and str(args.predictions).split("/")[0].endswith(":"):
+            raise ValueError("--predictions: expected a local directory, not a URL")
+        if args.predictions is not None and args.predictions.exists() and not args.predictions.is_dir():
+            raise ValueError(f"--predictions: {args.predictions} is a file, not a directory")
         suite = load_suite(args.suite)
         models = [("base", load_model(args.model))]
         for index, checkpoint in enumerate(args.checkpoint, start=1):
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"checkpoint {checkpoint} was trained from {trial['model']!r}, not {args.model!r}")
             models.append((f"ckpt{index} (step {step})", loaded))
     except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     evaluator = SuiteEvaluator(

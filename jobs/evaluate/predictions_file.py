@@ -12,17 +12,18 @@ accuracies forgetless logs:
 Matchers are those of ``jobs.evaluate.matchers`` (``mcq``, ``rs``, ``ad``, ``med``, ``sci``,
 ``fin``, ``exact``); skipped items ("Unanswerable" under rs/ad/med) count in the denominator,
 as in the listings. A line that is not a JSON object with string ``predict`` and ``label``
-(and ``prompt`` for ``sci``) is an error naming the file, the line and the field.
+(and ``prompt`` for ``sci``), or whose label is empty, is an error naming the file, the line
+and the field.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from dataclasses import dataclass
 
 from jobs.evaluate.matchers import MATCHERS
+from recipes.common.json_loading import parse_json
+from recipes.common.redaction import credential_problem, redact_uri
 from recipes.common.storage import exists, open_binary
 
 REQUIRED_KEYS = ("predict", "label")
@@ -64,27 +65,34 @@ class PredictionsScore:
 def read_predictions(path: str | os.PathLike, need_prompt: bool = False) -> list[dict]:
     """The objects of a predictions jsonl file, each checked for string ``predict``/``label`` (and ``prompt``)."""
     path = str(path)
+    problem = credential_problem("predictions file", path)
+    if problem:
+        raise PredictionsFileError(problem)
     if not exists(path):
-        raise PredictionsFileError(f"{path}: no such predictions file")
+        raise PredictionsFileError(f"{redact_uri(path)}: no such predictions file")
     keys = (*REQUIRED_KEYS, "prompt") if need_prompt else REQUIRED_KEYS
     items = []
     with open_binary(path) as handle:
-        for number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+        for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PredictionsFileError(f"{path}: line {number}: invalid JSON: {error}") from None
+                item = parse_json(line)
+            except ValueError as error:  # not UTF-8, not JSON, nested too deep
+                raise PredictionsFileError(f"{redact_uri(path)}: line {number}: {error}") from None
             if not isinstance(item, dict):
                 raise PredictionsFileError(f"{path}: line {number}: expected a JSON object, got {type(item).__name__}")
             for key in keys:
                 if not isinstance(item.get(key), str):
                     problem = "missing" if key not in item else f"not a string ({type(item[key]).__name__})"
-                    raise PredictionsFileError(f"{path}: line {number}: field {key} is {problem}")
+                    raise PredictionsFileError(f"{redact_uri(path)}: line {number}: field {key} is {problem}")
+            if not item["label"].strip():
+                raise PredictionsFileError(
+                    f"{redact_uri(path)}: line {number}: field label is empty (nothing to score)"
+                )
             items.append(item)
     if not items:
-        raise PredictionsFileError(f"{path}: has no predictions (an empty file)")
+        raise PredictionsFileError(f"{redact_uri(path)}: has no predictions (an empty file)")
     return items
 
 

@@ -13,6 +13,7 @@ starts a local Ray.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import types
 import typing
@@ -27,6 +28,7 @@ from contract.layout import QUADRANT_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX
 from jobs.finetune.config import TrialConfig, problem_message
 from jobs.finetune.flag_checks import trial_flag_problems
 from jobs.trial import find_trial_run, run_trial
+from recipes.common.input_errors import input_boundary
 from recipes.common.reachability import preflight_problem
 from recipes.common.redaction import install_log_redaction, redact
 from recipes.data.stream import MixSource
@@ -52,6 +54,8 @@ def value_type(annotation: Any) -> tuple[type, bool, tuple | None]:
         return one, True, None
     if origin is typing.Literal:
         return type(arguments[0]), False, arguments
+    if annotation is bool:
+        return str, False, ("true", "false")
     if annotation in (int, float, str):
         return annotation, False, None
     return str, False, None
@@ -111,11 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def problem_lines(error: ValidationError) -> list[str]:
-    """One line per problem, naming the flag: ``--lr: must be > 0``."""
-    return [
-        f"{flag(str(item['loc'][0]))}: {problem_message(item)}" if item["loc"] else problem_message(item)
-        for item in error.errors(include_url=False)
-    ]
+    """One line per problem, naming the flag: ``--lr: must be > 0``; a rule between settings names the
+    flags of the settings it mentions: ``--batch-size, --workers: invalid trial: batch_size 12 ...``."""
+    lines = []
+    for item in error.errors(include_url=False):
+        message = problem_message(item)
+        if item["loc"]:
+            lines.append(f"{flag(str(item['loc'][0]))}: {message}")
+            continue
+        named = [flag(name) for name in TrialConfig.model_fields if re.search(rf"\b{name}\b", message)]
+        lines.append(f"{', '.join(named)}: {message}" if named else message)
+    return lines
 
 
 def parse_trial(argv: list[str] | None = None) -> TrialConfig:
@@ -123,6 +133,7 @@ def parse_trial(argv: list[str] | None = None) -> TrialConfig:
     return TrialConfig(**vars(build_parser().parse_args(argv)))
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     try:
         trial = parse_trial(argv)

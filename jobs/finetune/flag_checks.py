@@ -3,8 +3,8 @@
 A flag's type and range are checked where the trial's settings are defined; what needs the
 machine is checked here, with the same texts as a grid's problems (``jobs.input_checks``): the
 model is known (and its config says how deep ``vision.last<N>`` may go), the dataset, mixed-in
-datasets, suite, DeepSpeed JSON and continual task files exist, and no URI has an unknown
-scheme or credentials:
+datasets, suite, DeepSpeed JSON and continual task files exist (a local data file's schema and a
+sample of its rows are read, as a sweep reads them), and no URI has an unknown scheme or credentials:
 
     problems = trial_flag_problems(trial)   # ["--dataset: no such file 'x.jsonl' (relative to ...)", ...]
 """

@@ -23,8 +23,8 @@ import torch
 
 from contract.layout import interpolation_metric
 from jobs.evaluate.suite_eval import delta_metrics
+from jobs.finetune.trial_model import load_trial_model
 from recipes.methods import apply_method
-from recipes.models import load_model
 
 
 def blend(zero_shot: torch.Tensor, tuned: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -37,7 +37,7 @@ def zero_shot_weights(worker) -> dict[str, torch.Tensor]:
     trial = worker.trial
     with torch.random.fork_rng():
         torch.manual_seed(trial.seed)  # the LoRA initialisation ``build_engine`` drew
-        model, _ = apply_method(load_model(trial.model).model, worker.loaded.family, trial.parts, trial.method_config)
+        model, _ = apply_method(load_trial_model(trial).model, worker.loaded.family, trial.parts, trial.method_config)
     return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
 
 

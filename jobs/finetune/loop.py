@@ -41,13 +41,24 @@ from contract.layout import (
     TRAIN_LR,
     TRAIN_SECONDS_PER_STEP,
     TRAIN_TOKENS_PER_S,
+    TRAIN_TRUNCATED_ROWS,
     TRAINABLE_PARAMETERS,
     delta_metric,
     predictions_artifact,
+    signal_metric,
 )
 from contract.reports import EARLY_STOPPED, STEP, TOTAL_STEPS
-from jobs.checkpoints import CHECKPOINT_TAG, TRAINER_STATE, read_trainer_state, weights_only_loading
+from jobs.checkpoints import (
+    BASE_KEY,
+    TRAINER_STATE,
+    base_record,
+    check_base,
+    load_trainable_state,
+    read_trainer_state,
+    save_trainable_state,
+)
 from jobs.evaluate.image_features import FrozenImageFeatures
+from jobs.evaluate.signals import TrialSignals
 from jobs.evaluate.suite_eval import SuiteEvaluator, SuiteResult, delta_metrics
 from jobs.evaluate.zero_shot import ZeroShotCache, zero_shot_key
 from jobs.finetune.config import TrialConfig
@@ -55,13 +66,13 @@ from jobs.finetune.engine import build_engine, current_lr
 from jobs.finetune.interpolate import evaluate_interpolations
 from jobs.finetune.loss import supervised_loss
 from jobs.finetune.tracking import TrialTracker
+from jobs.finetune.trial_model import load_trial_model
 from jobs.search_decisions import find_board, wait_for_decision
 from recipes.common import storage
 from recipes.data.collate import RecordCollator
 from recipes.data.encoded_store import DEFAULT_STORE_BYTES
 from recipes.data.stream import build_train_stream
 from recipes.data.suites import load_suite
-from recipes.models import load_model
 
 log = logging.getLogger("forgetless.finetune")
 
@@ -83,6 +94,26 @@ def early_stop_reason(deltas: dict[str, float], threshold: float | None) -> str 
         return None
     fallen = [f"{q} {deltas[delta_metric(q)]:+.1f} pp" for q in OOD_QUADRANTS if deltas[delta_metric(q)] < -threshold]
     return f"OOD drop beyond {threshold:g} pp vs zero-shot: {', '.join(fallen)}" if fallen else None
+
+
+def signal_stop_reason(metrics: dict[str, float], trial: TrialConfig) -> str | None:
+    """Why a trial must stop (its ``early_stop_signal`` passed a bound), or None."""
+    name = trial.early_stop_signal
+    value = metrics.get(signal_metric(name)) if name else None
+    if value is None:
+        return None
+    if trial.early_stop_signal_max is not None and value > trial.early_stop_signal_max:
+        return f"signal {name} {value:.4g} above its max {trial.early_stop_signal_max:g}"
+    if trial.early_stop_signal_min is not None and value < trial.early_stop_signal_min:
+        return f"signal {name} {value:.4g} below its min {trial.early_stop_signal_min:g}"
+    return None
+
+
+def signal_steps(trial: TrialConfig) -> set[int]:
+    """Steps between evaluations where the signals alone are measured (every ``signal_every`` steps)."""
+    if not trial.signal_every or not trial.signals:
+        return set()
+    return set(range(trial.signal_every, trial.steps, trial.signal_every)) - set(eval_steps(trial))
 
 
 def frozen_fingerprint(module: torch.nn.Module) -> torch.Tensor:
@@ -155,6 +186,7 @@ class TrialWorker:
         self.frozen_at_start = frozen_fingerprint(self.engine.module)
         if not self.sharded:
             self.image_features = FrozenImageFeatures.for_model(self.loaded.model, self.loaded.family)
+        self.signals = self.trial_signals()
         self.search_board = find_board(trial.sweep)  # set in an adaptive search: it decides after each evaluation
         torch.manual_seed(trial.seed * 1000 + self.rank)
 
@@ -164,12 +196,18 @@ class TrialWorker:
         self.trial = trial
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.use_gpu = trial.gpus_per_worker > 0
-        self.loaded = load_model(trial.model)
+        self.loaded = load_trial_model(trial)  # its precision, attention kernel and pixel bounds
         self.fingerprint = self.loaded.fingerprint
         self.sharded = trial.zero_stage == 3 and self.world > 1  # every rank must run the same modules
         self.collate = RecordCollator(
-            self.loaded.processor, with_answers=True, always_image=self.sharded, store_bytes=DEFAULT_STORE_BYTES
+            self.loaded.processor,
+            with_answers=True,
+            always_image=self.sharded,
+            store_bytes=DEFAULT_STORE_BYTES,
+            max_length=trial.max_seq_len,
+            overlength=trial.overlength,
         )
+        self.truncated_rows = 0  # rows cut to max_seq_len so far, all ranks (``train_step``)
         self.evaluator = SuiteEvaluator(load_suite(trial.eval_suite), self.loaded.processor, **self.eval_settings())
         self.tracker = TrialTracker(trial.tracking_uri, trial.run_id) if self.rank == 0 and trial.run_id else None
         self.zero_shot: dict[str, float] = {}
@@ -184,6 +222,37 @@ class TrialWorker:
             "synced_gpus": self.sharded,
             "store_bytes": DEFAULT_STORE_BYTES,
         }
+
+    def trial_signals(self) -> TrialSignals | None:
+        """Rank 0's forgetting signals (``trial.signals``), the base's drift reference cached under the storage."""
+        if self.rank != 0 or not self.trial.signals:
+            return None
+        return TrialSignals(
+            self.trial.signals,
+            self.evaluator.suite,
+            self.loaded.processor,
+            self.fingerprint,
+            storage.join(self.trial.storage, "signal-base"),
+            batch_size=self.trial.eval_batch_size,
+            load_base=lambda: load_trial_model(self.trial).model,
+        )
+
+    def measure_signals(self, step: int) -> dict[str, float]:
+        """Rank 0: the signals of the engine's model at ``step`` (step 0: the base, which builds the drift reference)."""
+        if self.signals is None:
+            return {}
+        model = self.engine.module
+        return self.signals.measure(model, base_model=model if step == 0 else None)
+
+    def signal_check(self, step: int) -> tuple[dict[str, float], bool]:
+        """Signals alone at ``step`` (rank 0 measures and logs them); returns (values, whether to stop), all ranks agree."""
+        values = self.measure_signals(step)
+        decision = [signal_stop_reason(values, self.trial) if self.rank == 0 else None]
+        if self.tracker and values:
+            self.tracker.log(values, step)
+        if self.world > 1:
+            dist.broadcast_object_list(decision, src=0)
+        return values, decision[0] is not None
 
     # -- data -------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[list[dict]]:
@@ -202,7 +271,7 @@ class TrialWorker:
         for rows in self.micro_batches(step):
             with self.timed("collate"):
                 batch = {k: v.to(self.engine.device) for k, v in self.collate(rows).items()}
-                if self.use_gpu and "pixel_values" in batch:
+                if self.trial.bf16 and "pixel_values" in batch:
                     batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
             with self.timed("forward"):
                 loss = supervised_loss(self.engine, batch)
@@ -212,9 +281,11 @@ class TrialWorker:
                 self.engine.step()
             losses.append(loss.detach().float())
             tokens += int(batch["attention_mask"].sum())
-        totals = torch.stack([torch.stack(losses).mean(), torch.tensor(float(tokens))]).to(self.engine.device)
+        counts = torch.tensor([float(tokens), float(self.collate.truncated)])
+        totals = torch.cat([torch.stack(losses).mean().reshape(1).cpu(), counts]).to(self.engine.device)
         if self.world > 1:
             dist.all_reduce(totals)
+        self.truncated_rows = int(totals[2].item())
         return totals[0].item() / self.world, int(totals[1].item())
 
     def timed(self, phase: str):
@@ -250,11 +321,21 @@ class TrialWorker:
 
     # -- checkpoints ------------------------------------------------------------------------
     def save(self, directory: Path, step: int) -> None:
-        """Write this rank's share of the resumable state (frozen weights are not saved)."""
-        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
+        """Write this rank's share of the resumable state: trainable tensors, their optimizer and schedule.
+
+        Frozen weights are the base's and are not saved, under any of their names (a frozen output
+        head tied to the embedding included: ``trainable_state_only``); ``trainer_state.json`` names
+        the base (``base_record``), which every reader checks.
+        """
+        save_trainable_state(self.engine, directory)
         torch.save(torch.get_rng_state(), directory / f"rng_rank{self.rank}.pt")
         if self.rank == 0:
-            state = {"step": step, "data_position": step * self.trial.batch_size, "trial": self.trial.to_dict()}
+            state = {
+                "step": step,
+                "data_position": step * self.trial.batch_size,
+                "trial": self.trial.to_dict(),
+                BASE_KEY: self.base_record(),
+            }
             (directory / TRAINER_STATE).write_text(json.dumps(state))
 
     def restore(self) -> int:
@@ -267,14 +348,20 @@ class TrialWorker:
             found = TrialConfig.from_dict(state["trial"]).trial_id
             if found != self.trial.trial_id:
                 raise RuntimeError(f"checkpoint {checkpoint.path} belongs to trial {found}, not {self.trial.trial_id}")
+            check_base(checkpoint.path, state, self.loaded)
             self.load_state(Path(directory), state)
         log.info("trial %s resumed after step %d", self.trial.name, state["step"])
         return state["step"]
 
+    def base_record(self) -> dict[str, str]:
+        """The base model's identity (name, content hash), hashed on first use."""
+        if not hasattr(self, "_base_record"):
+            self._base_record = base_record(self.loaded.name, self.loaded.path)
+        return self._base_record
+
     def load_state(self, directory: Path, state: dict) -> None:
         """Load this rank's share of a checkpoint written by ``save`` (its ``trainer_state.json`` is ``state``)."""
-        with weights_only_loading():
-            self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_module_strict=False)
+        load_trainable_state(self.engine, directory)
         rng = directory / f"rng_rank{self.rank}.pt"
         if rng.is_file():
             torch.set_rng_state(torch.load(rng, weights_only=True))
@@ -305,7 +392,11 @@ class TrialWorker:
         if self.rank != 0:
             return {}, None
         metrics = {**result.metrics, **delta_metrics(result.metrics, self.zero_shot), **(extra or {})}
-        reason = early_stop_reason(metrics, self.trial.max_ood_drop_pp) if step > 0 else None
+        reason = (
+            early_stop_reason(metrics, self.trial.max_ood_drop_pp) or signal_stop_reason(metrics, self.trial)
+            if step > 0
+            else None
+        )
         if self.tracker:
             self.tracker.log(metrics, step)
             self.tracker.log_table(result.predictions, predictions_artifact(step))
@@ -322,12 +413,15 @@ class TrialWorker:
             self.tracker.log(
                 {TRAINABLE_PARAMETERS: self.trainable.trainable, TOTAL_PARAMETERS: self.trainable.total}, step=0
             )
-        evaluations, checkpoints = eval_steps(trial), checkpoint_steps(trial)
+        evaluations, checkpoints, signal_only = eval_steps(trial), checkpoint_steps(trial), signal_steps(trial)
         evaluating = time.perf_counter()
         zero_shot = self.evaluate(0)  # every rank takes part; a cache hit after the first trial
         self.zero_shot = zero_shot.metrics if zero_shot else {}
         if start == 0:
-            metrics, _ = self.checkpoint_metrics(0, zero_shot, {TIME_EVAL_S: time.perf_counter() - evaluating})
+            signals = self.measure_signals(0)
+            metrics, _ = self.checkpoint_metrics(
+                0, zero_shot, {**signals, TIME_EVAL_S: time.perf_counter() - evaluating}
+            )
             self.report(0, {**metrics, STEP: 0}, checkpoint=False)
         window, training = WindowStats(), 0.0
         for step in range(start, trial.steps):
@@ -339,15 +433,18 @@ class TrialWorker:
             training += time.perf_counter() - started
             done = step + 1
             if self.tracker and (done % trial.log_every == 0 or done in evaluations):
-                self.tracker.log(window.metrics(current_lr(self.engine)), done)
+                truncation = {TRAIN_TRUNCATED_ROWS: self.truncated_rows} if trial.max_seq_len else {}
+                self.tracker.log_soon({**window.metrics(current_lr(self.engine)), **truncation}, done)
                 window = WindowStats()
             if done % trial.log_every == 0 and done not in evaluations:
                 ray.train.report({STEP: done, TOTAL_STEPS: trial.steps})  # every rank: Ray Train syncs them
-            if done in evaluations:
+            signals, signal_stop = self.signal_check(done) if done in signal_only else ({}, False)
+            if done in evaluations or signal_stop:  # a signal past its bound: evaluate the suite and stop here
                 evaluating = time.perf_counter()
                 result = self.evaluate(done)
                 integrity = {FROZEN_TENSORS_CHANGED: self.frozen_tensors_changed()}
-                metrics, reason = self.checkpoint_metrics(done, result, integrity)
+                signals = signals or self.measure_signals(done)
+                metrics, reason = self.checkpoint_metrics(done, result, {**integrity, **signals})
                 decision = [reason]
                 if self.world > 1:
                     dist.broadcast_object_list(decision, src=0)

@@ -11,11 +11,19 @@ sends the very same metrics, timestamps included: the store keeps one row for an
 (key, step, timestamp, value), so a batch the server took before its answer was lost is not
 logged twice. A batch never taken raises ``TrackingUnavailable``, which fails the worker, and
 Ray Train restarts it from the last checkpoint with a new tracker that re-reads the run. A batch
-that took longer than ``SLOW_BATCH_S`` is reported as the server being the bottleneck. Only
-rank 0 of a trial creates a tracker:
+that took longer than ``SLOW_BATCH_S`` is reported as the server being the bottleneck.
+
+The training window's metrics, logged every ``log_every`` steps, wait in a bounded buffer
+(``log_soon``) and go out with the next write of the run (an evaluation's metrics, a status), when
+``BUFFER_MAX_VALUES`` values wait or when the oldest has waited ``BUFFER_MAX_S``: one call per
+evaluation instead of one per window, which is what a loaded server needs (docs/tracking.md).
+A worker that dies loses at most its buffer, and only values of steps after its last checkpoint
+(every checkpoint follows an evaluation, which flushes), which the restarted worker replays and
+logs. Only rank 0 of a trial creates a tracker:
 
     tracker = TrialTracker(tracking_uri, run_id)
-    tracker.log({"train/loss": 0.7}, step=101)        # skipped if step 101 is already there
+    tracker.log_soon({"train/loss": 0.7}, step=101)   # buffered; skipped if step 101 is already there
+    tracker.log({"acc/id_id": 55.0}, step=150)        # sent now, with the buffered values
     tracker.log_table(predictions, "predictions/step_000100.parquet")
     tracker.set_status("finished")
 """
@@ -36,6 +44,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from contract.layout import (
     EARLY_STOP_TAG,
@@ -60,6 +69,10 @@ RETRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 """Pauses between the tracker's sends of one batch; the last repeats."""
 SLOW_BATCH_S = 10.0
 """A batch that took longer than this (retries included) is reported: the server is the bottleneck."""
+BUFFER_MAX_VALUES = 500
+"""Buffered values (``log_soon``) that make the tracker send them; MLflow takes at most 1,000 per batch."""
+BUFFER_MAX_S = 60.0
+"""Seconds the oldest buffered value may wait before the tracker sends the buffer."""
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -106,20 +119,52 @@ class TrialTracker:
         """Metric batches sent again because the server did not take them (this tracker's life)."""
         self.waited_s = 0.0
         """Seconds spent waiting between such sends."""
+        self.buffered: list[Metric] = []
+        """Values ``log_soon`` took that are not sent yet, oldest first."""
+        self.buffered_since = 0.0
 
-    def log(self, metrics: dict[str, float], step: int) -> int:
-        """Log metrics at ``step``, skipping keys already logged there; returns how many were new."""
+    def _new_metrics(self, metrics: dict[str, float], step: int) -> list[Metric]:
+        """The values of ``metrics`` at ``step`` neither logged nor buffered yet."""
         timestamp = int(time.time() * 1000)
-        new = [
+        waiting = {(metric.key, metric.step) for metric in self.buffered}
+        return [
             Metric(key, float(value), timestamp, step)
             for key, value in metrics.items()
-            if step not in self.logged.get(key, ())
+            if step not in self.logged.get(key, ()) and (key, step) not in waiting
         ]
-        if new:
-            self.persist(lambda: self.client.log_batch(self.run_id, metrics=new), f"step {step}")
-            for metric in new:
-                self.logged.setdefault(metric.key, set()).add(step)
+
+    def log(self, metrics: dict[str, float], step: int) -> int:
+        """Log metrics at ``step`` now, with the buffered ones, skipping keys already logged there;
+        returns how many were new."""
+        new = self._new_metrics(metrics, step)
+        self._send([*self.buffered, *new], f"step {step}")
+        self.buffered = []
         return len(new)
+
+    def log_soon(self, metrics: dict[str, float], step: int) -> int:
+        """Buffer metrics at ``step`` (skipping keys already logged there) for the next write; sends the
+        buffer when it is full or old (``BUFFER_MAX_VALUES``, ``BUFFER_MAX_S``); returns how many were new."""
+        new = self._new_metrics(metrics, step)
+        if new and not self.buffered:
+            self.buffered_since = time.monotonic()
+        self.buffered.extend(new)
+        if len(self.buffered) >= BUFFER_MAX_VALUES or time.monotonic() - self.buffered_since >= BUFFER_MAX_S:
+            self.flush()
+        return len(new)
+
+    def flush(self) -> None:
+        """Send the buffered values."""
+        if self.buffered:
+            self._send(self.buffered, f"the values up to step {self.buffered[-1].step}")
+            self.buffered = []
+
+    def _send(self, metrics: list[Metric], what: str) -> None:
+        """``log_batch`` calls of at most MLflow's batch size; what the server took counts as logged."""
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            batch = metrics[start : start + MAX_METRICS_PER_BATCH]
+            self.persist(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), what)
+            for metric in batch:
+                self.logged.setdefault(metric.key, set()).add(metric.step)
 
     def persist(self, call: Callable[[], object], what: str) -> None:
         """Make ``call`` (one write: a metric batch of the same ``Metric`` objects, an artifact, tags; each
@@ -174,6 +219,8 @@ class TrialTracker:
         self.persist(lambda: self.client.log_dict(self.run_id, record, artifact_file), artifact_file)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags, after sending the buffered values (a status follows everything before it)."""
+        self.flush()
         run_tags = [RunTag(key, redact(str(value))) for key, value in tags.items()]
         self.persist(lambda: self.client.log_batch(self.run_id, tags=run_tags), "tags")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from recipes.common.input_errors import reading
+from recipes.common.json_loading import load_json, parse_json
 from recipes.common.storage import file_suffix, open_binary
 from recipes.data.readers import image_from_text
 from recipes.data.schema import LETTERS
@@ -50,7 +51,7 @@ def source_row_count(path: str) -> int | None:
     """About how many rows ``iter_source_rows`` yields, for a progress bar: a parquet file's row count
     (its footer), a .jsonl or .tsv file's line count (a pass over the file); None for a .json list."""
     suffix = file_suffix(path)
-    with open_binary(path) as handle:
+    with reading(path), open_binary(path) as handle:
         if suffix in (".parquet", ".pq"):
             return pq.ParquetFile(handle).metadata.num_rows
         if suffix in (".jsonl", ".ndjson", ".tsv"):
@@ -60,32 +61,35 @@ def source_row_count(path: str) -> int | None:
 
 
 def iter_source_rows(path: str) -> Iterator[tuple[str, dict | ValueError]]:
-    """(location, row dict) of a .parquet, .jsonl, .json (list) or .tsv file (a ValueError for unparsable lines)."""
+    """(location, row dict) of a .parquet, .jsonl, .json (list) or .tsv file (a ValueError for unparsable lines).
+
+    A file that is not what its suffix says (not parquet, not UTF-8, JSON nested too deep) raises
+    ``InputError`` naming it; a jsonl line that cannot be parsed is yielded as its ValueError."""
     suffix = file_suffix(path)
     if suffix in (".parquet", ".pq"):
-        with open_binary(path) as handle:
+        with reading(path), open_binary(path) as handle:
             row = 0
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=256):
                 for record in batch.to_pylist():
                     yield f"row {row + 1}", record
                     row += 1
     elif suffix in (".jsonl", ".ndjson"):
-        with open_binary(path) as handle:
-            for line_number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+        with reading(path), open_binary(path) as handle:
+            for line_number, line in enumerate(handle, start=1):
                 if line.strip():
                     try:
-                        yield f"line {line_number}", json.loads(line)
-                    except json.JSONDecodeError as error:
-                        yield f"line {line_number}", ValueError(f"invalid JSON: {error}")
+                        yield f"line {line_number}", parse_json(line)
+                    except ValueError as error:  # not UTF-8, not JSON, nested too deep
+                        yield f"line {line_number}", error
     elif suffix == ".json":
-        with open_binary(path) as handle:
-            data = json.load(handle)
+        with reading(path), open_binary(path) as handle:
+            data = load_json(handle.read(), path)
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records")
         yield from ((f"item {index}", record) for index, record in enumerate(data, start=1))
     elif suffix == ".tsv":
         csv.field_size_limit(sys.maxsize)
-        with open_binary(path) as handle:
+        with reading(path), open_binary(path) as handle:
             reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""), delimiter="\t")
             for index, record in enumerate(reader):
                 yield f"line {index + 2}", record

@@ -87,3 +87,5 @@ def load_yaml_text(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise YamlError(_syntax_problem(error)) from None
+    except ValueError as error:  # a scalar the constructor cannot convert, e.g. an integer of 5,000 digits
+        raise YamlError(f"YAML value cannot be read: {str(error).split(';')[0]}") from None

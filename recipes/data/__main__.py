@@ -27,13 +27,36 @@ from contract.exits import EXIT_BAD_INPUT
 from recipes.adapters.formats import FORMATS, adapt
 from recipes.adapters.freeform import MLLM_CL_MATCHERS
 from recipes.adapters.imagenet_vqa import build_imagenet_vqa
-from recipes.common.redaction import install_log_redaction, redact
+from recipes.common.input_errors import input_boundary
+from recipes.common.redaction import credential_problem, install_log_redaction, redact
 from recipes.data.image_paths import EXTERNAL_IMAGES_ENV
 from recipes.data.readers import read_records_report
 from recipes.data.schema import MATCHER_NAMES, RecordFormatError
 from recipes.data.summary import summarize
 from recipes.toyworld.freeform import TOY_FREEFORM_NAMES, generate_toy_freeform
 from recipes.toyworld.world import TOY_DATASET_NAMES, ToyWorldConfig, generate_toy_world
+
+MAX_SEED = 2**32 - 1
+"""Largest seed the commands take (numpy's generators take seeds below 2**32)."""
+
+
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+SEED = _bounded_int(0, MAX_SEED)
+COUNT = _bounded_int(0, 1_000_000)
 
 
 def _toy(args: argparse.Namespace) -> int:
@@ -71,6 +94,12 @@ def _imagenet_vqa(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
+    for flag, value in (("--input", args.input), ("--out", args.out), ("--image-root", args.image_root)):
+        problem = credential_problem(flag, value)
+        if problem:
+            raise ValueError(problem)
+    if args.source is not None and redact(args.source) != args.source:
+        raise ValueError("--source: holds a credential (a URI's user or token, or a secret environment value)")
     adapted = adapt(
         args.format,
         args.input,
@@ -116,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         "toy", help="generate the toy world (all MCQ and free-form datasets, suite.yaml, manifest.json)"
     )
     toy.add_argument("--out", required=True, help="output folder")
-    toy.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    toy.add_argument("--seed", type=SEED, default=0, help="seed of every random choice (default 0)")
     toy.add_argument("--size", choices=("small", "default"), default="default", help="row counts (default: default)")
-    toy.add_argument("--image-size", type=int, default=56, help="image side in pixels (default 56)")
+    toy.add_argument("--image-size", type=_bounded_int(28, 1024), default=56, help="image side in pixels (default 56)")
     toy.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     toy.set_defaults(run=_toy)
 
@@ -128,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     imagenet.add_argument("--images", required=True, help="class folder root (root/<class_dir>/*.JPEG)")
     imagenet.add_argument("--clip", required=True, help="CLIP model directory (CLIPModel + tokenizer)")
     imagenet.add_argument("--out", required=True, help="output parquet file")
-    imagenet.add_argument("--seed", type=int, default=0, help="seed of distractors and option order (default 0)")
+    imagenet.add_argument("--seed", type=SEED, default=0, help="seed of distractors and option order (default 0)")
     imagenet.add_argument("--class-names", help="class names file (ImageNet LOC_synset_mapping.txt, or JSON)")
     imagenet.add_argument("--classes", help="class list file (one class id per line), with --files")
     imagenet.add_argument(
@@ -153,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument(
         "--clip", help="class-folder: CLIP model directory for CLIP-similar distractors (default: random)"
     )
-    adapt.add_argument("--seed", type=int, default=0, help="class-folder: seed of distractors and option order")
+    adapt.add_argument("--seed", type=SEED, default=0, help="class-folder: seed of distractors and option order")
     adapt.add_argument(
         "--question", default="What is this?", help="class-folder: the question (default 'What is this?')"
     )
@@ -174,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="summarize a data file (rows per kind, options, answer balance, matchers, samples)"
     )
     inspect.add_argument("file", help="data file (.parquet or .jsonl, local or URL)")
-    inspect.add_argument("--samples", type=int, default=3, help="sample rows to print (default 3)")
+    inspect.add_argument("--samples", type=COUNT, default=3, help="sample rows to print (default 3)")
     inspect.add_argument(
         "--skip-bad", action="store_true", help="skip bad rows (and report how many) instead of failing"
     )
@@ -182,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

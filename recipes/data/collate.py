@@ -180,6 +180,12 @@ class RecordCollator:
     store_bytes: int = 0
     """Bytes of encoded rows kept on local disk for the other processes of this machine (the next
     trials of a sweep; ``recipes.data.encoded_store``); 0: no disk store."""
+    max_length: int | None = None
+    """Longest row in tokens, image tokens included (``TrialConfig.max_seq_len``); None: any length."""
+    overlength: str = "error"
+    """A row longer than ``max_length``: ``error`` (ValueError naming the row) or ``truncate`` (``fit``)."""
+    truncated: int = field(default=0, init=False)
+    """Rows this collator has cut to ``max_length`` (each time it batched one)."""
     _letter_ids: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     cache: EncodingCache | None = field(default=None, init=False, repr=False)
     store: EncodedRowStore | None = field(default=None, init=False, repr=False)
@@ -193,6 +199,8 @@ class RecordCollator:
             raise ValueError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
         if self.store_bytes < 0:
             raise ValueError(f"store_bytes must be >= 0, got {self.store_bytes}")
+        if self.overlength not in OVERLENGTH_POLICIES:
+            raise ValueError(f"overlength must be one of {', '.join(OVERLENGTH_POLICIES)}, got {self.overlength!r}")
         self.cache = EncodingCache(self.cache_bytes) if self.cache_bytes else None
         if self.store_bytes:
             self.store = EncodedRowStore.for_collator(
@@ -333,16 +341,47 @@ class RecordCollator:
         placeholder = self.always_image and all(not row_images(row) for row in rows)
         if placeholder:
             rows = [*rows, PLACEHOLDER_ROW]
-        batch = pad_and_concatenate([self.cached_encode(row) for row in rows], self.token_pad_values, self.padding_side)
+        encoded = [self.fit(row, self.cached_encode(row)) for row in rows]
+        batch = pad_and_concatenate(encoded, self.token_pad_values, self.padding_side)
         if placeholder and self.with_answers:
             batch["labels"][-1] = IGNORE_INDEX
         return batch
+
+    def fit(self, row: dict, encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``encoded`` within ``max_length`` tokens: as it is when short enough, else refused or truncated.
+
+        Truncation keeps the first ``max_length`` tokens (image tensors whole), so it never cuts an
+        image's tokens: a row whose image tokens reach past ``max_length`` is refused, and so is a
+        row that would keep none of its supervised (answer) tokens, which could teach nothing.
+        """
+        length = encoded["input_ids"].shape[1]
+        if self.max_length is None or length <= self.max_length:
+            return encoded
+        where = (
+            f"row {row.get('id')!r} ({row.get('source')}) has {length} tokens, more than max_seq_len {self.max_length}"
+        )
+        if self.overlength == "error":
+            raise ValueError(f"{where}; raise max_seq_len, lower max_pixels, or set overlength: truncate")
+        image_token = self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        image_positions = (encoded["input_ids"][0] == image_token).nonzero()
+        if len(image_positions) and int(image_positions[-1]) >= self.max_length:
+            raise ValueError(
+                f"{where}, and its image tokens run to position {int(image_positions[-1]) + 1}: truncating would cut "
+                "an image (raise max_seq_len or lower max_pixels)"
+            )
+        if "labels" in encoded and not (encoded["labels"][0, : self.max_length] != IGNORE_INDEX).any():
+            raise ValueError(f"{where}, and truncating it would cut all of its answer tokens (raise max_seq_len)")
+        self.truncated += 1
+        return {key: v[:, : self.max_length] if key in self.token_pad_values else v for key, v in encoded.items()}
 
     @property
     def token_pad_values(self) -> dict[str, int]:
         """Padding value of each per-token tensor; every other tensor is per image and is concatenated."""
         return {**TOKEN_PAD_VALUES, "input_ids": self.tokenizer.pad_token_id}
 
+
+OVERLENGTH_POLICIES = ("error", "truncate")
+"""What ``RecordCollator.fit`` does with a row longer than ``max_length``."""
 
 TOKEN_PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0, "token_type_ids": 0}
 """Padding of the per-token tensors other than ``input_ids`` (which pads with the tokenizer's pad token)."""

@@ -2,7 +2,8 @@
 
 A jsonl row (or an adapted benchmark row) may name its image by path. A relative path is read
 relative to the dataset's folder (or ``--image-root``) and must stay inside it
-(``../../etc/os-release`` is refused); an absolute path, a URL or a path out of the folder is
+(``../../etc/os-release`` is refused, and so is a symlink, or a path through a symlinked folder,
+whose target lies outside: the check is on the resolved path); an absolute path, a URL or a path out of the folder is
 read only when the user opts in (``--allow-external-images`` on ``python -m recipes.data``, or
 ``FORGETLESS_ALLOW_EXTERNAL_IMAGES=1`` for sweeps and trials), because a data file from
 elsewhere must not make the product read (and train on, or upload) any file or URL it likes:
@@ -52,6 +53,12 @@ def image_location(value: str, base_dir: str) -> str:
         folder = normalize(os.path.abspath(base_dir))
         resolved = normalize(join(folder, value))
         inside = _inside(resolved, folder, os.sep)
+        if inside and not _inside(os.path.realpath(resolved), os.path.realpath(folder), os.sep):
+            if not external_images_allowed():  # symlinks followed: a link inside may point out
+                raise ValueError(
+                    f"image path {value!r} is a symlink (or goes through one) to a file outside the dataset's "
+                    f"folder ({redact_uri(base_dir)}); {OPT_IN}"
+                )
     if not inside and not external_images_allowed():
         raise ValueError(f"image path {value!r} leaves the dataset's folder ({redact_uri(base_dir)}); {OPT_IN}")
     return resolved

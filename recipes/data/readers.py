@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import os
@@ -30,7 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recipes.common.redaction import redact_uri
+from recipes.common.input_errors import reading
+from recipes.common.json_loading import parse_json
+from recipes.common.redaction import CREDENTIAL_HINT, has_credentials, redact_uri
 from recipes.common.storage import arrow_input_file, exists, file_suffix, is_remote, local_path, open_binary, parent_dir
 from recipes.data.image_paths import image_location
 from recipes.data.schema import (
@@ -92,11 +93,12 @@ def _finish(
 
 def _read_parquet(path: str, skip_bad: bool, check_images: bool, sample: bool = False) -> RecordReadReport:
     """Read (and validate) a parquet file: all of it, or with ``sample`` its first row group and others."""
-    source: Any = arrow_input_file(path) if is_remote(path) else local_path(path)
-    if sample:
-        parts = _sample_row_groups(pq.ParquetFile(source), path)
-    else:
-        parts = [(0, pq.read_table(source, memory_map=not is_remote(path)))]
+    with reading(path):  # not parquet, truncated, or storage that does not answer
+        source: Any = arrow_input_file(path) if is_remote(path) else local_path(path)
+        if sample:
+            parts = _sample_row_groups(pq.ParquetFile(source), path)
+        else:
+            parts = [(0, pq.read_table(source, memory_map=not is_remote(path)))]
     tables = [conform_table(raw, path) for _, raw in parts]
     validator = RowValidator(check_images=check_images)
     bad: list[BadRow] = []
@@ -237,18 +239,16 @@ def _read_jsonl(path: str, skip_bad: bool, check_images: bool) -> RecordReadRepo
     records: list[dict] = []
     locations: list[str] = []
     bad: list[BadRow] = []
-    with open_binary(path) as handle:
-        for line_number, raw in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+    with reading(path), open_binary(path) as handle:
+        for line_number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             row_id = None
             try:
-                obj = json.loads(raw)
+                obj = parse_json(raw)  # bytes: a line that is not UTF-8 is one bad row, named by its line
                 row_id = str(obj.get("id")) if isinstance(obj, dict) and obj.get("id") is not None else None
                 records.append(record_from_json(obj, stem, parent_dir(path)))
                 locations.append(f"line {line_number}")
-            except json.JSONDecodeError as error:
-                bad.append(BadRow(f"line {line_number}", None, f"invalid JSON: {error}"))
             except ValueError as error:
                 bad.append(BadRow(f"line {line_number}", row_id, str(error)))
     table = records_to_table(records)
@@ -267,8 +267,12 @@ def read_records_report(
     """
     text = str(path)
     suffix = file_suffix(text)
-    if not exists(text):
-        raise FileNotFoundError(f"{text}: no such MCQ file")
+    if has_credentials(text):
+        raise RecordFormatError(redact_uri(text), problem="contains credentials; " + CREDENTIAL_HINT)
+    with reading(text):  # object storage that does not answer, or refuses
+        found = exists(text)
+    if not found:
+        raise FileNotFoundError(f"{redact_uri(text)}: no such MCQ file")
     if suffix in (".parquet", ".pq"):
         report = _read_parquet(text, skip_bad, check_images, sample)
     elif suffix in (".jsonl", ".ndjson"):

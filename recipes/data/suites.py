@@ -36,6 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.layout import QUADRANTS
+from recipes.common.input_errors import InputError, describe, reading
 from recipes.common.redaction import redact
 from recipes.common.storage import exists, filesystem, is_remote, open_binary, parent_dir, resolve
 from recipes.common.uri_checks import data_uri_problem
@@ -163,15 +164,21 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     if text in named_suites():
         return named_suite(text)
     if is_remote(text):
-        with open_binary(text) as handle:
-            content = handle.read().decode("utf-8")
+        try:
+            with reading(text), open_binary(text) as handle:
+                content = handle.read().decode("utf-8")
+        except InputError as error:
+            raise SuiteError(str(error)) from None
     else:
         path = Path(text).expanduser()
         if not path.is_file():
             raise SuiteError(
-                f"suite {text!r} is neither a named suite ({', '.join(named_suites())}) nor an existing YAML file"
+                f"suite {redact(text)!r} is neither a named suite ({', '.join(named_suites())}) nor an existing YAML file"
             )
-        content = path.read_text(encoding="utf-8")
+        try:
+            content = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise SuiteError(f"{text}: {describe(error)}") from None
     try:
         data = load_yaml_text(content)
     except YamlError as error:

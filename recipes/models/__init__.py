@@ -22,6 +22,7 @@ _HOMES = {
     "TOY_BASE": "catalog",
     "TOY_INIT": "catalog",
     "ModelNotFoundError": "catalog",
+    "ModelNotCachedError": "catalog",
     "resolve_model_dir": "catalog",
     "model_family": "catalog",
     "LoadedModel": "registry",

@@ -1,12 +1,12 @@
 """Model registry: turn a grid's ``model:`` value into a loaded model, processor and family.
 
-A model is a registry name, a local directory in the Hugging Face layout, or a Hub id that is
-already in the local Hugging Face cache (nothing is ever downloaded; the names and where their
-weights are: ``recipes.models.catalog``):
+A model is a registry name, a local directory in the Hugging Face layout, or a Hub id, read from
+the local Hugging Face cache or first downloaded into it, once per node, unless ``HF_HUB_OFFLINE=1``
+(the names and where their weights are: ``recipes.models.catalog``):
 
     from recipes.models import load_model
     loaded = load_model("toy-qwen2.5-vl")               # the toy base, built once and cached
-    loaded = load_model("qwen2.5-vl-3b")                # Qwen/Qwen2.5-VL-3B-Instruct from the HF cache
+    loaded = load_model("qwen2.5-vl-3b")                # Qwen/Qwen2.5-VL-3B-Instruct, cached or downloaded
     loaded = load_model("/models/llava-1.5-7b-hf")      # any local qwen2_5_vl or llava checkpoint
     loaded.model, loaded.processor, loaded.family, loaded.fingerprint
 """
@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from recipes.common.cache import content_key
+from recipes.common.input_errors import reading
 from recipes.models.catalog import TOY_BASE, TOY_INIT, resolve_model_dir
 from recipes.models.families import ModelFamily, family_for_model_type
 from recipes.models.processors import ImageQwen2_5_VLProcessor
@@ -80,18 +81,29 @@ def load_model(
     *,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load ``name`` (registry name, local dir, or cached Hub id) with its processor and family."""
-    directory = resolve_model_dir(name)
-    config = AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
+    """Load ``name`` (registry name, shape model, local dir, or Hub id) with its processor and family.
+
+    A Hub model that is not in the Hugging Face cache is downloaded there first, by one process per
+    node (the others wait for it), unless ``HF_HUB_OFFLINE=1``.
+
+    ``attn_implementation`` (``sdpa``, ``eager``, ``flash_attention_2``) is passed to
+    ``from_pretrained``; None keeps transformers' choice (sdpa where the model supports it).
+    """
+    directory = resolve_model_dir(name, download=True)  # a Hub model missing here: one process per node downloads it
+    with reading(f"model {directory}", OSError):  # transformers reports a malformed config or weights file as OSError
+        config = AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     family = family_for_model_type(config.model_type)
     model_class = getattr(transformers, family.model_class)
-    model = model_class.from_pretrained(
-        directory,
-        dtype=dtype or torch.float32,
-        local_files_only=True,
-        trust_remote_code=trust_remote_code,
-    )
+    with reading(f"model {directory}", OSError):
+        model = model_class.from_pretrained(
+            directory,
+            dtype=dtype or torch.float32,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+        )
     if name in (TOY_BASE, TOY_INIT):
         processor = load_toy_processor(directory)
     else:

@@ -19,9 +19,11 @@ import argparse
 import json
 import sys
 
+from recipes.common.input_errors import input_boundary
 from recipes.toyworld.base import PRETRAIN_REPORT_NAME, ship_base, toy_model_dir
 
 
+@input_boundary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipes.toyworld", description=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -50,8 +50,8 @@ def toy_world_config() -> ToyWorldConfig:
     seed_text = os.environ.get(TOY_SEED_ENV) or "0"
     try:
         seed = int(seed_text)
-    except ValueError as error:
-        raise ValueError(f"{TOY_SEED_ENV} must be an integer, got {seed_text!r}") from error
+    except ValueError:
+        raise ValueError(f"{TOY_SEED_ENV} must be an integer, got {seed_text[:40]!r}") from None
     try:
         return ToyWorldConfig(seed=seed, size=size)
     except ValueError as error:

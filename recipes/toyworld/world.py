@@ -152,8 +152,8 @@ class ToyWorldConfig:
     """(task, share of rows) of toy-pretrain; tasks are the keys of ``TRAIN_TASKS``."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ToyWorldConfig.seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"ToyWorldConfig.seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.size not in SIZES:
             raise ValueError(f"ToyWorldConfig.size must be one of {', '.join(SIZES)}, got {self.size!r}")
         if not isinstance(self.image_size, int) or self.image_size < 28:
