@@ -31,6 +31,7 @@ from contract.layout import (
     QUADRANT_STDERR_PREFIX,
     REPORT_ARTIFACT_DIR,
     RESUMED_TAG,
+    SIGNAL_PREFIX,
     SIGNAL_TIME_PREFIX,
     STATUS_TAG,
     SWEEP_KIND,
@@ -53,6 +54,10 @@ pytestmark = pytest.mark.slow
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 TIMING_METRICS = (TIME_TRAIN_S.split("/")[0] + "/", SIGNAL_TIME_PREFIX, TRAIN_SECONDS_PER_STEP, TRAIN_TOKENS_PER_S)
 """Metrics that measure time: their steps must match between two runs, their values cannot."""
+UNPAIRED_METRICS = (*TIMING_METRICS, SIGNAL_PREFIX)
+"""Metrics whose values two side-by-side sweeps need not share: the times, and the signals (the two trials of a
+sweep race to fill the base model's cached distributions, and the one that reads them back gets their stored
+rounding); their steps must match."""
 TRAINING_METRICS = (TRAIN_LOSS, TRAIN_LR, TRAIN_TOKENS_PER_S, TRAIN_SECONDS_PER_STEP)
 """Logged at every step of the trial below (``log_every=1``)."""
 EVALUATION_PREFIXES = (DATASET_ACCURACY_PREFIX, QUADRANT_DELTA_PREFIX, QUADRANT_STDERR_PREFIX)
@@ -125,7 +130,7 @@ def experiment_digest(tracking_uri: str, experiment: str) -> dict:
         metrics = {}
         for key in run.data.metrics:
             points = [
-                (m.step, None if key.startswith(TIMING_METRICS) else m.value)
+                (m.step, None if key.startswith(UNPAIRED_METRICS) else m.value)
                 for m in client.get_metric_history(run_id, key)
             ]
             metrics[key] = sorted(points, key=lambda point: point[0])
