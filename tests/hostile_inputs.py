@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from tests.test_bad_input import place
+
 SECRET = "hOstile-Pa55word-7d1c"
 """Planted wherever a URI or value is accepted; it must never come back."""
 
@@ -502,18 +504,6 @@ class Hang(BaseException):
 
 class ReachedRay(BaseException):
     pass
-
-
-def place(root: Path, files: Files) -> None:
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if callable(content):
-            content(path)
-        elif isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
 
 
 def written_text(root: Path, inputs: set[Path]) -> str:

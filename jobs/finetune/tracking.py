@@ -121,7 +121,6 @@ class TrialTracker:
         """Seconds spent waiting between such sends."""
         self.buffered: list[Metric] = []
         """Values ``log_soon`` took that are not sent yet, oldest first."""
-        self.buffered_since = 0.0
 
     def _new_metrics(self, metrics: dict[str, float], step: int) -> list[Metric]:
         """The values of ``metrics`` at ``step`` neither logged nor buffered yet."""
@@ -145,10 +144,11 @@ class TrialTracker:
         """Buffer metrics at ``step`` (skipping keys already logged there) for the next write; sends the
         buffer when it is full or old (``BUFFER_MAX_VALUES``, ``BUFFER_MAX_S``); returns how many were new."""
         new = self._new_metrics(metrics, step)
-        if new and not self.buffered:
-            self.buffered_since = time.monotonic()
         self.buffered.extend(new)
-        if len(self.buffered) >= BUFFER_MAX_VALUES or time.monotonic() - self.buffered_since >= BUFFER_MAX_S:
+        oldest_ms = self.buffered[0].timestamp if self.buffered else None
+        if len(self.buffered) >= BUFFER_MAX_VALUES or (
+            oldest_ms is not None and time.time() * 1000 - oldest_ms >= BUFFER_MAX_S * 1000
+        ):
             self.flush()
         return len(new)
 
