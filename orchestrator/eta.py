@@ -6,15 +6,19 @@ read from the cache), its steps (evaluations between them included) and its tail
 evaluation and checkpoint after its last step report). ``expected_wall_time`` puts a trial not
 started yet together from what the trials so far showed (``TrialPace``): the quickest start-up,
 the mean seconds per step times the steps, and the mean tail; without step reports it is the mean
-wall time of the finished trials. A running trial has that less the time it has run (at least 0)
+wall time of the finished trials. Recipes differ in what a step costs (a LoRA step skips the weight
+gradients a full one computes; ``step_cost``, FLOPs per step from ``orchestrator.pricing`` in any
+unit): the seconds per step seen are divided by each trial's cost and multiplied by the new trial's. A running trial has that less the time it has run (at least 0)
 left, unless its own step rate says how long it has left (``step_rate_seconds_left``: recipes
 differ, a LoRA step is cheaper than a full one), and the trials not yet started queue for
-``concurrency`` slots, each taking the next slot to free up. The estimate is when the last slot
+``concurrency`` slots, each taking the next slot to free up (``queued``: each one's expected wall time,
+else ``left`` trials of the mean). The estimate is when the last slot
 frees up; before any trial has finished there is none (None):
 
     estimate_seconds_left([60, 120], running_started=[70.0], now=100.0, concurrency=2, left=3)   # 180.0
     step_rate_seconds_left([(100.0, 10), (130.0, 40)], total_steps=100)                          # 60.0
     expected_wall_time([TrialPace(30.0, 1.0, 100, tail=10.0)], wall_times=[140.0])               # 140.0
+    expected_wall_time([TrialPace(30.0, 1.0, 100, tail=10.0, step_cost=3.0)], [140.0], step_cost=2.0)  # 106.7
     duration_text(180.0)                                                                         # "3m00s"
 """
 
@@ -37,22 +41,27 @@ class TrialPace:
     """The steps it runs in all."""
     tail: float | None = None
     """Seconds from its last step report to its end (None while it runs)."""
+    step_cost: float = 1.0
+    """What one of its steps costs next to other trials' (FLOPs per step, any unit; 1.0 where unknown)."""
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def expected_wall_time(paces: Sequence[TrialPace], wall_times: Sequence[float]) -> float | None:
-    """Seconds a trial not started yet will take: the quickest start-up seen, the mean seconds per step
-    times the mean steps, and the mean tail of the finished trials; the mean of ``wall_times`` where the
-    paces do not say (no step rate or no finished trial with a tail yet); None before any trial ended."""
-    rates = [pace.seconds_per_step for pace in paces if pace.seconds_per_step is not None]
+def expected_wall_time(
+    paces: Sequence[TrialPace], wall_times: Sequence[float], step_cost: float = 1.0
+) -> float | None:
+    """Seconds a trial whose steps cost ``step_cost`` will take: the quickest start-up seen, the mean
+    seconds per unit of step cost times its cost and the mean steps, and the mean tail of the finished
+    trials; the mean of ``wall_times`` where the paces do not say (no step rate or no finished trial with
+    a tail yet); None before any trial ended."""
+    rates = [pace.seconds_per_step / pace.step_cost for pace in paces if pace.seconds_per_step is not None]
     tails = [pace.tail for pace in paces if pace.tail is not None]
     if not rates or not tails:
         return _mean(wall_times) if wall_times else None
     steps = _mean([pace.total_steps for pace in paces])
-    return min(pace.start_up for pace in paces) + _mean(rates) * steps + _mean(tails)
+    return min(pace.start_up for pace in paces) + _mean(rates) * step_cost * steps + _mean(tails)
 
 
 def mean_tail(paces: Sequence[TrialPace]) -> float:
@@ -79,6 +88,7 @@ def estimate_seconds_left(
     left: int,
     running_left: Sequence[float | None] | None = None,
     expected: float | None = None,
+    queued: Sequence[float] | None = None,
 ) -> float | None:
     """Seconds until the sweep's last trial ends, or None before any trial has finished.
 
@@ -86,7 +96,8 @@ def estimate_seconds_left(
     started (the clock of ``now``); ``left``: trials not started yet; ``concurrency``: trials at once;
     ``running_left``: for each running trial, the seconds it has left at its own step rate, where known
     (None: the expected wall time less the time it has run); ``expected``: the wall time of a trial not
-    started yet (``expected_wall_time``; None: the mean of ``wall_times``).
+    started yet (``expected_wall_time``; None: the mean of ``wall_times``); ``queued``: the expected wall
+    time of each trial not started yet, in the order they start (None: ``left`` trials of ``expected``).
     """
     if not wall_times:
         return None
@@ -98,9 +109,10 @@ def estimate_seconds_left(
     ]
     slots += [0.0] * max(0, max(1, concurrency) - len(slots))
     heapq.heapify(slots)
-    for _ in range(left):
-        heapq.heappush(slots, heapq.heappop(slots) + mean)
-    return max(slots) if running_started or left else 0.0
+    queue = list(queued) if queued is not None else [mean] * left
+    for wall_time in queue:
+        heapq.heappush(slots, heapq.heappop(slots) + wall_time)
+    return max(slots) if running_started or queue else 0.0
 
 
 def duration_text(seconds: float) -> str:

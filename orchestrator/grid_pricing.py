@@ -7,6 +7,7 @@ GPU-hours and checkpoint storage, and the trial kinds that do not fit the GPU wi
     from orchestrator.grid_pricing import price_grid, render_prices, fit_problems
     prices = price_grid(grid, expand_trials(grid), gpu_kind("h100-80"))
     print(render_prices(prices)); fit_problems(prices)   # [] when every trial fits
+    step_costs(grid, expand_trials(grid))                # {"llm-full-lr1e-05-f1.0-s0": 4.1e9, ...}
 
 A trial's LLM sequence length is its ``max_seq_len`` (default ``pricing.DEFAULT_SEQ_LEN``), its
 vision patches per sample ``max_pixels`` / 14^2 (default ``pricing.DEFAULT_IMAGE_PATCHES``).
@@ -143,6 +144,27 @@ def price_grid(
         price = price_trial(shape, trial.parts, trial.method_config, workload)
         kinds[key] = KindPrice(trial, 1, workload, price, gpu, mfu, headroom)
     return list(kinds.values())
+
+
+def step_costs(grid: Grid, trials: Sequence[TrialConfig]) -> dict[str, float]:
+    """Trial name -> FLOPs of one optimizer step of one worker, recomputation included (the sweep's ETA
+    weighs the seconds per step it sees by them); {} where the grid's model has no shape to price."""
+    try:
+        shape = model_shape(grid.model)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+    on_gpu = grid.resources.gpus_per_worker > 0
+    costs: dict[tuple, float] = {}
+    named: dict[str, float] = {}
+    for trial in trials:
+        workload = trial_workload(trial, on_gpu)
+        key = _kind_key(trial, workload)
+        if key not in costs:
+            price = price_trial(shape, trial.parts, trial.method_config, workload)
+            samples = workload.micro_batch * workload.grad_accumulation
+            costs[key] = (price.flops_per_sample + price.recompute_flops_per_sample) * samples
+        named[trial.name] = costs[key]
+    return named
 
 
 def _count(number: int) -> str:

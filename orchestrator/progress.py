@@ -54,7 +54,14 @@ CLEAR_LINE = "\r\x1b[K"
 class SweepProgress(Callback):
     """Prints one line per trial start, evaluation and end, the time left, and the running trials' steps."""
 
-    def __init__(self, total: int, already_done: int = 0, concurrency: int = 1, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        already_done: int = 0,
+        concurrency: int = 1,
+        stream: TextIO | None = None,
+        step_costs: dict[str, float] | None = None,
+    ) -> None:
         self.total = total
         self.done = already_done
         self.failed = 0
@@ -65,6 +72,11 @@ class SweepProgress(Callback):
         self.started = time.monotonic()
         self.concurrency = concurrency
         """How many trials run at once."""
+        self.step_costs = dict(step_costs or {})
+        """Trial name -> what one of its steps costs (``orchestrator.eta``), for the trials to run, in the
+        order they start; trials not in it (sampled ones) cost the mean."""
+        self.names: dict[str, str] = {}
+        """Trial id -> name of each trial started in this run."""
         self.running: dict[str, float] = {}
         """Trial id -> when the trial started (``time.monotonic``)."""
         self.steps: dict[str, tuple[str, int, int]] = {}
@@ -115,7 +127,12 @@ class SweepProgress(Callback):
         rate = (last_time - first_time) / (last_step - first_step) if last_step > first_step else None
         tail = None if ended is None else ended - last_time
         start_up = first_time - self.running[trial_id] - self.zero_shot_s.get(trial_id, 0.0)
-        return TrialPace(max(0.0, start_up), rate, self.steps[trial_id][2], tail)
+        cost = self.step_costs.get(self.names.get(trial_id, ""), 1.0)
+        return TrialPace(max(0.0, start_up), rate, self.steps[trial_id][2], tail, cost)
+
+    def _expected(self, paces: list[TrialPace], name: str) -> float | None:
+        """Wall time a trial named ``name`` takes at the pace seen so far (``expected_wall_time``)."""
+        return expected_wall_time(paces, self.wall_times, self.step_costs.get(name, 1.0))
 
     def eta_text(self) -> str:
         """ "2 running, 3 left", and ", ETA 4m10s" once a trial has ended."""
@@ -127,15 +144,24 @@ class SweepProgress(Callback):
             if trial_id in self.steps:
                 left = step_rate_seconds_left(self.progress.get(trial_id, []), self.steps[trial_id][2])
             own_paces.append(None if left is None else left + tail)
-        running_paces = [pace for pace in map(self.pace, self.running) if pace is not None]
+        paces = self.finished_paces + [pace for pace in map(self.pace, self.running) if pace is not None]
+        now = time.monotonic()
+        for index, (trial_id, started) in enumerate(self.running.items()):
+            expected = self._expected(paces, self.names.get(trial_id, ""))
+            if own_paces[index] is None and expected is not None:
+                own_paces[index] = max(0.0, expected - (now - started))
+        started_names = set(self.names.values())
+        costed = [name for name in self.step_costs if name not in started_names][: self.left()]
+        queued = [self._expected(paces, name) for name in costed]
+        queued += [self._expected(paces, "")] * (self.left() - len(costed))
         eta = estimate_seconds_left(
             self.wall_times,
             list(self.running.values()),
-            time.monotonic(),
+            now,
             self.concurrency,
             self.left(),
             own_paces,
-            expected=expected_wall_time(self.finished_paces + running_paces, self.wall_times),
+            queued=None if None in queued else queued,
         )
         return text if eta is None else f"{text}, ETA {duration_text(eta)}"
 
@@ -177,6 +203,7 @@ class SweepProgress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running[trial.trial_id] = time.monotonic()
+        self.names[trial.trial_id] = self._name(trial)
         self._print(f"{self._name(trial)}: started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:

@@ -40,6 +40,7 @@ from jobs.trial import find_trial_run
 from orchestrator.capacity import capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
 from orchestrator.grid import Grid, GridError, load_grid
+from orchestrator.grid_pricing import step_costs
 from orchestrator.mlflow_bookkeeping import close_parent_run, open_parent_run, parent_experiment_id, runs_page_hint
 from orchestrator.plan import (
     add_max_trials_flag,
@@ -246,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         if to_run:
             prepare_shared_inputs(plan.pending or trials)
             progress = SweepProgress(
-                total=to_run + len(plan.done), already_done=len(plan.done), concurrency=concurrency
+                total=to_run + len(plan.done),
+                already_done=len(plan.done),
+                concurrency=concurrency,
+                step_costs=step_costs(grid, plan.pending),
             )
             failed = run_search(grid, plan, concurrency, parent, [progress], TRIAL_DRIVER_RESOURCES)
     except KeyboardInterrupt:

@@ -59,6 +59,47 @@ def test_expected_wall_time(paces, wall_times, expected):
     assert expected_wall_time(paces, wall_times) == pytest.approx(expected) if expected else expected is None
 
 
+@pytest.mark.parametrize(
+    "paces, step_cost, expected",
+    [
+        # a full step (cost 3) took 1.2 s: a LoRA step (cost 2) takes 0.8 s; 10 + 0.8 x 100 + 5
+        ([TrialPace(10.0, 1.2, 100, tail=5.0, step_cost=3.0)], 2.0, 95.0),
+        # a full trial at 1.2 s a step (cost 3) and a LoRA one at 0.6 s (cost 2): 0.35 s a unit of cost
+        ([TrialPace(10.0, 1.2, 100, tail=5.0, step_cost=3.0), TrialPace(10.0, 0.6, 100, step_cost=2.0)], 3.0, 120.0),
+        ([TrialPace(10.0, 1.2, 100, tail=5.0, step_cost=3.0)], 3.0, 135.0),  # the same recipe: its own pace
+    ],
+)
+def test_a_recipe_whose_steps_cost_less_is_expected_to_step_faster(paces, step_cost, expected):
+    assert expected_wall_time(paces, [999.0], step_cost) == pytest.approx(expected)
+
+
+def test_queued_trials_each_take_their_own_expected_wall_time():
+    """One slot, nothing running: 40 then 100 then 10 end at 150; two slots: 40|100 -> 50|100."""
+    assert estimate_seconds_left([70.0], [], 0.0, 1, 3, queued=[40.0, 100.0, 10.0]) == 150.0
+    assert estimate_seconds_left([70.0], [], 0.0, 2, 3, queued=[40.0, 100.0, 10.0]) == 100.0
+
+
+def test_the_sweep_eta_weighs_the_trials_left_by_what_their_steps_cost(clock):
+    """Two full trials (cost 3) ran 100 steps at 1.2 s; the two LoRA trials left (cost 2) step at 0.8 s:
+    each takes 10 + 80 + 10 = 100 s, side by side; unweighed it would say 130 s."""
+    out = io.StringIO()
+    costs = {"full-a": 3.0, "full-b": 3.0, "lora-a": 2.0, "lora-b": 2.0}
+    sweep = SweepProgress(total=4, concurrency=2, stream=out, step_costs=costs)
+    a, b = tune_trial("full-a"), tune_trial("full-b")
+    for trial in (a, b):
+        sweep.on_trial_start(0, [], trial)
+    clock[0] += 10
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 0, TOTAL_STEPS: 100})
+    clock[0] += 120
+    for trial in (a, b):
+        sweep.on_trial_result(0, [], trial, {"step": 100, TOTAL_STEPS: 100})
+    clock[0] += 10
+    sweep.on_trial_complete(0, [], a)
+    sweep.on_trial_complete(0, [], b)
+    assert out.getvalue().splitlines()[-1].endswith("0 running, 2 left, ETA 1m40s")
+
+
 def test_a_trial_not_started_is_expected_to_take_the_warm_start_up_not_the_cold_one(clock):
     """Two full trials pay the cold caches (60 s each to their first step); the third starts in 10 s."""
     out = io.StringIO()
