@@ -6,14 +6,13 @@ read from the cache), its steps (evaluations between them included) and its tail
 evaluation and checkpoint after its last step report). ``expected_wall_time`` puts a trial not
 started yet together from what the trials so far showed (``TrialPace``): the quickest start-up,
 the mean seconds per step times the steps, and the mean tail; without step reports it is the mean
-wall time of the finished trials. Recipes differ in what a step costs (a LoRA step skips the weight
-gradients a full one computes; ``step_cost``, FLOPs per step from ``orchestrator.pricing`` in any
-unit): the seconds per step seen are divided by each trial's cost and multiplied by the new trial's. A running trial has that less the time it has run (at least 0)
-left, unless its own step rate says how long it has left (``step_rate_seconds_left``: recipes
-differ, a LoRA step is cheaper than a full one), and the trials not yet started queue for
-``concurrency`` slots, each taking the next slot to free up (``queued``: each one's expected wall time,
-else ``left`` trials of the mean). The estimate is when the last slot
-frees up; before any trial has finished there is none (None):
+wall time of the finished trials. Recipes differ in what a step costs (a LoRA step skips the
+weight gradients a full one computes): ``step_cost`` (FLOPs per step from ``orchestrator.pricing``,
+any unit) scales the seconds per step seen to each trial. A running trial has that less the time
+it has run (at least 0) left, unless its own step rate says how long it has left
+(``step_rate_seconds_left``), and the trials not yet started queue for ``concurrency`` slots, each
+taking the next slot to free up (``queued``: each one's expected wall time, else ``left`` trials
+of the mean). The estimate is when the last slot frees up; before any trial has finished there is none (None):
 
     estimate_seconds_left([60, 120], running_started=[70.0], now=100.0, concurrency=2, left=3)   # 180.0
     step_rate_seconds_left([(100.0, 10), (130.0, 40)], total_steps=100)                          # 60.0
@@ -49,9 +48,7 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def expected_wall_time(
-    paces: Sequence[TrialPace], wall_times: Sequence[float], step_cost: float = 1.0
-) -> float | None:
+def expected_wall_time(paces: Sequence[TrialPace], wall_times: Sequence[float], step_cost: float = 1.0) -> float | None:
     """Seconds a trial whose steps cost ``step_cost`` will take: the quickest start-up seen, the mean
     seconds per unit of step cost times its cost and the mean steps, and the mean tail of the finished
     trials; the mean of ``wall_times`` where the paces do not say (no step rate or no finished trial with
