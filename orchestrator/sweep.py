@@ -23,6 +23,7 @@ can ever hold, or trials whose estimated memory does not fit the grid's ``resour
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from contract.defaults import DEFAULT_REPORTS_DIR
 from contract.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
 from jobs.finetune.config import TrialConfig
+from jobs.finetune.engine import build_cpu_comm_op
 from jobs.trial import find_trial_run
 from orchestrator.capacity import capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
@@ -115,11 +117,17 @@ def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
                                                    f"{family.max_images_per_row} per row")  # fmt: skip
 
 
-def prepare_shared_inputs(trials: list[TrialConfig]) -> None:
-    """Build what every trial shares (toy models, zero-shot inputs) once, here, before trials start.
+def prepare_shared_inputs(trials: list[TrialConfig], cpu_workers: bool) -> None:
+    """Build what every trial shares (toy and shape models; for ``cpu_workers``, DeepSpeed's CPU
+    collective op) once, here, before trials start.
 
     A Hub model that is not cached here is left to the workers' nodes: each downloads it once.
     """
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    if cpu_workers and not Path(extensions).is_dir():
+        print("building DeepSpeed's CPU collective op (once per machine, about 30 s on 2 cores) ...", flush=True)
+    if cpu_workers:
+        build_cpu_comm_op()
     for model in sorted({trial.model for trial in trials}):
         try:
             resolve_model_dir(model)
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     try:
         if to_run:
-            prepare_shared_inputs(plan.pending or trials)
+            prepare_shared_inputs(plan.pending or trials, cpu_workers=grid.resources.gpus_per_worker == 0)
             progress = SweepProgress(
                 total=to_run + len(plan.done),
                 already_done=len(plan.done),

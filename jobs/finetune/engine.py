@@ -30,6 +30,19 @@ from recipes.models import LoadedModel
 from recipes.schedules import lr_multiplier
 
 
+def build_cpu_comm_op() -> bool:
+    """Compile DeepSpeed's shared-memory collective op for CPU workers in this process; True if built.
+
+    DeepSpeed's torch backend compiles it (``deepspeed.comm.torch.build_shm_op``) at the start of every
+    CPU engine and caches it under ``~/.cache/torch_extensions``: the first trials on a machine would
+    each wait for the compiler (about 30 s on 2 cores). The sweep builds it once, before any trial.
+    Where DeepSpeed's accelerator is not the CPU there is nothing to build (False).
+    """
+    from deepspeed.comm.torch import build_shm_op
+
+    return build_shm_op() is not None
+
+
 def precision_problem(config: dict[str, Any], bf16: bool) -> str | None:
     """Why a user's DeepSpeed JSON contradicts the trial's precision, or None."""
     if config.get("fp16", {}).get("enabled"):
