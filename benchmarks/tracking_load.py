@@ -1,5 +1,5 @@
 """python benchmarks/tracking_load.py [--trials 8,32] [--steps 20] [--eval-every 10] [--stores sqlite,postgres]
-python benchmarks/tracking_load.py --trials 8 --restart
+python benchmarks/tracking_load.py --trials 8 --restart --step-s 0.5
 python benchmarks/tracking_load.py --trials 32 --unbuffered
 
 How much load one MLflow tracking server takes from a sweep's trials, and whether anything is lost.
@@ -11,7 +11,9 @@ the product's own tracker (``jobs.finetune.tracking.TrialTracker``, as a trial's
 log a trial's stream as fast as the server takes it (``--step-s`` adds a pause per step): the
 training metrics at every step for ``--steps`` steps, and every ``--eval-every`` steps the full
 evaluation metric set of ``contract.layout`` for the toy suite plus a small JSON artifact. With
-``--restart`` the server is SIGKILLed once half the values are in and started again on its port.
+``--restart`` the server is SIGKILLed once every trial's step-0 evaluation is in, while the trials
+train towards their next evaluation, and started again on its port (give the steps a pause,
+``--step-s``, so that the trials are still training then, as real ones are).
 The training metrics go through ``TrialTracker.log_soon`` as a trial sends them (buffered until
 the next evaluation); ``--unbuffered`` sends each step's at once, one call per step.
 
@@ -236,8 +238,8 @@ def run_load(store_kind: str, trials: int, args, work: Path) -> dict:
             from mlflow.tracking import MlflowClient
 
             reader = MlflowClient(store)  # the store itself: it answers while the server is down
-            half = trials * args.steps // 2  # training-loss points of all trials
-            while sum(len(reader.get_metric_history(run_id, TRAIN_LOSS)) for run_id in run_ids) < half and any(
+            first_evaluation = accuracy_metric(QUADRANTS[0])
+            while not all(reader.get_metric_history(run_id, first_evaluation) for run_id in run_ids) and any(
                 process.is_alive() for process in processes
             ):
                 time.sleep(1)
@@ -321,7 +323,9 @@ def main() -> None:
         help="a database URI on the PostgreSQL server where the fresh databases are created "
         "(a password belongs in PGPASSWORD or ~/.pgpass, not here)",
     )
-    parser.add_argument("--restart", action="store_true", help="SIGKILL and restart the server half-way")
+    parser.add_argument(
+        "--restart", action="store_true", help="SIGKILL and restart the server once every step-0 evaluation is in"
+    )
     parser.add_argument(
         "--unbuffered", action="store_true", help="send each step's training metrics at once (no log_soon buffer)"
     )

@@ -37,7 +37,6 @@ from contract.defaults import DEFAULT_REPORTS_DIR
 from contract.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from contract.layout import DONE_STATUSES, TARGET_QUADRANT, accuracy_metric, delta_metric
 from jobs.finetune.config import TrialConfig
-from jobs.finetune.engine import build_cpu_comm_op
 from jobs.trial import find_trial_run
 from orchestrator.capacity import capacity_problems, node_shapes
 from orchestrator.expand import expand_trials
@@ -127,6 +126,8 @@ def prepare_shared_inputs(trials: list[TrialConfig], cpu_workers: bool) -> None:
     if cpu_workers and not Path(extensions).is_dir():
         print("building DeepSpeed's CPU collective op (once per machine, about 30 s on 2 cores) ...", flush=True)
     if cpu_workers:
+        from jobs.finetune.engine import build_cpu_comm_op  # DeepSpeed: imported only when trials run
+
         build_cpu_comm_op()
     for model in sorted({trial.model for trial in trials}):
         try:

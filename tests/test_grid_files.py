@@ -109,6 +109,8 @@ def test_toy_table1_shows_aggressive_and_gentle_recipes():
         seeds.setdefault((t.parts, t.method, t.lr), set()).add(t.seed)
     assert set(map(frozenset, seeds.values())) == {frozenset({0, 1, 2})}  # every recipe on three seeds
     assert {(t.workers, t.batch_size, t.model, t.gpus_per_worker) for t in trials} == {(1, 16, "toy-qwen2.5-vl", 0.0)}
+    everything = ("output_drift", "counting_bias", "classname_rate", "vision_probe")
+    assert {tuple(t.eval_signals) for t in trials} == {everything}  # the signals' ranking needs them all
 
 
 def test_paper_table1_is_the_papers_recipes():

@@ -376,3 +376,18 @@ def test_unknown_gpu_kind_is_a_grid_error():
 
     with pytest.raises(GridError, match="resources.gpu"):
         parse_grid({"name": "g", "model": "toy-qwen2.5-vl", "grid": {"lr": 1e-4}, "resources": {"gpu": "v100"}})
+
+
+def test_the_etas_step_costs_rank_the_demo_recipes_by_the_work_of_a_step(no_cluster):
+    """The sweep's ETA weighs seconds per step by these: the whole LLM's step computes the weight
+    gradients LoRA's and the projector's skip; the two learning rates cost the same."""
+    from orchestrator.grid import load_grid
+    from orchestrator.grid_pricing import step_costs
+
+    grid = load_grid("grids/demo.yaml")
+    trials = expand_trials(grid)
+    costs = step_costs(grid, trials)
+    assert set(costs) == {trial.name for trial in trials}
+    full, gentle = costs["llm-full-lr3e-04-f1.0-s0"], costs["llm-full-lr3e-05-f1.0-s0"]
+    assert full == gentle
+    assert costs["llm-lora-r8-lr3e-04-f1.0-s0"] < full and costs["projector-full-lr1e-04-f1.0-s0"] < full

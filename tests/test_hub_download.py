@@ -201,6 +201,6 @@ def test_the_sweep_driver_leaves_a_missing_hub_model_to_the_nodes(empty_hub_cach
     from orchestrator.sweep import prepare_shared_inputs
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the driver must not ask
-    prepare_shared_inputs([SimpleNamespace(model=REPO_ID)])
+    prepare_shared_inputs([SimpleNamespace(model=REPO_ID)], cpu_workers=False)
     assert f"note: model '{REPO_ID}' ({REPO_ID}) is not in the Hugging Face cache here" in capsys.readouterr().err
     assert not (empty_hub_cache / "models--forgetless-test--toy-qwen2.5-vl").exists()
