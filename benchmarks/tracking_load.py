@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from contract.layout import (
     delta_metric,
     stderr_metric,
 )
+from recipes.common.local_ports import free_port
 from recipes.common.mlflow_server import mlflow_server_command
 
 TOY_SUITE_DATASETS = (
@@ -86,12 +86,6 @@ def expected_points(steps: int, eval_every: int) -> set[tuple[str, int]]:
     points = {(key, step) for step in range(1, steps + 1) for key in TRAIN_KEYS}
     points |= {(key, step) for step in range(0, steps + 1, eval_every) for key in EVAL_KEYS}
     return points
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def trial_stream(uri: str, run_id: str, steps: int, eval_every: int, step_s: float, buffered: bool, out: str) -> None:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's pa
     sys.path.insert(0, str(ROOT))
 
 from orchestrator.mlflow_bookkeeping import RUNS_VIEW  # noqa: E402 - after the path set-up above
+from recipes.common.local_ports import free_port  # noqa: E402
 from recipes.common.mlflow_server import mlflow_server_command  # noqa: E402
 from recipes.common.redaction import redact_uri  # noqa: E402
 
@@ -162,12 +162,6 @@ def report_screenshot(browser: str, report: Path, out: Path, width: int, max_hei
     if broken:
         raise ScreenshotError(f"{report}: the browser could not show {', '.join(broken)}")
     return screenshot(browser, Path(report).resolve().as_uri(), out, width, min(probe["height"], max_height))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def answers(url: str) -> bool:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import psutil
 import pytest
 import requests
 
+from recipes.common.local_ports import free_port
 from recipes.common.mlflow_server import mlflow_server_command
 
 os.environ.setdefault("FORGETLESS_TOY_SIZE", "small")
@@ -37,13 +37,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "10")
 
 S3_BUCKET = "forgetless-test"
 """Bucket created on the moto server."""
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 ONE_RANK_ENV: dict[str, str] = {}

@@ -25,8 +25,8 @@ import yaml
 from PIL import Image
 
 from contract import layout
+from recipes.common.local_ports import free_port
 from recipes.common.reachability import ANSWER_TIMEOUT_ENV
-from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55word-9f27"

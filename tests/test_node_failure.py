@@ -25,8 +25,8 @@ import pytest
 
 from contract import layout
 from jobs.finetune.loop import RESUMED_TAG
+from recipes.common.local_ports import free_port
 from tests.conftest import (
-    free_port,
     latest_registered_checkpoint,
     log_tail,
     metric_steps,

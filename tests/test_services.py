@@ -12,7 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import S3_BUCKET, MlflowServer, free_port, serving, start_service, stop_process_group
+from recipes.common.local_ports import free_port
+from tests.conftest import S3_BUCKET, MlflowServer, serving, start_service, stop_process_group
 
 FAILS_FIRST = """
 import http.server, pathlib, sys

@@ -18,10 +18,10 @@ from mlflow.tracking import MlflowClient
 
 from contract import layout
 from jobs.finetune.loop import RESUMED_TAG
+from recipes.common.local_ports import free_port
 from tests.conftest import (
     S3_BUCKET,
     MlflowServer,
-    free_port,
     latest_registered_checkpoint,
     metric_steps,
     serving,

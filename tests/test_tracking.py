@@ -15,7 +15,8 @@ from jobs.finetune.tracking import (
     TrialTracker,
     start_trial_run,
 )
-from tests.conftest import free_port, metric_steps
+from recipes.common.local_ports import free_port
+from tests.conftest import metric_steps
 
 
 @pytest.fixture
