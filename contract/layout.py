@@ -125,6 +125,8 @@ SIGNAL_VALUES = {
     "vision_probe": ("vision_probe_acc",),
 }
 """Signal -> the values it logs, each as ``signal_metric(value)``; ``early_stop.signal`` names one value."""
+FALLING_SIGNAL_VALUES = ("top1_agreement", "vision_probe_acc")
+"""Signal values that fall as a model forgets (a stop rule on them passes ``min``); the others rise (``max``)."""
 SIGNAL_PREFIX = "signal/"
 """First segment of a signal's value: ``signal/<value>``."""
 SIGNAL_TIME_PREFIX = "signal_time/"

@@ -99,3 +99,22 @@ def test_the_report_has_the_signals_section_and_figure(sweep, tmp_path):
         "| output_kl | +1.00" in markdown
         and "output_drift: 0.50 s per measurement, 5.0% of evaluation time" in markdown
     )
+
+
+@pytest.mark.parametrize(
+    "signal, threshold, falling, stops_at",
+    [
+        ({50: 0.01, 100: 0.2, 150: 0.5}, 0.1, False, 100),  # output_kl passes max 0.1 at step 100
+        ({50: 90.0, 100: 70.0, 150: 60.0}, 80.0, True, 100),  # top1_agreement falls below min 80 at step 100
+        ({50: 0.01, 100: 0.02, 150: 0.03}, 0.1, False, 150),  # never passes: the trial runs to its end
+        ({100: 0.5}, 0.1, False, 100),  # an evaluation without the signal does not stop it
+    ],
+)
+def test_a_replayed_trial_stops_at_its_first_evaluation_past_the_threshold(signal, threshold, falling, stops_at):
+    from types import SimpleNamespace
+
+    from benchmarks.signal_stop_replay import stop_step
+
+    history = {q: {0: 50.0, 50: 50.0, 100: 50.0, 150: 50.0} for q in ("id_id", "id_ood", "ood_id", "ood_ood")}
+    trial = SimpleNamespace(history=history, steps=lambda quadrant: sorted(history[quadrant]))
+    assert stop_step(trial, signal, threshold, falling) == stops_at
