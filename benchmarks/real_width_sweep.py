@@ -7,16 +7,18 @@ one trial at a time), run by ``python -m orchestrator.sweep`` exactly as a user 
 Ray Train, DeepSpeed (gloo), the 2x2 evaluation on a small suite (``--rows-per-quadrant`` rows of
 each quadrant's first toy dataset), MLflow (a sqlite file) and the report. Images are resized to
 ``--image-side`` pixels square (448: 256 visual tokens). It prints the sweep's own output, then per
-trial its status, ID accuracy, the steps it was evaluated at, checkpoint bytes on disk and the trial's wall time, and the
-sweep's wall time. Exit status: the sweep's.
+trial its status, ID accuracy, the steps it was evaluated at, checkpoint bytes on disk and its
+``time/trial_s`` (its Ray Train run), and the sweep's wall time. Exit status: the sweep's.
 
-Everything is written under a temporary folder (``--keep DIR``: under DIR, kept), so the user's
-``./mlflow.db`` and ``./sweeps`` are not touched.
+Everything (the grid, the suite, MLflow, checkpoints, the report) is written under a temporary
+folder (``--keep DIR``: under DIR, kept), the sweep's working directory, so the user's
+``./mlflow.db``, ``./sweeps`` and ``./reports`` are not touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ import yaml  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from benchmarks.real_widths import small_suite  # noqa: E402
-from contract.layout import PARAM_TRIAL_NAME, TARGET_QUADRANT, accuracy_metric  # noqa: E402
+from contract.layout import PARAM_TRIAL_NAME, TARGET_QUADRANT, TIME_TRIAL_S, accuracy_metric  # noqa: E402
 from recipes.common.text_table import markdown_table  # noqa: E402
 
 
@@ -71,7 +73,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def trial_rows(folder: Path) -> list[tuple[str, ...]]:
-    """One row per trial run of the sweep: name, status, ID accuracy, steps, checkpoint bytes, wall time."""
+    """One row per trial run of the sweep: name, status, ID accuracy, steps, checkpoint bytes, time/trial_s."""
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("real-width-sweep")
     rows = []
@@ -80,7 +82,7 @@ def trial_rows(folder: Path) -> list[tuple[str, ...]]:
         if name is None:
             continue  # the parent run
         checkpoints = [path for path in (folder / "sweeps").rglob("*") if path.is_dir() and name in path.name]
-        wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
+        wall = run.data.metrics.get(TIME_TRIAL_S)
         accuracy = run.data.metrics.get(accuracy_metric(TARGET_QUADRANT))
         history = client.get_metric_history(run.info.run_id, accuracy_metric(TARGET_QUADRANT))
         rows.append(
@@ -113,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         grid_file = folder / "grid.yaml"
         grid_file.write_text(yaml.safe_dump(grid_for(args, small_suite(folder, args.rows_per_quadrant), folder)))
         started = time.perf_counter()
-        status = subprocess.call([sys.executable, "-m", "orchestrator.sweep", str(grid_file)], cwd=ROOT)
+        command = [sys.executable, "-m", "orchestrator.sweep", str(grid_file)]
+        status = subprocess.call(command, cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)})
         wall = time.perf_counter() - started
-        header = ("trial", "status", "ID acc %", "evaluated at steps", "checkpoint bytes", "trial wall s")
+        header = ("trial", "status", "ID acc %", "evaluated at steps", "checkpoint bytes", "trial s")
         print()
         print(markdown_table(header, trial_rows(folder)))
         print(f"\nsweep of {grid_file}: exit {status}, {wall:.0f} s")
