@@ -72,6 +72,20 @@ Train restarts the trial's workers from their last checkpoint, but only if the c
 survives. ``node:__internal_head__`` is the resource Ray gives the head node alone."""
 
 
+def check_signal_rows(trials: list[TrialConfig]) -> None:
+    """Raise SuiteError when a trial's suite has no rows for one of its ``eval.signals`` (the trial would
+    fail on it after its start-up and zero-shot evaluation)."""
+    from jobs.evaluate.signals import SignalRows  # torch: imported only when a grid is checked
+
+    for name in sorted({trial.eval_suite for trial in trials}):
+        signals = sorted({signal for trial in trials if trial.eval_suite == name for signal in trial.eval_signals})
+        if signals:
+            try:
+                SignalRows.of_suite(load_suite(name), signals)
+            except ValueError as error:
+                raise SuiteError(str(error)) from None
+
+
 def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
     """Validate every dataset the trials use before any compute: its schema and a sample of its rows.
 
@@ -79,7 +93,8 @@ def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
     stays cheap at ImageNet scale and on object storage; ``every_row`` reads and checks every row.
 
     Raises RecordFormatError (or SuiteError, FileNotFoundError) naming the file and its bad rows,
-    also for a row with more images than the family of a trial's model takes (LLaVA-1.5: one).
+    also for a row with more images than the family of a trial's model takes (LLaVA-1.5: one), and
+    SuiteError for a suite without the rows a trial's forgetting signal reads.
     """
 
     def checked(dataset: str) -> pa.Table:
@@ -95,6 +110,7 @@ def check_data(trials: list[TrialConfig], every_row: bool = False) -> None:
             if trial.eval_suite == name:
                 used[trial.model] += tables
     single = [trial for trial in trials if not trial.continual]
+    check_signal_rows(single)
     training = {trial.dataset for trial in single} | {m.dataset for trial in single for m in trial.mix}
     loaded = {name: checked(name) for name in sorted(training)}
     for trial in single:

@@ -108,6 +108,23 @@ def test_signal_rows_name_a_signal_the_suite_cannot_feed(tmp_path):
         SignalRows.of_suite(without_classname, ("classname_rate",))
 
 
+def test_the_sweep_refuses_a_signal_its_suite_cannot_feed_before_any_trial(tmp_path, capsys):
+    """The ci grid with classname_rate on a suite without class-name rows: exit 2 and one line, no trial."""
+    from orchestrator.sweep import main
+
+    suite = load_suite("toy")
+    quadrants = {q: [d for d in names if d != "toy-wiki-classname"] for q, names in suite.quadrants.items()}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"name": "no-classname", "quadrants": quadrants}))
+    grid = yaml.safe_load(Path("grids/ci.yaml").read_text())
+    grid["eval"].update(suite=str(tmp_path / "suite.yaml"), signals=["output_drift", "classname_rate"])
+    grid.update(storage=str(tmp_path / "sweeps"), tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    assert main([str(tmp_path / "grid.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.signals: suite 'no-classname' has no rows for classname_rate" in err
+    assert not (tmp_path / "sweeps").exists()
+
+
 @pytest.mark.parametrize(
     ("value", "bounds", "stops"),
     [
