@@ -148,10 +148,11 @@ def price_grid(
 
 def step_costs(grid: Grid, trials: Sequence[TrialConfig]) -> dict[str, float]:
     """Trial name -> FLOPs of one optimizer step of one worker, recomputation included (the sweep's ETA
-    weighs the seconds per step it sees by them); {} where the grid's model has no shape to price."""
+    weighs the seconds per step it sees by them); {} where the grid's model has no shape to price here
+    (a Hub model not in this machine's cache, which the nodes download)."""
     try:
         shape = model_shape(grid.model)
-    except (FileNotFoundError, ValueError, OSError):
+    except Exception:  # an estimate only: a Hub model not cached here has no shape on this machine
         return {}
     on_gpu = grid.resources.gpus_per_worker > 0
     costs: dict[tuple, float] = {}
