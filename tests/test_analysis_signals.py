@@ -22,6 +22,7 @@ from analysis.forgetting_signals import (
 )
 from analysis.mlflow_reader import load_sweep
 from analysis.report import write_report
+from contract import layout
 from tests.synthetic_sweeps import SyntheticTrial, log_sweep
 
 ZERO = {"id_id": 50.0, "id_ood": 60.0, "ood_id": 40.0, "ood_ood": 30.0}
@@ -115,6 +116,6 @@ def test_a_replayed_trial_stops_at_its_first_evaluation_past_the_threshold(signa
 
     from benchmarks.signal_stop_replay import stop_step
 
-    history = {q: {0: 50.0, 50: 50.0, 100: 50.0, 150: 50.0} for q in ("id_id", "id_ood", "ood_id", "ood_ood")}
+    history = {q: {0: 50.0, 50: 50.0, 100: 50.0, 150: 50.0} for q in layout.QUADRANTS}
     trial = SimpleNamespace(history=history, steps=lambda quadrant: sorted(history[quadrant]))
     assert stop_step(trial, signal, threshold, falling) == stops_at
