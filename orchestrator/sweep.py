@@ -78,7 +78,7 @@ def check_signal_rows(trials: list[TrialConfig]) -> None:
     from jobs.evaluate.signals import SignalRows  # torch: imported only when a grid is checked
 
     for name in sorted({trial.eval_suite for trial in trials}):
-        signals = sorted({signal for trial in trials if trial.eval_suite == name for signal in trial.eval_signals})
+        signals = sorted({signal for trial in trials if trial.eval_suite == name for signal in trial.signals})
         if signals:
             try:
                 SignalRows.of_suite(load_suite(name), signals)
